@@ -1,0 +1,474 @@
+//! Arguments and results of every v1 op, field for field as PROTOCOL.md
+//! names them. Argument structs refuse unknown keys (so a `cvc` is never
+//! accepted, let alone stored).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Pan;
+
+/// Op names, as on the wire.
+pub mod op {
+    pub const HEALTH: &str = "health";
+    pub const TOKENIZE: &str = "tokenize";
+    pub const TRANSACTION_TOKENS: &str = "transaction_tokens";
+    pub const ALIAS_STATUS: &str = "alias_status";
+    pub const PROVISION: &str = "provision";
+    pub const REMOVE_PAN: &str = "remove_pan";
+    pub const DELETE_ALIAS: &str = "delete_alias";
+    pub const CREDENTIALS: &str = "credentials";
+    pub const STATS: &str = "stats";
+    pub const QUEUE_LIST: &str = "queue_list";
+    pub const QUEUE_RETRY: &str = "queue_retry";
+    pub const SCHEME_PAUSE: &str = "scheme_pause";
+    pub const SCHEME_RESUME: &str = "scheme_resume";
+    pub const RETENTION: &str = "retention";
+    pub const PURGE_DUE: &str = "purge_due";
+    pub const EVENTS: &str = "events";
+    pub const AUDIT: &str = "audit";
+}
+
+/// For ops that take no arguments: an empty map, nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+// ---------------------------------------------------------------- health
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub ready: bool,
+    pub version: String,
+    pub hsm: String,
+    pub store: String,
+    pub uptime_ms: u64,
+}
+
+// ---------------------------------------------------------------- cards
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeArgs {
+    pub pan: Pan,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasArgs {
+    pub alias: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionArgs {
+    pub transaction_id: String,
+}
+
+/// Token statuses: the schemes' lifecycle plus the vault's own states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Pending,
+    Active,
+    Inactive,
+    Suspended,
+    Deleted,
+    NotEligible,
+    Failed,
+}
+
+impl TokenStatus {
+    pub const ALL: [TokenStatus; 7] = [
+        TokenStatus::Pending,
+        TokenStatus::Active,
+        TokenStatus::Inactive,
+        TokenStatus::Suspended,
+        TokenStatus::Deleted,
+        TokenStatus::NotEligible,
+        TokenStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Pending => "pending",
+            TokenStatus::Active => "active",
+            TokenStatus::Inactive => "inactive",
+            TokenStatus::Suspended => "suspended",
+            TokenStatus::Deleted => "deleted",
+            TokenStatus::NotEligible => "not_eligible",
+            TokenStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The network token as merchants see it (never the token number).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub status: TokenStatus,
+    pub scheme: String,
+    pub token_ref: Option<String>,
+    pub token_last4: Option<String>,
+    pub exp_month: Option<u8>,
+    pub exp_year: Option<u16>,
+    pub par: Option<String>,
+    pub token_requestor_id: Option<String>,
+    pub updated_at: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Card {
+    pub bin: String,
+    pub last4: String,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    pub scheme: String,
+    pub pan_removed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub alias: String,
+    pub fingerprint: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub masked: String,
+    pub created_at: u64,
+    pub card: Card,
+    pub token_info: Option<TokenInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeResult {
+    pub created: bool,
+    #[serde(flatten)]
+    pub record: AliasRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteResult {
+    pub deleted: bool,
+}
+
+// ---------------------------------------------------------------- credentials
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    NetworkToken,
+    Pan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Initiator {
+    Customer,
+    Merchant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsArgs {
+    pub alias: String,
+    pub tenant: String,
+    pub accept: Vec<CredentialKind>,
+    pub initiator: Initiator,
+    pub amount_minor: u64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated_eci: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    ReceiverPanOnly,
+    NoToken,
+    TokenNotActive,
+}
+
+/// `credentials` result: tagged by `kind`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credentials {
+    NetworkToken {
+        scheme: String,
+        network_token: Pan,
+        exp_month: u8,
+        exp_year: u16,
+        cryptogram: Option<String>,
+        eci: Option<String>,
+        atc: Option<u16>,
+        par: Option<String>,
+        token_ref: String,
+    },
+    Pan {
+        scheme: String,
+        pan: Pan,
+        exp_month: u8,
+        exp_year: u16,
+        fallback_reason: FallbackReason,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never prints the token number, PAN or cryptogram.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::NetworkToken {
+                scheme,
+                network_token,
+                eci,
+                atc,
+                token_ref,
+                ..
+            } => f
+                .debug_struct("NetworkToken")
+                .field("scheme", scheme)
+                .field("network_token", network_token)
+                .field("eci", eci)
+                .field("atc", atc)
+                .field("token_ref", token_ref)
+                .finish_non_exhaustive(),
+            Credentials::Pan {
+                scheme,
+                pan,
+                fallback_reason,
+                ..
+            } => f
+                .debug_struct("Pan")
+                .field("scheme", scheme)
+                .field("pan", pan)
+                .field("fallback_reason", fallback_reason)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- admin
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    pub due: u64,
+    pub scheduled: u64,
+    pub in_flight: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchemeStats {
+    pub provisioned: u64,
+    pub not_eligible: u64,
+    pub errors: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub paused: bool,
+    /// Circuit breaker: "closed", "open" or "half_open" (optional field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub aliases: u64,
+    pub pans_retained: u64,
+    pub tokens: BTreeMap<String, u64>,
+    pub queue: QueueCounts,
+    pub schemes: BTreeMap<String, SchemeStats>,
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Due,
+    Scheduled,
+    InFlight,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Due => "due",
+            JobState::Scheduled => "scheduled",
+            JobState::InFlight => "in_flight",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueListArgs {
+    #[serde(default)]
+    pub state: Option<JobState>,
+    #[serde(default)]
+    pub limit: u32,
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub alias: String,
+    pub kind: String,
+    pub scheme: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub next_at: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueList {
+    pub jobs: Vec<JobView>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobArgs {
+    pub job_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRetryResult {
+    pub job_id: String,
+    pub state: JobState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemeArgs {
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemePaused {
+    pub scheme: String,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantRetention {
+    pub tenant: String,
+    pub policy: String,
+    pub pans_retained: u64,
+    pub due_now: u64,
+    pub due_7d: u64,
+    pub due_30d: u64,
+    pub purged_total: u64,
+    pub oldest_retained_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retention {
+    pub tenants: Vec<TenantRetention>,
+    pub next_purge_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeArgs {
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurgeResult {
+    pub purged: u64,
+}
+
+/// Arguments of the paged logs, `events` and `audit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageArgs {
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    pub seq: u64,
+    pub at: u64,
+    pub alias: Option<String>,
+    pub scheme: Option<String>,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditView {
+    pub seq: u64,
+    pub at: u64,
+    pub client: String,
+    pub uid: u32,
+    pub pid: i32,
+    pub op: String,
+    pub alias: Option<String>,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    pub records: Vec<AuditView>,
+    pub chain_ok: bool,
+}
+
+// ---------------------------------------------------------------- typed ops
+
+/// Ties an op name to its argument and result types, so that clients can
+/// offer one typed call for every op (`client.op::<Tokenize>(&args)`).
+pub trait Op {
+    const NAME: &'static str;
+    type Args: Serialize;
+    type Result: serde::de::DeserializeOwned;
+}
+
+macro_rules! ops {
+    ($($(#[$m:meta])* $ty:ident = $name:expr, $args:ty => $res:ty;)*) => {
+        $(
+            $(#[$m])*
+            pub enum $ty {}
+            impl Op for $ty {
+                const NAME: &'static str = $name;
+                type Args = $args;
+                type Result = $res;
+            }
+        )*
+    };
+}
+
+ops! {
+    HealthOp = op::HEALTH, NoArgs => Health;
+    Tokenize = op::TOKENIZE, TokenizeArgs => TokenizeResult;
+    TransactionTokens = op::TRANSACTION_TOKENS, TransactionArgs => AliasRecord;
+    AliasStatus = op::ALIAS_STATUS, AliasArgs => AliasRecord;
+    Provision = op::PROVISION, AliasArgs => AliasRecord;
+    RemovePan = op::REMOVE_PAN, AliasArgs => AliasRecord;
+    DeleteAlias = op::DELETE_ALIAS, AliasArgs => DeleteResult;
+    CredentialsOp = op::CREDENTIALS, CredentialsArgs => Credentials;
+    StatsOp = op::STATS, NoArgs => Stats;
+    QueueListOp = op::QUEUE_LIST, QueueListArgs => QueueList;
+    QueueRetry = op::QUEUE_RETRY, JobArgs => QueueRetryResult;
+    SchemePause = op::SCHEME_PAUSE, SchemeArgs => SchemePaused;
+    SchemeResume = op::SCHEME_RESUME, SchemeArgs => SchemePaused;
+    RetentionOp = op::RETENTION, NoArgs => Retention;
+    PurgeDue = op::PURGE_DUE, PurgeArgs => PurgeResult;
+    EventsOp = op::EVENTS, PageArgs => Events;
+    AuditOp = op::AUDIT, PageArgs => Audit;
+}
