@@ -1,1 +1,143 @@
-fn main() {}
+//! The `vaultd` binary: `run`, `check-config`, and the key ceremony commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vaultd::config::Config;
+use vaultd::daemon;
+
+#[derive(Parser)]
+#[command(name = "vaultd", version, about = "Card vault daemon")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "VAULTD_CONFIG", default_value = "/etc/vaultd/vaultd.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (the default).
+    Run {
+        /// Run even as root (development only: run as the `vaultd` user).
+        #[arg(long)]
+        allow_root: bool,
+    },
+    /// Validate a configuration file without starting.
+    CheckConfig {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
+    /// HSM key management.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create vault.pan.v1, vault.fp and vault.audit if missing (idempotent).
+    Init,
+    /// Import a token service KEK from two or more key components (XOR).
+    ImportKek {
+        #[arg(long)]
+        scheme: String,
+        #[arg(long = "component", required = true, num_args = 1)]
+        components: Vec<PathBuf>,
+        /// Replace an existing KEK with a different check value.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the vault's keys in the HSM (labels and attributes, never values).
+    List,
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| format!("configuration error: {e}"))
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd.unwrap_or(Cmd::Run { allow_root: false }) {
+        Cmd::CheckConfig { file } => {
+            let f = file.unwrap_or(cli.config);
+            load(&f).map(|_| println!("{}: ok", f.display()))
+        }
+        Cmd::Run { allow_root } => load(&cli.config).and_then(|cfg| {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 && !allow_root {
+                return Err("refusing to run as root; run as the vaultd user (or pass --allow-root in development)".into());
+            }
+            init_logging(&cfg.log.level);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            rt.block_on(daemon::run(cfg)).map_err(|e| e.to_string())
+        }),
+        Cmd::Keys(k) => load(&cli.config).and_then(|cfg| keys(&cfg, k)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vaultd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
+    use vault_hsm::keys;
+    let hsm = daemon::open_hsm_admin(cfg).map_err(|e| e.to_string())?;
+    match cmd {
+        KeysCmd::Init => {
+            for (label, created) in keys::init_keys(&hsm).map_err(|e| e.to_string())? {
+                println!("{label}: {}", if created { "created" } else { "present" });
+            }
+        }
+        KeysCmd::ImportKek { scheme, components, replace } => {
+            let paths: Vec<&Path> = components.iter().map(PathBuf::as_path).collect();
+            let kcv = keys::import_kek(&hsm, &scheme, &paths, replace).map_err(|e| e.to_string())?;
+            println!("tsp.{scheme}.kek imported, check value {kcv}");
+        }
+        KeysCmd::List => {
+            for k in keys::list_keys(&hsm).map_err(|e| e.to_string())? {
+                let uses: Vec<&str> = [
+                    (k.encrypt, "encrypt"),
+                    (k.decrypt, "decrypt"),
+                    (k.sign, "sign"),
+                    (k.verify, "verify"),
+                    (k.wrap, "wrap"),
+                    (k.unwrap, "unwrap"),
+                    (k.derive, "derive"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                println!(
+                    "{:<28} {:<15} {:>3} bytes  sensitive={} extractable={}  {}",
+                    k.label,
+                    k.key_type,
+                    k.value_len.unwrap_or(0),
+                    k.sensitive,
+                    k.extractable,
+                    uses.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}

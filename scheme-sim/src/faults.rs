@@ -1,0 +1,116 @@
+//! Injected faults for the token service API: a latency on every call, then
+//! a random share of calls failing with 503 or held and timed out.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::scheme::Scheme;
+use crate::state::Sim;
+
+/// How long a `timeout` fault holds the request before answering 504.
+const TIMEOUT_HOLD: Duration = Duration::from_secs(30);
+/// Upper bound on `latency_ms`, so a typo can't park requests for hours.
+const MAX_LATENCY_MS: u64 = 120_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    #[serde(rename = "http_503")]
+    Http503,
+    Timeout,
+}
+
+/// Body of `POST /sim/faults`; also the setting in force.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct FaultSetting {
+    /// `None`: every scheme.
+    pub scheme: Option<Scheme>,
+    pub fail_rate: f64,
+    pub latency_ms: u64,
+    pub kind: FaultKind,
+    #[serde(default)]
+    pub retry_after_s: Option<u32>,
+}
+
+impl FaultSetting {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(ApiError::BadRequest(
+                "fail_rate must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if self.latency_ms > MAX_LATENCY_MS {
+            return Err(ApiError::BadRequest(format!(
+                "latency_ms must be at most {MAX_LATENCY_MS}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The setting in force; none by default.
+#[derive(Default)]
+pub struct Faults(RwLock<Option<FaultSetting>>);
+
+impl Faults {
+    /// Replaces the setting in force.
+    pub fn set(&self, setting: FaultSetting) {
+        let off = setting.fail_rate == 0.0 && setting.latency_ms == 0;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (!off).then_some(setting);
+    }
+
+    fn current(&self, scheme: Scheme) -> Option<FaultSetting> {
+        let setting = (*self.0.read().unwrap_or_else(|p| p.into_inner()))?;
+        setting.scheme.is_none_or(|s| s == scheme).then_some(setting)
+    }
+
+    /// Applies the setting to one call: sleeps the latency, then maybe
+    /// fails. The lock is released before any sleep.
+    pub async fn apply(&self, scheme: Scheme) -> Result<(), ApiError> {
+        let Some(setting) = self.current(scheme) else {
+            return Ok(());
+        };
+        if setting.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(setting.latency_ms)).await;
+        }
+        if !rand::rng().random_bool(setting.fail_rate) {
+            return Ok(());
+        }
+        match setting.kind {
+            FaultKind::Http503 => Err(ApiError::Unavailable {
+                retry_after_s: setting.retry_after_s,
+            }),
+            FaultKind::Timeout => {
+                tokio::time::sleep(TIMEOUT_HOLD).await;
+                Err(ApiError::Timeout)
+            }
+        }
+    }
+}
+
+/// Middleware on every `/tsp/{scheme}/v1/...` route: refuses an unknown
+/// scheme, then applies the faults, before the handler (and so before any
+/// idempotency handling) runs.
+pub async fn layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    // Routes are /tsp/{scheme}/v1/..., so the scheme is the third segment.
+    let scheme = req
+        .uri()
+        .path()
+        .split('/')
+        .nth(2)
+        .and_then(|s| s.parse::<Scheme>().ok());
+    let Some(scheme) = scheme else {
+        return ApiError::NotFound.into_response();
+    };
+    match sim.faults.apply(scheme).await {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,106 @@
+//! scheme-sim: the token services of visa, mastercard, amex and discover and
+//! the authorization network, in one in-memory HTTP server for vaultd's
+//! tests and demos (DESIGN.md "scheme-sim").
+//!
+//! [`cryptogram::compute`] is also the independent software reference for
+//! the payment cryptogram the vault computes in its HSM.
+
+pub mod cryptogram;
+pub mod date;
+pub mod kek;
+pub mod scheme;
+
+mod control;
+mod error;
+mod faults;
+mod network;
+mod state;
+mod tsp;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use kek::{KekError, Keks};
+pub use scheme::Scheme;
+pub use state::Sim;
+
+/// How long in-flight requests (a held `timeout` fault, a long latency) may
+/// take to finish after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Every route of the simulator.
+pub fn router(sim: Arc<Sim>) -> Router {
+    let tsp = Router::new()
+        .route("/tsp/{scheme}/v1/provision", post(tsp::provision_handler))
+        .route(
+            "/tsp/{scheme}/v1/tokens/{token_ref}/delete",
+            post(tsp::delete_handler),
+        )
+        .route(
+            "/tsp/{scheme}/v1/tokens/{token_ref}/suspend",
+            post(tsp::suspend_handler),
+        )
+        .route(
+            "/tsp/{scheme}/v1/tokens/{token_ref}/resume",
+            post(tsp::resume_handler),
+        )
+        .route(
+            "/tsp/{scheme}/v1/tokens/{token_ref}/key",
+            post(tsp::key_handler),
+        )
+        .route(
+            "/tsp/{scheme}/v1/notifications",
+            get(tsp::notifications_handler),
+        )
+        // route_layer: faults apply to matched token service routes only.
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            faults::layer,
+        ));
+    Router::new()
+        .merge(tsp)
+        .route("/v1/authorize", post(network::authorize_handler))
+        .route("/sim/issuers", post(control::issuers_handler))
+        .route("/sim/faults", post(control::faults_handler))
+        .route("/sim/tokens/{token_ref}", get(control::token_handler))
+        .route("/sim/tokens/{token_ref}/events", post(control::event_handler))
+        .route("/sim/stats", get(control::stats_handler))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(sim)
+}
+
+/// Serves the simulator on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish for a short grace period.
+pub async fn serve(
+    listener: TcpListener,
+    sim: Arc<Sim>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        // The receiver only goes away when serve returns; nothing to do then.
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, router(sim)).with_graceful_shutdown(signal);
+    let grace = async move {
+        // Err means the sender dropped without a signal: wait forever.
+        if stop_rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = grace => {
+            tracing::warn!("requests still in flight after the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}

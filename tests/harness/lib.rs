@@ -1,0 +1,1 @@
+//! Test harness: starts real SoftHSM tokens, scheme-sim and vaultd processes.

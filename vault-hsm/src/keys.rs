@@ -1,0 +1,409 @@
+//! Key administration for `vaultd keys ...`: creating the vault's keys,
+//! importing a scheme's transport key from two or more components, rotating
+//! and destroying PAN keys, and reading key attributes for diagnostics.
+
+use std::path::Path;
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use zeroize::Zeroizing;
+
+use crate::pkcs11::CallError;
+use crate::pkcs11::{
+    AUDIT_LABEL, FP_LABEL, Pkcs11Hsm, find_all, kek_label, pan_label, token_key_label,
+    zeroize_template,
+};
+use crate::{Hsm, HsmError, HsmResult};
+
+/// What a key looks like from outside the HSM (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub label: String,
+    /// `"AES"`, `"GENERIC_SECRET"`, ...
+    pub key_type: String,
+    /// Key length in bytes, when the token says.
+    pub value_len: Option<u64>,
+    pub token: bool,
+    pub private: bool,
+    pub sensitive: bool,
+    pub extractable: bool,
+    pub encrypt: bool,
+    pub decrypt: bool,
+    pub sign: bool,
+    pub verify: bool,
+    pub wrap: bool,
+    pub unwrap: bool,
+    pub derive: bool,
+}
+
+/// Creates `vault.pan.v1`, `vault.fp` and `vault.audit` where missing.
+/// Returns each label with `true` if this call created it. Idempotent.
+pub fn init_keys(hsm: &Pkcs11Hsm) -> Result<Vec<(String, bool)>, HsmError> {
+    let mut report = Vec::new();
+    let pan_version = hsm.refresh_pan_version()?;
+    if pan_version == 0 {
+        generate_pan_key(hsm, 1)?;
+        hsm.set_pan_version(1);
+        report.push((pan_label(1), true));
+    } else {
+        report.push((pan_label(pan_version), false));
+    }
+    for label in [FP_LABEL, AUDIT_LABEL] {
+        let created = hsm.session("init keys", |s| {
+            if !find_all(s, label)?.is_empty() {
+                return Ok(false);
+            }
+            s.generate_key(
+                &Mechanism::GenericSecretKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Verify(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Derive(false),
+                ],
+            )?;
+            Ok(true)
+        })?;
+        report.push((label.to_owned(), created));
+    }
+    Ok(report)
+}
+
+/// Creates `vault.pan.v<newest+1>` and makes it the key new seals use.
+/// Ciphertexts under older versions still open. Another process holding the
+/// token open picks the new version up on restart (or
+/// [`Pkcs11Hsm::refresh_pan_version`]).
+pub fn rotate_pan_key(hsm: &Pkcs11Hsm) -> Result<u32, HsmError> {
+    let newest = hsm.refresh_pan_version()?;
+    let next = newest
+        .checked_add(1)
+        .ok_or_else(|| HsmError::Other("pan key version overflow".to_owned()))?;
+    generate_pan_key(hsm, next)?;
+    hsm.set_pan_version(next);
+    Ok(next)
+}
+
+/// Destroys `vault.pan.v<version>` once nothing is sealed under it any more.
+/// Refuses the newest version. Returns whether a key was destroyed.
+pub fn destroy_pan_key(hsm: &Pkcs11Hsm, version: u32) -> Result<bool, HsmError> {
+    if version == hsm.refresh_pan_version()? {
+        return Err(HsmError::Other(format!(
+            "refusing to destroy {}: it is the newest pan key (rotate first)",
+            pan_label(version)
+        )));
+    }
+    let label = pan_label(version);
+    hsm.handles().evict_pan(version);
+    hsm.session("destroy pan key", |s| {
+        let found = find_all(s, &label)?;
+        for handle in &found {
+            s.destroy_object(*handle)?;
+        }
+        Ok(!found.is_empty())
+    })
+}
+
+fn generate_pan_key(hsm: &Pkcs11Hsm, version: u32) -> HsmResult<()> {
+    let label = pan_label(version);
+    hsm.session("generate pan key", |s| {
+        s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Derive(false),
+            ],
+        )?;
+        Ok(())
+    })
+}
+
+/// Imports `tsp.<scheme>.kek` from two or more component files (dual
+/// control: each holder brings one; the KEK is their XOR and exists whole
+/// only inside the HSM). Returns the key check value (first 3 bytes of
+/// AES-ECB(KEK, 0¹²⁸), hex).
+///
+/// If the KEK already exists with the same check value nothing changes; with
+/// a different one this fails unless `replace` is true.
+pub fn import_kek(
+    hsm: &Pkcs11Hsm,
+    scheme: &str,
+    components: &[&Path],
+    replace: bool,
+) -> Result<String, HsmError> {
+    let label = kek_label(scheme)?;
+    if components.len() < 2 {
+        return Err(HsmError::Other(format!(
+            "a KEK needs at least two components (dual control), got {}",
+            components.len()
+        )));
+    }
+    let mut kek = Zeroizing::new([0u8; 32]);
+    for path in components {
+        let component = read_component(path)?;
+        for (k, c) in kek.iter_mut().zip(component.iter()) {
+            *k ^= c;
+        }
+    }
+    hsm.session("import kek", |s| {
+        let kcv = kcv_in_hsm(s, &kek)?;
+        let existing = find_all(s, &label)?;
+        if let Some(&handle) = existing.first() {
+            let stored = check_value(s, handle)?;
+            if stored.as_deref() == Some(&kcv[..]) {
+                return Ok(hex(&kcv));
+            }
+            if !replace {
+                return Err(HsmError::Other(format!(
+                    "{label} already exists with a different check value{}; pass replace to overwrite it",
+                    stored.map(|v| format!(" ({})", hex(&v))).unwrap_or_default()
+                ))
+                .into());
+            }
+            for handle in existing {
+                s.destroy_object(handle)?;
+            }
+        }
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(kek.to_vec()),
+            Attribute::CheckValue(kcv.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Unwrap(true),
+            Attribute::Wrap(false),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Derive(false),
+        ];
+        let created = s.create_object(&template);
+        zeroize_template(&mut template);
+        created?;
+        Ok(hex(&kcv))
+    })
+    .inspect(|_| hsm.handles().evict_named(&label))
+}
+
+/// KCV computed inside the HSM with a temporary session key that may encrypt.
+fn kcv_in_hsm(s: &Session, kek: &[u8; 32]) -> Result<[u8; 3], CallError> {
+    let mut template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Value(kek.to_vec()),
+        Attribute::Token(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+    ];
+    let temp = s.create_object(&template);
+    zeroize_template(&mut template);
+    let temp = temp?;
+    let block = s.encrypt(&Mechanism::AesEcb, temp, &[0u8; 16]);
+    let destroyed = s.destroy_object(temp);
+    let block = block?;
+    destroyed?;
+    let mut kcv = [0u8; 3];
+    kcv.copy_from_slice(&block[..3]);
+    Ok(kcv)
+}
+
+fn check_value(s: &Session, handle: ObjectHandle) -> Result<Option<Vec<u8>>, CallError> {
+    let attrs = s.get_attributes(handle, &[AttributeType::CheckValue])?;
+    Ok(attrs.into_iter().find_map(|a| match a {
+        Attribute::CheckValue(v) if !v.is_empty() => Some(v),
+        _ => None,
+    }))
+}
+
+/// One component file: 64 hex characters (32 bytes) and a newline.
+fn read_component(path: &Path) -> HsmResult<Zeroizing<[u8; 32]>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        HsmError::Other(format!(
+            "cannot read key component {} ({})",
+            path.display(),
+            e.kind()
+        ))
+    })?);
+    let digits = text.trim();
+    let bad = || {
+        HsmError::Other(format!(
+            "key component {} must be 64 hex characters (32 bytes)",
+            path.display()
+        ))
+    };
+    if digits.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    for (i, pair) in digits.as_bytes().chunks(2).enumerate() {
+        let hi = hex_digit(pair[0]).ok_or_else(bad)?;
+        let lo = hex_digit(pair[1]).ok_or_else(bad)?;
+        out[i] = hi << 4 | lo;
+    }
+    Ok(out)
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every secret key in the token, for `vaultd keys list` and tests.
+pub fn list_keys(hsm: &Pkcs11Hsm) -> Result<Vec<KeyInfo>, HsmError> {
+    hsm.session("list keys", |s| {
+        let handles = s.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+        ])?;
+        let mut keys = Vec::with_capacity(handles.len());
+        for handle in handles {
+            keys.push(key_info(s, handle)?);
+        }
+        keys.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(keys)
+    })
+}
+
+/// The attributes of the key labelled `label`, if it exists.
+pub fn key_attributes(hsm: &Pkcs11Hsm, label: &str) -> Result<Option<KeyInfo>, HsmError> {
+    hsm.session("key attributes", |s| match find_all(s, label)?.first() {
+        Some(&handle) => Ok(Some(key_info(s, handle)?)),
+        None => Ok(None),
+    })
+}
+
+fn key_info(s: &Session, handle: ObjectHandle) -> Result<KeyInfo, CallError> {
+    let attrs = s.get_attributes(
+        handle,
+        &[
+            AttributeType::Label,
+            AttributeType::KeyType,
+            AttributeType::ValueLen,
+            AttributeType::Token,
+            AttributeType::Private,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::Encrypt,
+            AttributeType::Decrypt,
+            AttributeType::Sign,
+            AttributeType::Verify,
+            AttributeType::Wrap,
+            AttributeType::Unwrap,
+            AttributeType::Derive,
+        ],
+    )?;
+    let mut info = KeyInfo {
+        label: String::new(),
+        key_type: String::new(),
+        value_len: None,
+        token: false,
+        private: false,
+        sensitive: false,
+        extractable: false,
+        encrypt: false,
+        decrypt: false,
+        sign: false,
+        verify: false,
+        wrap: false,
+        unwrap: false,
+        derive: false,
+    };
+    for attr in attrs {
+        match attr {
+            Attribute::Label(l) => info.label = String::from_utf8_lossy(&l).into_owned(),
+            Attribute::KeyType(t) => info.key_type = key_type_name(t),
+            Attribute::ValueLen(l) => info.value_len = Some(u64::from(l)),
+            Attribute::Token(b) => info.token = b,
+            Attribute::Private(b) => info.private = b,
+            Attribute::Sensitive(b) => info.sensitive = b,
+            Attribute::Extractable(b) => info.extractable = b,
+            Attribute::Encrypt(b) => info.encrypt = b,
+            Attribute::Decrypt(b) => info.decrypt = b,
+            Attribute::Sign(b) => info.sign = b,
+            Attribute::Verify(b) => info.verify = b,
+            Attribute::Wrap(b) => info.wrap = b,
+            Attribute::Unwrap(b) => info.unwrap = b,
+            Attribute::Derive(b) => info.derive = b,
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+fn key_type_name(t: KeyType) -> String {
+    if t == KeyType::AES {
+        "AES".to_owned()
+    } else if t == KeyType::GENERIC_SECRET {
+        "GENERIC_SECRET".to_owned()
+    } else {
+        format!("{t}")
+    }
+}
+
+/// Creates `nt.<token_ref>` with a known value (derive only, like an
+/// unwrapped token key) so tests can check cryptograms against a published
+/// vector. Never used by the daemon.
+#[doc(hidden)]
+pub fn import_token_key_for_test(
+    hsm: &Pkcs11Hsm,
+    token_ref: &str,
+    key: &[u8; 16],
+) -> Result<(), HsmError> {
+    let label = token_key_label(token_ref)?;
+    hsm.destroy_token_key(token_ref)?;
+    hsm.session("import test token key", |s| {
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(key.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(true),
+        ];
+        let created = s.create_object(&template);
+        zeroize_template(&mut template);
+        created?;
+        Ok(())
+    })
+}

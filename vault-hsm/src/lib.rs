@@ -1,0 +1,84 @@
+//! vault-hsm: the HSM layer of vaultd. Every key the vault uses lives in a PKCS#11 token and never
+//! leaves it in clear. The vault talks to it only through [`Hsm`], whose
+//! methods are blocking: callers run them on the [`pool::HsmPool`] threads
+//! (each with its own logged-in session) or on the store's writer thread,
+//! never on a tokio worker.
+//!
+//! Key labels (DESIGN.md "Keys"): `vault.pan.v<N>` (AES-256, GCM),
+//! `vault.fp` and `vault.audit` (HMAC-SHA-256), `tsp.<scheme>.kek`
+//! (AES-256, unwrap only), `nt.<token_ref>` (AES-128, derive only).
+
+pub mod keys;
+pub mod pkcs11;
+pub mod pool;
+
+use vault_proto::Pan;
+use zeroize::Zeroizing;
+
+pub use pkcs11::{HsmConfig, Pkcs11Hsm, load_pin};
+pub use pool::HsmPool;
+
+/// Why an HSM call failed. Messages name keys and PKCS#11 return values,
+/// never key material or card data.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    /// The device, the session or the login is not usable right now
+    /// (device error, session handle invalid, PIN locked, ...). Requests fail
+    /// with `unavailable`; the layer re-opens sessions by itself.
+    #[error("HSM unavailable: {0}")]
+    Unavailable(String),
+    /// A key the vault needs is not in the token.
+    #[error("HSM key {0} not found (run `vaultd keys init`)")]
+    KeyMissing(String),
+    /// A ciphertext failed authentication (tag mismatch, wrong AAD, corrupt).
+    #[error("ciphertext failed authentication")]
+    Integrity,
+    /// Anything else: a bug or an unsupported mechanism.
+    #[error("HSM error: {0}")]
+    Other(String),
+}
+
+pub type HsmResult<T> = Result<T, HsmError>;
+
+/// Stored form of an AES-GCM ciphertext: `version (u32 BE) ‖ iv (12) ‖ ct ‖ tag (16)`.
+pub const SEALED_OVERHEAD: usize = 4 + 12 + 16;
+
+/// The vault's view of the HSM. Implementations must be usable from many
+/// threads at once (`Pkcs11Hsm` keeps one session per thread).
+pub trait Hsm: Send + Sync + 'static {
+    /// AES-256-GCM under the newest `vault.pan.v<N>`, fresh 12-byte IV,
+    /// AAD = `alias ‖ 0x00 ‖ field ‖ 0x00 ‖ N (u32 BE)`. Returns the stored form.
+    fn seal(&self, alias: &str, field: &str, plaintext: &[u8]) -> HsmResult<Vec<u8>>;
+
+    /// Opens a stored form made by [`Hsm::seal`] for the same alias and field,
+    /// under whichever key version it names.
+    fn open(&self, alias: &str, field: &str, sealed: &[u8]) -> HsmResult<Zeroizing<Vec<u8>>>;
+
+    /// HMAC-SHA-256 under `vault.fp` of `tenant ‖ 0x00 ‖ PAN`.
+    fn fingerprint(&self, tenant: &str, pan: &Pan) -> HsmResult<[u8; 32]>;
+
+    /// HMAC-SHA-256 under `vault.audit` of `prev ‖ record`: the audit chain.
+    fn audit_mac(&self, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]>;
+
+    /// Random bytes from the HSM's RNG.
+    fn random(&self, out: &mut [u8]) -> HsmResult<()>;
+
+    /// Unwraps (RFC 3394, `CKM_AES_KEY_WRAP`) an AES-128 token key under
+    /// `tsp.<scheme>.kek` into the token as `nt.<token_ref>`: sensitive,
+    /// non-extractable, derive only. Replaces an existing object of that label.
+    fn unwrap_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<()>;
+
+    /// Destroys `nt.<token_ref>`; succeeds when it does not exist.
+    fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()>;
+
+    /// The cryptogram MAC of DESIGN.md: derives
+    /// `SK = AES-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)` from `nt.<token_ref>` inside
+    /// the HSM, returns `AES-CMAC(SK, data)` (16 bytes) and destroys SK.
+    fn cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]>;
+
+    /// The newest `vault.pan` key version.
+    fn pan_key_version(&self) -> u32;
+
+    /// A cheap liveness check (e.g. `C_GetSessionInfo` on this thread's session).
+    fn check(&self) -> HsmResult<()>;
+}

@@ -1,0 +1,599 @@
+//! [`Pkcs11Hsm`]: the [`Hsm`] trait over cryptoki. One `Pkcs11` context per
+//! module, one logged-in session per thread, key handles cached by label.
+
+mod errors;
+mod handles;
+mod session;
+mod startup;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use cryptoki::context::Function;
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::types::AuthPin;
+use vault_proto::Pan;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD};
+pub(crate) use errors::CallError;
+use errors::{CallResult, stale_handle};
+use handles::HandleCache;
+pub(crate) use handles::find_all;
+pub use handles::pan_label;
+use session::{SessionSource, ensure_logged_in};
+pub use startup::finalize_module;
+
+/// Environment variable holding the user PIN; wins over `[hsm] pin_file`.
+pub const PIN_ENV: &str = "VAULTD_HSM_PIN";
+
+/// Label of the fingerprint key.
+pub const FP_LABEL: &str = "vault.fp";
+/// Label of the audit-chain key.
+pub const AUDIT_LABEL: &str = "vault.audit";
+
+/// Card schemes that may have a transport key (`tsp.<scheme>.kek`).
+pub const SCHEMES: [&str; 4] = ["visa", "mastercard", "amex", "discover"];
+
+const IV_LEN: usize = 12;
+const TAG_BITS: u64 = 128;
+
+/// Where the HSM is and how to log in (`[hsm]` in vaultd.toml).
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// Label of the token holding the vault's keys.
+    pub token_label: String,
+    /// The user PIN.
+    pub pin: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for HsmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmConfig")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The user PIN: `VAULTD_HSM_PIN` if set and non-empty, else the first line of
+/// `pin_file`, trimmed.
+pub fn load_pin(pin_file: Option<&Path>) -> Result<Zeroizing<String>, HsmError> {
+    if let Ok(pin) = std::env::var(PIN_ENV) {
+        let pin = Zeroizing::new(pin);
+        if !pin.is_empty() {
+            return Ok(pin);
+        }
+    }
+    let Some(path) = pin_file else {
+        return Err(HsmError::Unavailable(format!(
+            "no HSM PIN: set [hsm] pin_file or the {PIN_ENV} environment variable"
+        )));
+    };
+    let content = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        HsmError::Unavailable(format!(
+            "cannot read HSM PIN file {} ({}): check [hsm] pin_file and its permissions, or set {PIN_ENV}",
+            path.display(),
+            e.kind()
+        ))
+    })?);
+    let pin = content.lines().next().unwrap_or("").trim();
+    if pin.is_empty() {
+        return Err(HsmError::Unavailable(format!(
+            "HSM PIN file {} is empty: its first line must be the user PIN",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(pin.to_owned()))
+}
+
+/// Distinguishes instances in the per-thread session table.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// The vault's HSM over PKCS#11. `Send + Sync`: share it in an `Arc`; every
+/// thread that calls it gets its own logged-in session.
+pub struct Pkcs11Hsm {
+    source: SessionSource,
+    module: PathBuf,
+    token_label: String,
+    handles: HandleCache,
+    /// Newest `vault.pan.v<N>`; 0 when none exists (admin mode only).
+    pan_version: AtomicU32,
+}
+
+impl std::fmt::Debug for Pkcs11Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Hsm")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pan_version", &self.pan_key_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Hsm {
+    /// Opens the token for the daemon: also checks that the newest
+    /// `vault.pan.v<N>`, `vault.fp` and `vault.audit` exist.
+    pub fn open(cfg: &HsmConfig) -> Result<Pkcs11Hsm, HsmError> {
+        let hsm = Self::open_admin(cfg)?;
+        let missing = hsm.missing_vault_keys()?;
+        if !missing.is_empty() {
+            return Err(HsmError::KeyMissing(format!(
+                "{} in token {:?} (module {}); create them with `vaultd keys init`",
+                missing.join(", "),
+                hsm.token_label,
+                hsm.module.display()
+            )));
+        }
+        Ok(hsm)
+    }
+
+    /// Opens the token without requiring the vault's keys: for the
+    /// `vaultd keys ...` commands that create them.
+    pub fn open_admin(cfg: &HsmConfig) -> Result<Pkcs11Hsm, HsmError> {
+        let ctx = startup::load_module(&cfg.module)?;
+        let slot = startup::find_slot(&ctx, &cfg.module, &cfg.token_label)?;
+        let hsm = Pkcs11Hsm {
+            source: SessionSource {
+                instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+                ctx,
+                slot,
+                pin: AuthPin::new(cfg.pin.as_str().into()),
+            },
+            module: cfg.module.clone(),
+            token_label: cfg.token_label.clone(),
+            handles: HandleCache::default(),
+            pan_version: AtomicU32::new(0),
+        };
+        // First login on this thread, so a wrong PIN is reported at start-up
+        // with a message that says what to do.
+        let session = hsm.source.open().map_err(|e| match e {
+            CallError::Pkcs11(e) => startup::login_error(e, &cfg.module, &cfg.token_label),
+            CallError::Hsm(e) => e,
+        })?;
+        drop(session);
+        hsm.refresh_pan_version()?;
+        Ok(hsm)
+    }
+
+    /// The module path this instance was opened with.
+    pub fn module(&self) -> &Path {
+        &self.module
+    }
+
+    /// The token label this instance was opened with.
+    pub fn token_label(&self) -> &str {
+        &self.token_label
+    }
+
+    /// Rescans the token for `vault.pan.v<N>` and makes the newest N the one
+    /// [`Hsm::seal`] uses. Returns it (0 if none).
+    pub fn refresh_pan_version(&self) -> HsmResult<u32> {
+        let newest = self.session("scan pan keys", |s| {
+            // Only AES keys that may encrypt: the PAN keys, not the many
+            // derive-only `nt.*` keys.
+            let candidates = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Encrypt(true),
+            ])?;
+            let mut newest = 0;
+            for handle in candidates {
+                if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_pan_label) {
+                    newest = newest.max(v);
+                }
+            }
+            Ok(newest)
+        })?;
+        self.pan_version.store(newest, Ordering::Release);
+        Ok(newest)
+    }
+
+    /// The vault keys `open` requires that are not in the token.
+    fn missing_vault_keys(&self) -> HsmResult<Vec<String>> {
+        let version = self.pan_key_version();
+        self.session("check vault keys", |s| {
+            let mut missing = Vec::new();
+            if version == 0 {
+                missing.push(pan_label(1));
+            }
+            for label in [FP_LABEL, AUDIT_LABEL] {
+                if find_all(s, label)?.is_empty() {
+                    missing.push(label.to_owned());
+                }
+            }
+            Ok(missing)
+        })
+    }
+
+    /// Runs `op` on this thread's session (admin and diagnostics).
+    pub(crate) fn session<T>(
+        &self,
+        what: &str,
+        op: impl FnOnce(&Session) -> CallResult<T>,
+    ) -> HsmResult<T> {
+        self.source.with_session(what, |s| {
+            ensure_logged_in(s)?;
+            op(s)
+        })
+    }
+
+    pub(crate) fn handles(&self) -> &HandleCache {
+        &self.handles
+    }
+
+    pub(crate) fn set_pan_version(&self, version: u32) {
+        self.pan_version.store(version, Ordering::Release);
+    }
+
+    /// Runs `op` with the handle of `key`, looking it up once more if the
+    /// cached handle went stale (key destroyed and re-created elsewhere).
+    fn with_key<T>(
+        &self,
+        what: &str,
+        key: KeyRef<'_>,
+        op: impl Fn(&Session, ObjectHandle) -> CallResult<T>,
+    ) -> HsmResult<T> {
+        self.source.with_session(what, |s| {
+            let first = self.lookup(s, key).and_then(|handle| op(s, handle));
+            let retried = match first {
+                Err(e) if stale_handle(&e) => {
+                    self.evict(key);
+                    self.lookup(s, key).and_then(|handle| op(s, handle))
+                }
+                other => other,
+            };
+            match retried {
+                Err(e) if stale_handle(&e) || is_key_missing(&e) => {
+                    // A logged-out session sees no private keys: that is an
+                    // unavailable HSM, not a missing key.
+                    ensure_logged_in(s)?;
+                    if stale_handle(&e) {
+                        self.evict(key);
+                        Err(HsmError::KeyMissing(key.label()).into())
+                    } else {
+                        Err(e)
+                    }
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn lookup(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {
+        match key {
+            KeyRef::Pan(0) => Err(HsmError::KeyMissing(pan_label(1)).into()),
+            KeyRef::Pan(v) => self.handles.pan(s, v),
+            KeyRef::Named(label) => self.handles.named(s, label),
+        }
+    }
+
+    fn evict(&self, key: KeyRef<'_>) {
+        match key {
+            KeyRef::Pan(v) => self.handles.evict_pan(v),
+            KeyRef::Named(label) => self.handles.evict_named(label),
+        }
+    }
+
+    /// HMAC-SHA-256 under the generic-secret key `label`.
+    fn hmac(&self, what: &str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
+        self.with_key(what, KeyRef::Named(label), |s, key| {
+            let mac = s.sign(&Mechanism::Sha256Hmac, key, data)?;
+            Ok(to_array(&mac, what)?)
+        })
+    }
+}
+
+impl Drop for Pkcs11Hsm {
+    fn drop(&mut self) {
+        // Sessions of other threads close when those threads exit.
+        self.source.forget_on_this_thread();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum KeyRef<'a> {
+    Pan(u32),
+    Named(&'a str),
+}
+
+impl KeyRef<'_> {
+    fn label(self) -> String {
+        match self {
+            KeyRef::Pan(v) => pan_label(v),
+            KeyRef::Named(l) => l.to_owned(),
+        }
+    }
+}
+
+impl Hsm for Pkcs11Hsm {
+    fn seal(&self, alias: &str, field: &str, plaintext: &[u8]) -> HsmResult<Vec<u8>> {
+        let version = self.pan_key_version();
+        let aad = Aad::new(alias, field, version);
+        self.with_key("seal", KeyRef::Pan(version), |s, key| {
+            let mut iv = [0u8; IV_LEN];
+            s.generate_random_slice(&mut iv)?;
+            let mut out = Vec::with_capacity(SEALED_OVERHEAD + plaintext.len());
+            out.extend_from_slice(&version.to_be_bytes());
+            out.extend_from_slice(&iv);
+            let params = GcmParams::new(&mut iv, aad.bytes(), TAG_BITS.into())?;
+            let ct = s.encrypt(&Mechanism::AesGcm(params), key, plaintext)?;
+            out.extend_from_slice(&ct);
+            Ok(out)
+        })
+    }
+
+    fn open(&self, alias: &str, field: &str, sealed: &[u8]) -> HsmResult<Zeroizing<Vec<u8>>> {
+        if sealed.len() < SEALED_OVERHEAD {
+            return Err(HsmError::Integrity);
+        }
+        let (version, rest) = sealed.split_at(4);
+        let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
+        if version == 0 {
+            return Err(HsmError::KeyMissing(pan_label(0)));
+        }
+        let (iv, ct) = rest.split_at(IV_LEN);
+        let aad = Aad::new(alias, field, version);
+        self.with_key("open", KeyRef::Pan(version), |s, key| {
+            let mut iv_buf = [0u8; IV_LEN];
+            iv_buf.copy_from_slice(iv);
+            let params = GcmParams::new(&mut iv_buf, aad.bytes(), TAG_BITS.into())?;
+            s.decrypt(&Mechanism::AesGcm(params), key, ct)
+                .map(Zeroizing::new)
+                .map_err(|e| authentication_failed(s, e))
+        })
+    }
+
+    fn fingerprint(&self, tenant: &str, pan: &Pan) -> HsmResult<[u8; 32]> {
+        let pan = pan.expose().as_bytes();
+        let len = tenant.len() + 1 + pan.len();
+        // Stack buffer for the usual sizes; zeroized because it holds the PAN.
+        let mut stack = Zeroizing::new([0u8; 128]);
+        let mut heap = Zeroizing::new(Vec::new());
+        let data: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
+        data[..tenant.len()].copy_from_slice(tenant.as_bytes());
+        data[tenant.len()] = 0;
+        data[tenant.len() + 1..].copy_from_slice(pan);
+        self.hmac("fingerprint", FP_LABEL, data)
+    }
+
+    fn audit_mac(&self, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]> {
+        let mut data = Vec::with_capacity(32 + record.len());
+        data.extend_from_slice(prev);
+        data.extend_from_slice(record);
+        self.hmac("audit_mac", AUDIT_LABEL, &data)
+    }
+
+    fn random(&self, out: &mut [u8]) -> HsmResult<()> {
+        self.source
+            .with_session("random", |s| Ok(s.generate_random_slice(out)?))
+    }
+
+    fn unwrap_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<()> {
+        let kek = kek_label(scheme)?;
+        let label = token_key_label(token_ref)?;
+        // DESIGN.md: token keys are AES-128, and RFC 3394 of 16 bytes is 24.
+        // Checked here because SoftHSM2 neither accepts CKA_VALUE_LEN in an
+        // unwrap template nor reports it afterwards.
+        if wrapped.len() != 24 {
+            return Err(HsmError::Other(format!(
+                "wrapped token key is {} bytes; an RFC 3394-wrapped AES-128 key is 24",
+                wrapped.len()
+            )));
+        }
+        let handle = self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
+            ensure_logged_in(s)?;
+            for old in find_all(s, &label)? {
+                s.destroy_object(old)?;
+            }
+            self.handles.evict_named(&label);
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Derive(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+            ];
+            s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
+                .map_err(|e| authentication_failed(s, e))
+        })?;
+        self.handles.insert_named(&label, handle);
+        Ok(())
+    }
+
+    fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()> {
+        let label = token_key_label(token_ref)?;
+        self.handles.evict_named(&label);
+        self.session("destroy_token_key", |s| {
+            for handle in find_all(s, &label)? {
+                s.destroy_object(handle)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]> {
+        let label = token_key_label(token_ref)?;
+        let mut block = [0u8; 16];
+        block[..2].copy_from_slice(&atc.to_be_bytes());
+        block[2] = 0xF0;
+        self.with_key("cryptogram_mac", KeyRef::Named(&label), |s, tk| {
+            // AES-CBC-ENCRYPT-DATA with a zero IV over one block equals
+            // AES-ECB-ENCRYPT-DATA, and cryptoki 0.12 has a type only for CBC.
+            let params = AesCbcDeriveParams::new([0u8; 16], &block);
+            let sk = s.derive_key(
+                &Mechanism::AesCbcEncryptData(params),
+                tk,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(16.into()),
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                ],
+            )?;
+            let mac = s.sign(&Mechanism::AesCMac, sk, data);
+            // Always destroy SK; it would also vanish with the session.
+            if let Err(e) = s.destroy_object(sk) {
+                tracing::warn!(error = %startup::short(&e), "could not destroy a cryptogram session key");
+            }
+            Ok(to_array(&mac?, "cryptogram_mac")?)
+        })
+    }
+
+    fn pan_key_version(&self) -> u32 {
+        self.pan_version.load(Ordering::Acquire)
+    }
+
+    fn check(&self) -> HsmResult<()> {
+        // `session` already asks C_GetSessionInfo whether we are logged in.
+        self.session("check", |_| Ok(()))
+    }
+}
+
+/// `alias ‖ 0x00 ‖ field ‖ 0x00 ‖ version (u32 BE)`: never empty, binds a
+/// ciphertext to its record, field and key version.
+struct Aad {
+    stack: [u8; 128],
+    heap: Vec<u8>,
+    len: usize,
+}
+
+impl Aad {
+    fn new(alias: &str, field: &str, version: u32) -> Self {
+        let len = alias.len() + 1 + field.len() + 1 + 4;
+        let mut aad = Aad {
+            stack: [0u8; 128],
+            heap: Vec::new(),
+            len,
+        };
+        let buf: &mut [u8] = if len <= aad.stack.len() {
+            &mut aad.stack[..len]
+        } else {
+            aad.heap.resize(len, 0);
+            &mut aad.heap[..]
+        };
+        let (a, rest) = buf.split_at_mut(alias.len());
+        a.copy_from_slice(alias.as_bytes());
+        rest[0] = 0;
+        let (f, rest) = rest[1..].split_at_mut(field.len());
+        f.copy_from_slice(field.as_bytes());
+        rest[0] = 0;
+        rest[1..].copy_from_slice(&version.to_be_bytes());
+        aad
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+/// `tsp.<scheme>.kek`, for a known scheme only.
+pub fn kek_label(scheme: &str) -> HsmResult<String> {
+    if SCHEMES.contains(&scheme) {
+        Ok(format!("tsp.{scheme}.kek"))
+    } else {
+        Err(HsmError::Other(format!(
+            "unknown scheme {scheme:?} (expected one of {})",
+            SCHEMES.join(", ")
+        )))
+    }
+}
+
+/// `nt.<token_ref>`; token references are printable ASCII without spaces,
+/// at most 64 characters, so labels stay unambiguous.
+pub fn token_key_label(token_ref: &str) -> HsmResult<String> {
+    let ok = !token_ref.is_empty()
+        && token_ref.len() <= 64
+        && token_ref.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(format!("nt.{token_ref}"))
+    } else {
+        Err(HsmError::Other(
+            "invalid token reference (1-64 printable ASCII characters)".to_owned(),
+        ))
+    }
+}
+
+fn parse_pan_label(label: &str) -> Option<u32> {
+    label
+        .strip_prefix("vault.pan.v")?
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+}
+
+pub(crate) fn label_of(s: &Session, handle: ObjectHandle) -> CallResult<Option<String>> {
+    let attrs = s.get_attributes(handle, &[AttributeType::Label])?;
+    Ok(attrs.into_iter().find_map(|a| match a {
+        Attribute::Label(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        _ => None,
+    }))
+}
+
+/// The error of a call that authenticates its input (GCM decrypt, RFC 3394
+/// unwrap). SoftHSM2 reports a failed check as CKR_GENERAL_ERROR (real HSMs
+/// say CKR_ENCRYPTED_DATA_INVALID or CKR_WRAPPED_KEY_INVALID, which map to
+/// `Integrity` anyway): tell it from a sick device by asking whether the
+/// session still answers.
+fn authentication_failed(s: &Session, e: Error) -> CallError {
+    match e {
+        Error::Pkcs11(RvError::GeneralError, Function::Decrypt | Function::UnwrapKey)
+            if s.get_session_info().is_ok() =>
+        {
+            HsmError::Integrity.into()
+        }
+        e => e.into(),
+    }
+}
+
+fn is_key_missing(e: &CallError) -> bool {
+    matches!(e, CallError::Hsm(HsmError::KeyMissing(_)))
+}
+
+fn to_array<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], HsmError> {
+    bytes.try_into().map_err(|_| {
+        HsmError::Other(format!(
+            "{what}: HSM returned {} bytes, expected {N}",
+            bytes.len()
+        ))
+    })
+}
+
+/// Zeroizes the values of a key template after use.
+pub(crate) fn zeroize_template(template: &mut [Attribute]) {
+    for attr in template {
+        if let Attribute::Value(v) = attr {
+            v.zeroize();
+        }
+    }
+}

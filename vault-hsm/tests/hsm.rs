@@ -1,0 +1,440 @@
+//! The `Hsm` operations against a real SoftHSM2 token.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use aes::{Aes128, Aes256};
+use aes_kw::KwAes256;
+use cmac::{Cmac, Mac};
+use common::{hex, shared_hsm, unhex, write_component};
+use vault_hsm::keys::{
+    import_kek, import_token_key_for_test, init_keys, key_attributes, list_keys,
+};
+use vault_hsm::{Hsm, HsmError, HsmPool, Pkcs11Hsm, SEALED_OVERHEAD};
+use vault_proto::Pan;
+
+fn hsm() -> &'static Arc<Pkcs11Hsm> {
+    &shared_hsm("vaultd-test").1
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    hsm().random(&mut out).expect("random");
+    out
+}
+
+#[test]
+fn init_keys_is_idempotent_and_keys_stay_inside() {
+    let again = init_keys(hsm()).expect("init keys");
+    assert_eq!(
+        again,
+        vec![
+            ("vault.pan.v1".to_owned(), false),
+            ("vault.fp".to_owned(), false),
+            ("vault.audit".to_owned(), false)
+        ]
+    );
+    let keys = list_keys(hsm()).expect("list");
+    let pan = keys
+        .iter()
+        .find(|k| k.label == "vault.pan.v1")
+        .expect("pan key");
+    assert_eq!(pan.key_type, "AES");
+    assert_eq!(pan.value_len, Some(32));
+    assert!(pan.token && pan.private && pan.sensitive && !pan.extractable);
+    assert!(pan.encrypt && pan.decrypt && !pan.sign && !pan.derive && !pan.unwrap);
+    for label in ["vault.fp", "vault.audit"] {
+        let k = keys.iter().find(|k| k.label == label).expect(label);
+        assert_eq!(k.key_type, "GENERIC_SECRET");
+        assert_eq!(k.value_len, Some(32));
+        assert!(k.token && k.private && k.sensitive && !k.extractable);
+        assert!(k.sign && k.verify && !k.encrypt && !k.decrypt && !k.derive);
+    }
+    assert_eq!(hsm().pan_key_version(), 1);
+    hsm().check().expect("check");
+}
+
+#[test]
+fn seal_open_round_trip() {
+    let sealed = hsm()
+        .seal("al_1", "pan", b"4111111111111111")
+        .expect("seal");
+    assert_eq!(sealed.len(), SEALED_OVERHEAD + 16);
+    assert_eq!(&sealed[..4], &1u32.to_be_bytes());
+    assert!(!sealed.windows(16).any(|w| w == b"4111111111111111"));
+    let opened = hsm().open("al_1", "pan", &sealed).expect("open");
+    assert_eq!(&opened[..], b"4111111111111111");
+}
+
+#[test]
+fn ciphertext_is_bound_to_alias_and_field() {
+    let sealed = hsm()
+        .seal("al_2", "pan", b"5555555555554444")
+        .expect("seal");
+    assert!(matches!(
+        hsm().open("al_3", "pan", &sealed),
+        Err(HsmError::Integrity)
+    ));
+    assert!(matches!(
+        hsm().open("al_2", "token", &sealed),
+        Err(HsmError::Integrity)
+    ));
+    // The separator matters: ("al_2p", "an") must not equal ("al_2", "pan").
+    assert!(matches!(
+        hsm().open("al_2p", "an", &sealed),
+        Err(HsmError::Integrity)
+    ));
+    assert!(hsm().open("al_2", "pan", &sealed).is_ok());
+}
+
+#[test]
+fn tampered_ciphertext_fails() {
+    let sealed = hsm()
+        .seal("al_4", "pan", b"4000056655665556")
+        .expect("seal");
+    // IV, ciphertext and tag bytes.
+    for idx in [4, 15, 16, 20, sealed.len() - 1] {
+        let mut bad = sealed.clone();
+        bad[idx] ^= 0x01;
+        assert!(
+            matches!(hsm().open("al_4", "pan", &bad), Err(HsmError::Integrity)),
+            "byte {idx}"
+        );
+    }
+    assert!(matches!(
+        hsm().open("al_4", "pan", &sealed[..SEALED_OVERHEAD - 1]),
+        Err(HsmError::Integrity)
+    ));
+    let mut unknown_version = sealed.clone();
+    unknown_version[..4].copy_from_slice(&999u32.to_be_bytes());
+    match hsm().open("al_4", "pan", &unknown_version) {
+        Err(HsmError::KeyMissing(label)) => assert_eq!(label, "vault.pan.v999"),
+        other => panic!("expected KeyMissing, got {other:?}"),
+    }
+    // The session survives a tag failure.
+    assert!(hsm().open("al_4", "pan", &sealed).is_ok());
+}
+
+#[test]
+fn every_seal_has_a_fresh_iv() {
+    let a = hsm()
+        .seal("al_5", "pan", b"4111111111111111")
+        .expect("seal");
+    let b = hsm()
+        .seal("al_5", "pan", b"4111111111111111")
+        .expect("seal");
+    assert_ne!(&a[4..16], &b[4..16]);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn long_alias_uses_the_heap_aad_path() {
+    let alias = "a".repeat(300);
+    let sealed = hsm().seal(&alias, "pan", b"x").expect("seal");
+    assert_eq!(&hsm().open(&alias, "pan", &sealed).expect("open")[..], b"x");
+    assert!(matches!(
+        hsm().open(&"a".repeat(299), "pan", &sealed),
+        Err(HsmError::Integrity)
+    ));
+}
+
+#[test]
+fn fingerprint_is_deterministic_per_tenant() {
+    let pan = Pan::new("4111111111111111".to_owned());
+    let other = Pan::new("4111111111111129".to_owned());
+    let a1 = hsm().fingerprint("m-1001", &pan).expect("fp");
+    let a2 = hsm().fingerprint("m-1001", &pan).expect("fp");
+    let b = hsm().fingerprint("m-1002", &pan).expect("fp");
+    let c = hsm().fingerprint("m-1001", &other).expect("fp");
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b);
+    assert_ne!(a1, c);
+    // Tenant and PAN are separated: ("m-10011", "411…") differs from ("m-1001", "1411…").
+    let shifted = Pan::new("14111111111111111".to_owned());
+    assert_ne!(
+        hsm()
+            .fingerprint("m-10011", &Pan::new("4111111111111111".to_owned()))
+            .expect("fp"),
+        hsm().fingerprint("m-1001", &shifted).expect("fp")
+    );
+    // A long tenant takes the heap path and still works.
+    let long = "t".repeat(200);
+    assert_eq!(
+        hsm().fingerprint(&long, &pan).expect("fp"),
+        hsm().fingerprint(&long, &pan).expect("fp")
+    );
+}
+
+#[test]
+fn audit_mac_chains() {
+    let genesis = [0u8; 32];
+    let m1 = hsm().audit_mac(&genesis, b"record 1").expect("mac");
+    let m2 = hsm().audit_mac(&m1, b"record 2").expect("mac");
+    assert_eq!(m1, hsm().audit_mac(&genesis, b"record 1").expect("mac"));
+    assert_eq!(m2, hsm().audit_mac(&m1, b"record 2").expect("mac"));
+    // Editing record 1 changes every later MAC.
+    let m1_edited = hsm().audit_mac(&genesis, b"record X").expect("mac");
+    assert_ne!(m1, m1_edited);
+    assert_ne!(m2, hsm().audit_mac(&m1_edited, b"record 2").expect("mac"));
+    // The audit key is not the fingerprint key.
+    let fp = hsm()
+        .fingerprint("t", &Pan::new("4111111111111111".to_owned()))
+        .expect("fp");
+    let mut prev = [0u8; 32];
+    prev[..1].copy_from_slice(b"t");
+    assert_ne!(
+        fp,
+        hsm().audit_mac(&prev, b"4111111111111111").expect("mac")
+    );
+}
+
+#[test]
+fn random_fills_the_buffer() {
+    let a: [u8; 32] = random();
+    let b: [u8; 32] = random();
+    assert_ne!(a, b);
+    assert_ne!(a, [0u8; 32]);
+}
+
+fn software_kcv(kek: &[u8; 32]) -> String {
+    let cipher = Aes256::new(&Array::from(*kek));
+    let mut block = Array::from([0u8; 16]);
+    cipher.encrypt_block(&mut block);
+    hex(&block[..3])
+}
+
+fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = a[i] ^ b[i];
+    }
+    out
+}
+
+#[test]
+fn import_kek_checks_kcv_and_is_idempotent() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (c1, c2) = (random::<32>(), random::<32>());
+    let p1 = write_component(dir.path(), "amex.c1", &c1);
+    let p2 = write_component(dir.path(), "amex.c2", &c2);
+    let kcv = import_kek(hsm(), "amex", &[&p1, &p2], false).expect("import");
+    assert_eq!(kcv, software_kcv(&xor(&c1, &c2)));
+    assert_eq!(kcv.len(), 6);
+
+    // Same components again: no change.
+    assert_eq!(
+        import_kek(hsm(), "amex", &[&p1, &p2], false).expect("again"),
+        kcv
+    );
+    let keks: Vec<_> = list_keys(hsm())
+        .expect("list")
+        .into_iter()
+        .filter(|k| k.label == "tsp.amex.kek")
+        .collect();
+    assert_eq!(keks.len(), 1);
+    let kek = &keks[0];
+    assert_eq!((kek.key_type.as_str(), kek.value_len), ("AES", Some(32)));
+    assert!(kek.sensitive && !kek.extractable && kek.unwrap);
+    assert!(!kek.encrypt && !kek.decrypt && !kek.wrap && !kek.sign && !kek.derive);
+
+    // Different components: refused unless replace.
+    let c3 = random::<32>();
+    let p3 = write_component(dir.path(), "amex.c3", &c3);
+    let err = import_kek(hsm(), "amex", &[&p1, &p3], false).expect_err("must refuse");
+    assert!(err.to_string().contains("replace"), "{err}");
+    let replaced = import_kek(hsm(), "amex", &[&p1, &p3], true).expect("replace");
+    assert_eq!(replaced, software_kcv(&xor(&c1, &c3)));
+    assert_ne!(replaced, kcv);
+
+    // Three components XOR together too.
+    let kcv3 = import_kek(hsm(), "discover", &[&p1, &p2, &p3], false).expect("three");
+    assert_eq!(kcv3, software_kcv(&xor(&xor(&c1, &c2), &c3)));
+
+    // Bad input.
+    assert!(import_kek(hsm(), "diners", &[&p1, &p2], false).is_err());
+    assert!(import_kek(hsm(), "amex", &[&p1], false).is_err());
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abcd\n").expect("write");
+    assert!(import_kek(hsm(), "amex", &[&p1, &short], true).is_err());
+    let not_hex = dir.path().join("nothex");
+    std::fs::write(&not_hex, format!("{}\n", "zz".repeat(32))).expect("write");
+    assert!(import_kek(hsm(), "amex", &[&p1, &not_hex], true).is_err());
+}
+
+/// `SK = AES-128-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)`, then AES-CMAC(SK, data).
+fn software_cryptogram_mac(tk: &[u8; 16], atc: u16, data: &[u8]) -> [u8; 16] {
+    let mut block = Array::from([0u8; 16]);
+    block[..2].copy_from_slice(&atc.to_be_bytes());
+    block[2] = 0xF0;
+    Aes128::new(&Array::from(*tk)).encrypt_block(&mut block);
+    let sk: [u8; 16] = block.into();
+    let mut mac = <Cmac<Aes128> as KeyInit>::new(&Array::from(sk));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn import_visa_kek(dir: &std::path::Path) -> [u8; 32] {
+    let (c1, c2) = (random::<32>(), random::<32>());
+    let p1 = write_component(dir, "visa.c1", &c1);
+    let p2 = write_component(dir, "visa.c2", &c2);
+    import_kek(hsm(), "visa", &[&p1, &p2], true).expect("import visa kek");
+    xor(&c1, &c2)
+}
+
+fn wrap(kek: &[u8; 32], tk: &[u8; 16]) -> Vec<u8> {
+    let kw = KwAes256::new(&Array::from(*kek));
+    let mut wrapped = [0u8; 24];
+    kw.wrap_key(tk, &mut wrapped).expect("wrap");
+    wrapped.to_vec()
+}
+
+#[test]
+fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
+    let dir = tempfile::tempdir().expect("dir");
+    let kek = import_visa_kek(dir.path());
+    let tk = random::<16>();
+    hsm()
+        .unwrap_token_key("visa", "tr-unwrap", &wrap(&kek, &tk))
+        .expect("unwrap");
+
+    let info = key_attributes(hsm(), "nt.tr-unwrap")
+        .expect("attrs")
+        .expect("exists");
+    // (SoftHSM2 reports CKA_VALUE_LEN 0 for unwrapped keys; the MACs below
+    // prove the value.)
+    assert_eq!(info.key_type, "AES");
+    assert!(info.token && info.sensitive && !info.extractable && info.derive);
+    assert!(
+        !info.encrypt && !info.decrypt && !info.sign && !info.verify && !info.wrap && !info.unwrap
+    );
+
+    for (atc, data) in [
+        (1u16, &b"short"[..]),
+        (42, &[7u8; 47][..]),
+        (65535, &[][..]),
+    ] {
+        assert_eq!(
+            hsm().cryptogram_mac("tr-unwrap", atc, data).expect("mac"),
+            software_cryptogram_mac(&tk, atc, data),
+            "atc {atc}"
+        );
+    }
+
+    // Unwrapping again replaces the key (one object, new value).
+    let tk2 = random::<16>();
+    hsm()
+        .unwrap_token_key("visa", "tr-unwrap", &wrap(&kek, &tk2))
+        .expect("re-unwrap");
+    let count = list_keys(hsm())
+        .expect("list")
+        .iter()
+        .filter(|k| k.label == "nt.tr-unwrap")
+        .count();
+    assert_eq!(count, 1);
+    assert_eq!(
+        hsm().cryptogram_mac("tr-unwrap", 9, b"d").expect("mac"),
+        software_cryptogram_mac(&tk2, 9, b"d")
+    );
+
+    // A key wrapped under another KEK fails RFC 3394's integrity check.
+    let mut tampered = wrap(&kek, &tk);
+    tampered[5] ^= 1;
+    assert!(matches!(
+        hsm().unwrap_token_key("visa", "tr-bad", &tampered),
+        Err(HsmError::Integrity)
+    ));
+    assert!(key_attributes(hsm(), "nt.tr-bad").expect("attrs").is_none());
+    // No KEK for the scheme.
+    assert!(matches!(
+        hsm().unwrap_token_key("mastercard", "tr-x", &wrap(&kek, &tk)),
+        Err(HsmError::KeyMissing(label)) if label == "tsp.mastercard.kek"
+    ));
+}
+
+#[test]
+fn design_test_vector_through_softhsm() {
+    let tk: [u8; 16] = unhex("000102030405060708090a0b0c0d0e0f")
+        .try_into()
+        .expect("tk");
+    import_token_key_for_test(hsm(), "tr-vector", &tk).expect("import tk");
+    let (token, expiry, amount, currency, atc) = ("4895370012345678", "2911", 1250u64, "CHF", 7u16);
+    let un = unhex("a1b2c3d4");
+    let mut d = vec![0x01, token.len() as u8];
+    d.extend_from_slice(token.as_bytes());
+    d.extend_from_slice(expiry.as_bytes());
+    d.extend_from_slice(&amount.to_be_bytes());
+    d.extend_from_slice(currency.as_bytes());
+    d.extend_from_slice(&atc.to_be_bytes());
+    d.extend_from_slice(&un);
+    d.extend_from_slice(b"07");
+
+    let mac = hsm().cryptogram_mac("tr-vector", atc, &d).expect("mac");
+    assert_eq!(mac, software_cryptogram_mac(&tk, atc, &d));
+    let mut cryptogram = vec![0x01];
+    cryptogram.extend_from_slice(&atc.to_be_bytes());
+    cryptogram.extend_from_slice(&un);
+    cryptogram.extend_from_slice(&mac[..13]);
+    assert_eq!(hex(&cryptogram), "010007a1b2c3d4204e311037a9e8d60a6e3fb512");
+}
+
+#[test]
+fn destroy_token_key_removes_it_and_is_idempotent() {
+    import_token_key_for_test(hsm(), "tr-destroy", &[9u8; 16]).expect("import");
+    // Caches the handle.
+    hsm().cryptogram_mac("tr-destroy", 1, b"x").expect("mac");
+    hsm().destroy_token_key("tr-destroy").expect("destroy");
+    assert!(
+        key_attributes(hsm(), "nt.tr-destroy")
+            .expect("attrs")
+            .is_none()
+    );
+    assert!(matches!(
+        hsm().cryptogram_mac("tr-destroy", 2, b"x"),
+        Err(HsmError::KeyMissing(label)) if label == "nt.tr-destroy"
+    ));
+    hsm()
+        .destroy_token_key("tr-destroy")
+        .expect("destroy again");
+    assert!(hsm().destroy_token_key("bad ref").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_runs_closures_on_several_threads() {
+    let pool = HsmPool::new(Arc::clone(hsm()), 2);
+    assert_eq!(pool.threads(), 2);
+    // Both jobs wait on a barrier of two: they can only finish if two pool
+    // threads run them at the same time.
+    let barrier = Arc::new(Barrier::new(2));
+    let job = |barrier: Arc<Barrier>| {
+        move |hsm: &Pkcs11Hsm| {
+            barrier.wait();
+            let sealed = hsm
+                .seal("al_pool", "pan", b"4111111111111111")
+                .expect("seal");
+            let name = std::thread::current().name().map(str::to_owned);
+            (name, sealed)
+        }
+    };
+    let (a, b) = tokio::join!(
+        pool.run(job(Arc::clone(&barrier))),
+        pool.run(job(Arc::clone(&barrier)))
+    );
+    let ((name_a, sealed_a), (name_b, sealed_b)) = (a.expect("a"), b.expect("b"));
+    let mut names = [name_a.expect("named"), name_b.expect("named")];
+    names.sort();
+    assert_eq!(names, ["hsm-0".to_owned(), "hsm-1".to_owned()]);
+    // Sessions on both threads work against the same keys.
+    let opened = pool
+        .run(move |hsm| hsm.open("al_pool", "pan", &sealed_a).map(|p| p.to_vec()))
+        .await
+        .expect("run")
+        .expect("open");
+    assert_eq!(opened, b"4111111111111111");
+    assert!(hsm().open("al_pool", "pan", &sealed_b).is_ok());
+
+    // A panicking job is an error for its caller, and the pool goes on.
+    assert!(pool.run(|_| -> u8 { panic!("job panics") }).await.is_err());
+    assert_eq!(pool.run(|hsm| hsm.pan_key_version()).await.expect("run"), 1);
+}

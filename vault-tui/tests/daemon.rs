@@ -1,0 +1,242 @@
+//! The daemon task against a fake vaultd: paging, actions, disconnect and
+//! reconnect.
+
+#[path = "common/fake_daemon.rs"]
+mod fake_daemon;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_daemon::{FakeDaemon, ok, refuse};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::time::timeout;
+use vault_proto::ErrorCode;
+use vault_proto::frame::decode_args;
+use vault_proto::ops::{JobState, JobView, QueueList, QueueListArgs, SchemeArgs, SchemePaused};
+use vault_tui::daemon::{self, WorkerConfig};
+use vault_tui::message::QUEUE_PAGE;
+use vault_tui::{Command, QueueQuery, Update};
+
+fn config(path: &std::path::Path) -> WorkerConfig {
+    WorkerConfig {
+        socket: path.to_owned(),
+        poll_every: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Waits for the first update that `want` picks.
+async fn expect<T>(rx: &mut UnboundedReceiver<Update>, want: impl Fn(Update) -> Option<T>) -> T {
+    let found = timeout(Duration::from_secs(5), async {
+        loop {
+            let update = rx.recv().await.expect("daemon task alive");
+            if let Some(found) = want(update) {
+                return found;
+            }
+        }
+    })
+    .await;
+    found.expect("the expected update within 5 s")
+}
+
+/// A queue of 100,000 jobs, served `limit` at a time after the cursor.
+fn big_queue(id: u64, op: &str, args: Option<&[u8]>) -> Option<Vec<u8>> {
+    const TOTAL: u64 = 100_000;
+    match op {
+        "queue_list" => {
+            let args: QueueListArgs = decode_args(args).ok()?;
+            let start = args.after.as_deref().map_or(0, |c| {
+                c.trim_start_matches("job-").parse::<u64>().unwrap_or(0) + 1
+            });
+            let end = (start + u64::from(args.limit)).min(TOTAL);
+            let jobs: Vec<JobView> = (start..end)
+                .map(|i| JobView {
+                    job_id: format!("job-{i}"),
+                    alias: format!("{i:0>32}"),
+                    kind: "provision".into(),
+                    scheme: "visa".into(),
+                    state: JobState::Scheduled,
+                    attempts: 0,
+                    next_at: 0,
+                    last_error: None,
+                })
+                .collect();
+            let next = (end < TOTAL).then(|| format!("job-{}", end - 1));
+            ok(id, &QueueList { jobs, next })
+        }
+        _ => refuse(id, ErrorCode::UnknownOp, "not in this fake"),
+    }
+}
+
+fn queue_requests(fake: &FakeDaemon) -> Vec<QueueListArgs> {
+    fake.seen()
+        .into_iter()
+        .filter(|s| s.op == "queue_list")
+        .map(|s| decode_args(s.args.as_deref()).expect("queue_list args"))
+        .collect()
+}
+
+#[tokio::test]
+async fn queue_is_fetched_a_page_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeDaemon::start(&dir.path().join("vaultd.sock"), Arc::new(big_queue));
+    let (tx, mut updates) = unbounded_channel();
+    let (commands, task) = daemon::spawn(config(&fake.path), tx);
+
+    let first = expect(&mut updates, |u| match u {
+        Update::QueuePage { query, list } => Some((query, list)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first.0, QueueQuery::default());
+    assert_eq!(first.1.jobs.len(), QUEUE_PAGE as usize);
+    let cursor = first.1.next.clone().expect("a next cursor");
+
+    let second = QueueQuery {
+        state: None,
+        after: Some(cursor.clone()),
+    };
+    commands
+        .send(Command::ShowQueue(second.clone()))
+        .expect("send");
+    let page = expect(&mut updates, |u| match u {
+        Update::QueuePage { query, list } if query == second => Some(list),
+        _ => None,
+    })
+    .await;
+    assert_eq!(page.jobs[0].job_id, format!("job-{}", QUEUE_PAGE));
+
+    let requests = queue_requests(&fake);
+    assert!(
+        requests.iter().all(|a| a.limit == QUEUE_PAGE),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|a| a.after.as_deref() == Some(cursor.as_str()))
+    );
+    task.abort();
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn pause_is_sent_and_its_outcome_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let respond = |id: u64, op: &str, args: Option<&[u8]>| match op {
+        "scheme_pause" => {
+            let args: SchemeArgs = decode_args(args).ok()?;
+            if args.scheme == "visa" {
+                ok(
+                    id,
+                    &SchemePaused {
+                        scheme: args.scheme,
+                        paused: true,
+                    },
+                )
+            } else {
+                refuse(id, ErrorCode::BadRequest, "unknown scheme")
+            }
+        }
+        _ => refuse(id, ErrorCode::UnknownOp, "not in this fake"),
+    };
+    let fake = FakeDaemon::start(&dir.path().join("vaultd.sock"), Arc::new(respond));
+    let (tx, mut updates) = unbounded_channel();
+    let (commands, task) = daemon::spawn(config(&fake.path), tx);
+
+    commands
+        .send(Command::PauseScheme {
+            scheme: "visa".into(),
+        })
+        .expect("send");
+    let done = expect(&mut updates, |u| match u {
+        Update::ActionDone { ok, text } => Some((ok, text)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(done, (true, "visa is paused".to_owned()));
+
+    commands
+        .send(Command::PauseScheme {
+            scheme: "diners".into(),
+        })
+        .expect("send");
+    let (ok, text) = expect(&mut updates, |u| match u {
+        Update::ActionDone { ok, text } => Some((ok, text)),
+        _ => None,
+    })
+    .await;
+    assert!(!ok);
+    assert!(text.contains("scheme_pause refused: bad_request"), "{text}");
+    task.abort();
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_is_reported_and_the_task_reconnects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vaultd.sock");
+    let (tx, mut updates) = unbounded_channel();
+    let (_commands, task) = daemon::spawn(config(&path), tx);
+
+    // No daemon yet.
+    let (since, error) = expect(&mut updates, |u| match u {
+        Update::Disconnected { since_ms, error } => Some((since_ms, error)),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("cannot connect"), "{error}");
+    // Later attempts keep the first "since".
+    let again = expect(&mut updates, |u| match u {
+        Update::Disconnected { since_ms, .. } => Some(since_ms),
+        _ => None,
+    })
+    .await;
+    assert_eq!(again, since);
+
+    let fake = FakeDaemon::start(&path, Arc::new(big_queue));
+    expect(&mut updates, |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    expect(&mut updates, |u| {
+        matches!(u, Update::QueuePage { .. }).then_some(())
+    })
+    .await;
+
+    // The daemon goes away (restart): reported, then reconnected.
+    fake.stop().await;
+    expect(&mut updates, |u| {
+        matches!(u, Update::Disconnected { .. }).then_some(())
+    })
+    .await;
+    let fake = FakeDaemon::start(&path, Arc::new(big_queue));
+    expect(&mut updates, |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    task.abort();
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_hung_daemon_counts_as_disconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeDaemon::start(&dir.path().join("vaultd.sock"), Arc::new(|_, _, _| None));
+    let (tx, mut updates) = unbounded_channel();
+    let mut config = config(&fake.path);
+    config.request_timeout = Duration::from_millis(300);
+    let (_commands, task) = daemon::spawn(config, tx);
+    expect(&mut updates, |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    let error = expect(&mut updates, |u| match u {
+        Update::Disconnected { error, .. } => Some(error),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("not answered within"), "{error}");
+    task.abort();
+    fake.stop().await;
+}

@@ -1,0 +1,522 @@
+//! vaultd's configuration: TOML in, validated structs out. Every problem is
+//! reported as one line naming the key (`[server].max_frame: ...`), both at
+//! start-up and by `vaultd check-config`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem: the key it is about and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A duration written like `"500ms"`, `"1s"`, `"10m"`, `"2h"`, `"90d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h, d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?} must start with a whole number"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("duration {s:?}: unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    pub storage: Storage,
+    pub hsm: Hsm,
+    #[serde(default)]
+    pub provisioning: Provisioning,
+    #[serde(default)]
+    pub schemes: BTreeMap<String, Scheme>,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<Tenant>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<Client>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub socket: PathBuf,
+    pub max_frame: usize,
+    pub max_in_flight: usize,
+    pub max_connections: usize,
+    /// A connection with nothing in flight and no frame for this long is closed.
+    pub idle_timeout: Dur,
+    /// A frame that has begun must be complete within this time (slowloris).
+    pub frame_timeout: Dur,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            socket: PathBuf::from(vault_proto::DEFAULT_SOCKET),
+            max_frame: vault_proto::DEFAULT_MAX_FRAME,
+            max_in_flight: 256,
+            max_connections: 1024,
+            idle_timeout: Dur(Duration::from_secs(300)),
+            frame_timeout: Dur(Duration::from_secs(10)),
+            shutdown_grace: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub path: PathBuf,
+    /// redb two-phase commit: a second fsync per commit, so a commit never
+    /// relies on a (non-cryptographic) checksum to be recognised as complete.
+    #[serde(default = "yes")]
+    pub two_phase_commit: bool,
+    /// Most mutations one group commit takes.
+    #[serde(default = "default_batch")]
+    pub max_batch: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    2048
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hsm {
+    pub module: PathBuf,
+    pub token_label: String,
+    /// PIN file; the `VAULTD_HSM_PIN` environment variable wins when set.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// HSM worker threads, each with its own logged-in session.
+    #[serde(default = "default_hsm_threads")]
+    pub threads: usize,
+}
+
+fn default_hsm_threads() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Provisioning {
+    pub concurrency: usize,
+    pub per_scheme_concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_initial: Dur,
+    pub backoff_max: Dur,
+    pub poll_interval: Dur,
+    pub request_timeout: Dur,
+    /// `pan_retention = "none"` tenants wait this long for a token in `tokenize`.
+    pub sync_timeout: Dur,
+    /// Consecutive failures that open a scheme's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker stays open before a probe.
+    pub breaker_cooldown: Dur,
+}
+
+impl Default for Provisioning {
+    fn default() -> Self {
+        Provisioning {
+            concurrency: 64,
+            per_scheme_concurrency: 32,
+            max_attempts: 8,
+            backoff_initial: Dur(Duration::from_secs(1)),
+            backoff_max: Dur(Duration::from_secs(600)),
+            poll_interval: Dur(Duration::from_secs(1)),
+            request_timeout: Dur(Duration::from_secs(10)),
+            sync_timeout: Dur(Duration::from_secs(5)),
+            breaker_threshold: 20,
+            breaker_cooldown: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheme {
+    pub url: String,
+    pub token_requestor_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// tracing filter, e.g. "info" or "vaultd=debug"; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retention {
+    Keep,
+    None,
+    Transition(Duration),
+}
+
+impl Retention {
+    pub fn describe(&self) -> String {
+        match self {
+            Retention::Keep => "keep".into(),
+            Retention::None => "none".into(),
+            Retention::Transition(d) => format!("transition {}", fmt_duration(*d)),
+        }
+    }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= n && ms % n == 0 {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Table { transition: Dur },
+        }
+        let raw = Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected \"keep\", \"none\" or { transition = \"<duration>\" }",
+            )
+        })?;
+        match raw {
+            Raw::Word(w) if w == "keep" => Ok(Retention::Keep),
+            Raw::Word(w) if w == "none" => Ok(Retention::None),
+            Raw::Word(_) => Err(serde::de::Error::custom(
+                "expected \"keep\", \"none\" or { transition = \"<duration>\" }",
+            )),
+            Raw::Table { transition } => Ok(Retention::Transition(transition.0)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub id: String,
+    #[serde(default)]
+    pub network_tokens: bool,
+    #[serde(default = "keep")]
+    pub pan_retention: Retention,
+}
+
+fn keep() -> Retention {
+    Retention::Keep
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Collector,
+    Merchant,
+    Forwarder,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    pub name: String,
+    pub uid: u32,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    pub roles: Vec<Role>,
+    /// Most `credentials` answers that return a PAN per minute (none: no limit).
+    #[serde(default)]
+    pub pan_credentials_per_minute: Option<u32>,
+}
+
+pub const SCHEMES: [&str; 4] = ["visa", "mastercard", "amex", "discover"];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::de::Deserializer::parse(text).map_err(|e| toml_err(text, &e))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = key_of_path(&e.path().to_string());
+            let inner = e.into_inner();
+            err(key, one_line(inner.message()))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_frame < 64 || s.max_frame > 64 * 1024 * 1024 {
+            return Err(err("[server].max_frame", "must be between 64 and 67108864 bytes"));
+        }
+        if s.max_in_flight == 0 || s.max_in_flight > 65_536 {
+            return Err(err("[server].max_in_flight", "must be between 1 and 65536"));
+        }
+        if s.max_connections == 0 {
+            return Err(err("[server].max_connections", "must be at least 1"));
+        }
+        if self.storage.max_batch == 0 {
+            return Err(err("[storage].max_batch", "must be at least 1"));
+        }
+        if self.hsm.threads == 0 || self.hsm.threads > 256 {
+            return Err(err("[hsm].threads", "must be between 1 and 256"));
+        }
+        if self.hsm.token_label.is_empty() {
+            return Err(err("[hsm].token_label", "must not be empty"));
+        }
+        let p = &self.provisioning;
+        if p.concurrency == 0 || p.per_scheme_concurrency == 0 {
+            return Err(err("[provisioning].concurrency", "must be at least 1"));
+        }
+        if p.max_attempts == 0 {
+            return Err(err("[provisioning].max_attempts", "must be at least 1"));
+        }
+        if p.backoff_initial.0 > p.backoff_max.0 {
+            return Err(err(
+                "[provisioning].backoff_initial",
+                "must not exceed backoff_max",
+            ));
+        }
+        for (name, sch) in &self.schemes {
+            if !SCHEMES.contains(&name.as_str()) {
+                return Err(err(
+                    format!("[schemes.{name}]"),
+                    "unknown scheme (visa, mastercard, amex, discover)",
+                ));
+            }
+            if !(sch.url.starts_with("http://") || sch.url.starts_with("https://")) {
+                return Err(err(
+                    format!("[schemes.{name}].url"),
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        let mut tenant_ids = HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if !valid_id(&t.id) {
+                return Err(err(
+                    format!("[[tenant]] #{}.id", i + 1),
+                    "must be 1..64 characters of [A-Za-z0-9._-]",
+                ));
+            }
+            if tenant_ids.insert(t.id.as_str(), i).is_some() {
+                return Err(err(format!("[[tenant]] {}", t.id), "defined twice"));
+            }
+            if let Retention::Transition(d) = t.pan_retention
+                && d.is_zero()
+            {
+                return Err(err(
+                    format!("[[tenant]] {}.pan_retention", t.id),
+                    "transition must be longer than 0",
+                ));
+            }
+        }
+        let mut uids = HashMap::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let at = format!("[[client]] {}", if c.name.is_empty() { format!("#{}", i + 1) } else { c.name.clone() });
+            if c.name.is_empty() {
+                return Err(err(format!("{at}.name"), "must not be empty"));
+            }
+            if uids.insert(c.uid, c.name.as_str()).is_some() {
+                return Err(err(format!("{at}.uid"), format!("uid {} is used by another client", c.uid)));
+            }
+            if c.roles.is_empty() {
+                return Err(err(format!("{at}.roles"), "needs at least one role"));
+            }
+            let needs_tenant = c.roles.iter().any(|r| matches!(r, Role::Collector | Role::Merchant));
+            match (&c.tenant, needs_tenant) {
+                (None, true) => {
+                    return Err(err(format!("{at}.tenant"), "collector and merchant clients need a tenant"));
+                }
+                (Some(t), _) if !tenant_ids.contains_key(t.as_str()) => {
+                    return Err(err(format!("{at}.tenant"), format!("no [[tenant]] with id {t:?}")));
+                }
+                _ => {}
+            }
+            if c.roles.contains(&Role::Forwarder) && c.tenants.is_empty() {
+                return Err(err(format!("{at}.tenants"), "forwarders need tenants = [\"*\"] or a list"));
+            }
+            for t in &c.tenants {
+                if t != "*" && !tenant_ids.contains_key(t.as_str()) {
+                    return Err(err(format!("{at}.tenants"), format!("no [[tenant]] with id {t:?}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+}
+
+/// Tenant ids, transaction ids and similar: `[A-Za-z0-9._-]{1,64}`.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `server.max_frame` → `[server].max_frame`; `tenant[1].id` → `[[tenant]] #2.id`.
+fn key_of_path(path: &str) -> String {
+    let mut parts = path.split('.');
+    let Some(first) = parts.next() else {
+        return "(top level)".into();
+    };
+    if first.is_empty() || first == "?" {
+        return "(top level)".into();
+    }
+    let rest: Vec<&str> = parts.collect();
+    let head = if let Some((name, idx)) = first.split_once('[') {
+        let i: usize = idx.trim_end_matches(']').parse().unwrap_or(0);
+        format!("[[{name}]] #{}", i + 1)
+    } else if rest.is_empty() {
+        return first.to_owned();
+    } else {
+        format!("[{first}]")
+    };
+    if rest.is_empty() {
+        head
+    } else {
+        format!("{head}.{}", rest.join("."))
+    }
+}
+
+fn toml_err(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+        .unwrap_or(0);
+    err(format!("line {line}"), one_line(e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+socket = "/tmp/v.sock"
+[storage]
+path = "/tmp/v.redb"
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "vaultd"
+[[tenant]]
+id = "m-1"
+network_tokens = true
+pan_retention = { transition = "90d" }
+[[client]]
+name = "shop"
+uid = 1001
+tenant = "m-1"
+roles = ["merchant"]
+[[client]]
+name = "fwd"
+uid = 1002
+roles = ["forwarder"]
+tenants = ["*"]
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            c.tenants[0].pan_retention,
+            Retention::Transition(Duration::from_secs(90 * 86400))
+        );
+        assert_eq!(c.server.max_in_flight, 256);
+    }
+
+    #[test]
+    fn names_the_key_of_a_problem() {
+        let e = Config::parse(&GOOD.replace("socket = \"/tmp/v.sock\"", "max_frame = \"big\""))
+            .unwrap_err();
+        assert_eq!(e.key, "[server].max_frame", "{e}");
+        let e = Config::parse(&GOOD.replace("uid = 1002", "uid = 1001")).unwrap_err();
+        assert_eq!(e.key, "[[client]] fwd.uid", "{e}");
+        let e = Config::parse(&GOOD.replace("\"90d\"", "\"90 days\"")).unwrap_err();
+        assert!(e.key.contains("pan_retention"), "{e}");
+        let e = Config::parse(&GOOD.replace("[storage]", "[storage]\ncolour = 1")).unwrap_err();
+        assert_eq!(e.key, "[storage]", "{e}");
+        assert!(e.problem.contains("colour"), "{e}");
+        let e = Config::parse(&GOOD.replace("tenant = \"m-1\"", "tenant = \"m-9\"")).unwrap_err();
+        assert_eq!(e.key, "[[client]] shop.tenant", "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
+    }
+}

@@ -1,0 +1,462 @@
+//! The store: redb behind the [`Store`] trait. Tables are defined here, at
+//! the top, and nowhere else; records are versioned MessagePack
+//! ([`records`]); every write goes through the group-commit [`writer`].
+//!
+//! `Store` is the seam for a replicated backend one day: the vault only
+//! sees these domain operations, never redb.
+
+pub mod records;
+pub mod writer;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use vault_hsm::{Hsm, HsmError};
+
+use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
+pub use writer::{WriteCtx, Writer, WriterStats};
+
+/// alias → [`AliasRec`]
+pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+/// alias → sealed PAN (`version ‖ iv ‖ ct ‖ tag`). Absent once erased.
+pub(crate) const PANS: TableDefinition<&str, &[u8]> = TableDefinition::new("pans");
+/// tenant ‖ 0x00 ‖ fingerprint → alias: the convergent lookup.
+pub(crate) const FINGERPRINTS: TableDefinition<&[u8], &str> = TableDefinition::new("fingerprints");
+/// token_ref → [`TokenRec`]
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// job id → [`records::JobRec`]
+pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+/// (next_at, job id) → (): due and scheduled jobs in time order.
+pub(crate) const JOB_QUEUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_queue");
+/// tenant ‖ 0x00 ‖ transaction id → [`TxnRec`]
+pub(crate) const TRANSACTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("transactions");
+/// seq → [`records::EventRec`]
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// seq → encoded [`AuditRec`] ‖ chain MAC (32 bytes)
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Schema version, counters, cursors, key versions.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Layout version of the whole database. The store refuses any other.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot serve now (I/O failure, aborted batch); nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record or the schema is not what this build understands.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// The HSM failed inside a write (audit chain MAC).
+    #[error("{0}")]
+    Hsm(HsmError),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Corrupted(m) => StoreError::Corrupt(m),
+            redb::Error::TableTypeMismatch { .. } | redb::Error::UpgradeRequired(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::from(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The key of the fingerprint index.
+pub fn fingerprint_key(tenant: &str, fp: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 1 + fp.len());
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(fp);
+    k
+}
+
+fn txn_key(tenant: &str, txid: &str) -> Vec<u8> {
+    fingerprint_key(tenant, txid.as_bytes())
+}
+
+/// An alias as read: its record and, when it has one, its token.
+#[derive(Debug, Clone)]
+pub struct AliasView {
+    pub alias: String,
+    pub rec: AliasRec,
+    pub token: Option<TokenRec>,
+}
+
+/// Everything `tokenize` writes for a card the tenant has not stored yet.
+pub struct NewAlias {
+    pub alias: String,
+    pub rec: AliasRec,
+    pub pan_ct: Option<Vec<u8>>,
+    /// Queue a provisioning job with the alias (network tokens on).
+    pub provision: bool,
+}
+
+/// One `tokenize` write: create the alias, or find the existing one for the
+/// same fingerprint and refresh it.
+pub struct TokenizeWrite {
+    pub tenant: String,
+    pub fingerprint: Vec<u8>,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    pub new: Option<NewAlias>,
+    pub transaction: Option<(String, u64)>,
+    pub audit: AuditRec,
+}
+
+pub enum TokenizeOutcome {
+    Created(AliasView),
+    Existing(AliasView),
+    /// The fingerprint is unknown and no new alias was supplied: the caller
+    /// seals the PAN and tries again.
+    NeedsNew,
+}
+
+/// Counts for `stats`, read from table lengths.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub aliases: u64,
+    pub pans_retained: u64,
+    pub tokens: u64,
+}
+
+/// The vault's storage, whatever holds it.
+pub trait Store: Send + Sync + 'static {
+    fn find_by_fingerprint(&self, tenant: &str, fp: &[u8]) -> StoreResult<Option<String>>;
+    fn alias(&self, alias: &str) -> StoreResult<Option<AliasView>>;
+    fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// The alias remembered under a transaction id, if not expired at `now`.
+    fn transaction(&self, tenant: &str, txid: &str, now: u64) -> StoreResult<Option<String>>;
+    fn counts(&self) -> StoreResult<Counts>;
+    /// Audit records after `after` (up to `limit`), each with its MAC, and
+    /// the MAC of the record just before the first one (zeros at the start).
+    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage>;
+
+    fn tokenize(&self, w: TokenizeWrite) -> impl Future<Output = StoreResult<TokenizeOutcome>> + Send;
+    /// Erases the alias with its PAN, fingerprint entry and token record.
+    /// Returns the token_ref whose HSM key the caller destroys, or `None`
+    /// inside `Some` when there was no token; `None` when the alias is not
+    /// the tenant's.
+    fn delete_alias(
+        &self,
+        tenant: &str,
+        alias: &str,
+        audit: AuditRec,
+    ) -> impl Future<Output = StoreResult<Option<Option<String>>>> + Send;
+    /// Appends an audit record on its own (refusals, reads).
+    fn audit(&self, rec: AuditRec) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub struct AuditPage {
+    pub prev_mac: [u8; 32],
+    pub records: Vec<(u64, AuditRec, Vec<u8>, [u8; 32])>,
+}
+
+/// The redb implementation.
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+    pub stats: Arc<WriterStats>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database, refuses an unknown schema version,
+    /// and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        hsm: Arc<dyn Hsm>,
+        two_phase: bool,
+        max_batch: usize,
+    ) -> StoreResult<RedbStore> {
+        let db = Database::create(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+        })?;
+        init_schema(&db)?;
+        let counters = writer::load_counters(&db)?;
+        let db = Arc::new(db);
+        let stats = Arc::new(WriterStats::default());
+        let writer = Writer::start(db.clone(), hsm, counters, two_phase, max_batch, stats.clone())
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
+        Ok(RedbStore { db, writer, stats })
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+}
+
+fn init_schema(db: &Database) -> StoreResult<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let current = meta
+            .get("schema_version")?
+            .map(|v| v.value().try_into().map(u32::from_be_bytes));
+        match current {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+            }
+            Some(Ok(SCHEMA_VERSION)) => {}
+            Some(Ok(v)) => {
+                return Err(StoreError::Corrupt(format!(
+                    "database schema version {v}, this vaultd understands {SCHEMA_VERSION}"
+                )));
+            }
+            Some(Err(_)) => return Err(StoreError::Corrupt("bad schema_version".into())),
+        }
+        // Create every table so readers never meet a missing one.
+        txn.open_table(ALIASES)?;
+        txn.open_table(PANS)?;
+        txn.open_table(FINGERPRINTS)?;
+        txn.open_table(TOKENS)?;
+        txn.open_table(JOBS)?;
+        txn.open_table(JOB_QUEUE)?;
+        txn.open_table(TRANSACTIONS)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(AUDIT)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads an alias and its token inside any transaction.
+fn read_alias<A, T>(aliases: &A, tokens: &T, alias: &str) -> StoreResult<Option<AliasView>>
+where
+    A: ReadableTable<&'static str, &'static [u8]>,
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let Some(raw) = aliases.get(alias)? else {
+        return Ok(None);
+    };
+    let rec: AliasRec = decode("alias", raw.value())?;
+    let token = match rec.nt.as_ref().and_then(|n| n.token_ref.as_deref()) {
+        Some(r) => match tokens.get(r)? {
+            Some(t) => Some(decode::<TokenRec>("token", t.value())?),
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Some(AliasView {
+        alias: alias.to_owned(),
+        rec,
+        token,
+    }))
+}
+
+impl Store for RedbStore {
+    fn find_by_fingerprint(&self, tenant: &str, fp: &[u8]) -> StoreResult<Option<String>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(FINGERPRINTS)?;
+        Ok(t.get(fingerprint_key(tenant, fp).as_slice())?
+            .map(|v| v.value().to_owned()))
+    }
+
+    fn alias(&self, alias: &str) -> StoreResult<Option<AliasView>> {
+        let r = self.db.begin_read()?;
+        read_alias(&r.open_table(ALIASES)?, &r.open_table(TOKENS)?, alias)
+    }
+
+    fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(PANS)?.get(alias)?.map(|v| v.value().to_vec()))
+    }
+
+    fn transaction(&self, tenant: &str, txid: &str, now: u64) -> StoreResult<Option<String>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(TRANSACTIONS)?;
+        let Some(raw) = t.get(txn_key(tenant, txid).as_slice())? else {
+            return Ok(None);
+        };
+        let rec: TxnRec = decode("transaction", raw.value())?;
+        Ok((rec.expires_at > now).then_some(rec.alias))
+    }
+
+    fn counts(&self) -> StoreResult<Counts> {
+        let r = self.db.begin_read()?;
+        Ok(Counts {
+            aliases: r.open_table(ALIASES)?.len()?,
+            pans_retained: r.open_table(PANS)?.len()?,
+            tokens: r.open_table(TOKENS)?.len()?,
+        })
+    }
+
+    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(AUDIT)?;
+        let split = |v: &[u8]| -> StoreResult<(Vec<u8>, [u8; 32])> {
+            if v.len() < 33 {
+                return Err(StoreError::Corrupt("short audit record".into()));
+            }
+            let (body, mac) = v.split_at(v.len() - 32);
+            let mut m = [0u8; 32];
+            m.copy_from_slice(mac);
+            Ok((body.to_vec(), m))
+        };
+        let prev_mac = if after == 0 {
+            [0u8; 32]
+        } else {
+            match t.get(after)? {
+                Some(v) => split(v.value())?.1,
+                None => [0u8; 32],
+            }
+        };
+        let mut records = Vec::new();
+        for item in t.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = item?;
+            let (body, mac) = split(v.value())?;
+            let rec: AuditRec = decode("audit", &body)?;
+            records.push((k.value(), rec, body, mac));
+        }
+        Ok(AuditPage { prev_mac, records })
+    }
+
+    async fn tokenize(&self, w: TokenizeWrite) -> StoreResult<TokenizeOutcome> {
+        self.writer
+            .write(move |ctx| {
+                let fkey = fingerprint_key(&w.tenant, &w.fingerprint);
+                let mut aliases = ctx.txn.open_table(ALIASES)?;
+                let mut fps = ctx.txn.open_table(FINGERPRINTS)?;
+                let existing = fps.get(fkey.as_slice())?.map(|v| v.value().to_owned());
+                let (alias, created) = match (existing, w.new) {
+                    (Some(alias), _) => {
+                        let raw = aliases
+                            .get(alias.as_str())?
+                            .map(|v| v.value().to_vec())
+                            .ok_or_else(|| StoreError::Corrupt("fingerprint without alias".into()))?;
+                        let mut rec: AliasRec = decode("alias", &raw)?;
+                        // A later expiry replaces the stored one (card renewed).
+                        if (w.exp_year, w.exp_month) > (rec.exp_year, rec.exp_month) {
+                            rec.exp_year = w.exp_year;
+                            rec.exp_month = w.exp_month;
+                            aliases.insert(alias.as_str(), encode(&rec)?.as_slice())?;
+                        }
+                        (alias, false)
+                    }
+                    (None, Some(new)) => {
+                        fps.insert(fkey.as_slice(), new.alias.as_str())?;
+                        aliases.insert(new.alias.as_str(), encode(&new.rec)?.as_slice())?;
+                        if let Some(ct) = &new.pan_ct {
+                            ctx.txn.open_table(PANS)?.insert(new.alias.as_str(), ct.as_slice())?;
+                        }
+                        if new.provision {
+                            let id = ctx.next_job_id()?;
+                            let job = records::JobRec {
+                                id,
+                                kind: records::JobKind::Provision,
+                                alias: new.alias.clone(),
+                                tenant: w.tenant.clone(),
+                                scheme: new.rec.scheme.clone(),
+                                token_ref: None,
+                                state: vault_proto::ops::JobState::Due,
+                                attempts: 0,
+                                next_at: new.rec.created_at,
+                                last_error: None,
+                                created_at: new.rec.created_at,
+                            };
+                            ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                            ctx.txn.open_table(JOB_QUEUE)?.insert((job.next_at, id), ())?;
+                        }
+                        (new.alias, true)
+                    }
+                    (None, None) => return Ok(TokenizeOutcome::NeedsNew),
+                };
+                if let Some((txid, expires_at)) = &w.transaction {
+                    ctx.txn.open_table(TRANSACTIONS)?.insert(
+                        txn_key(&w.tenant, txid).as_slice(),
+                        encode(&TxnRec {
+                            alias: alias.clone(),
+                            expires_at: *expires_at,
+                        })?
+                        .as_slice(),
+                    )?;
+                }
+                let mut audit = w.audit;
+                audit.alias = Some(alias.clone());
+                audit.outcome = if created { "ok created" } else { "ok existing" }.into();
+                drop(aliases);
+                drop(fps);
+                ctx.audit(&audit)?;
+                let view = read_alias(
+                    &ctx.txn.open_table(ALIASES)?,
+                    &ctx.txn.open_table(TOKENS)?,
+                    &alias,
+                )?
+                .ok_or_else(|| StoreError::Corrupt("alias vanished".into()))?;
+                Ok(if created {
+                    TokenizeOutcome::Created(view)
+                } else {
+                    TokenizeOutcome::Existing(view)
+                })
+            })
+            .await
+    }
+
+    async fn delete_alias(
+        &self,
+        tenant: &str,
+        alias: &str,
+        audit: AuditRec,
+    ) -> StoreResult<Option<Option<String>>> {
+        let tenant = tenant.to_owned();
+        let alias = alias.to_owned();
+        self.writer
+            .write(move |ctx| {
+                let mut aliases = ctx.txn.open_table(ALIASES)?;
+                let Some(raw) = aliases.get(alias.as_str())?.map(|v| v.value().to_vec()) else {
+                    return Ok(None);
+                };
+                let rec: AliasRec = decode("alias", &raw)?;
+                if rec.tenant != tenant {
+                    return Ok(None);
+                }
+                aliases.remove(alias.as_str())?;
+                drop(aliases);
+                ctx.txn.open_table(PANS)?.remove(alias.as_str())?;
+                ctx.txn
+                    .open_table(FINGERPRINTS)?
+                    .remove(fingerprint_key(&tenant, &rec.fingerprint).as_slice())?;
+                let token_ref = rec.nt.and_then(|n| n.token_ref);
+                if let Some(r) = &token_ref {
+                    ctx.txn.open_table(TOKENS)?.remove(r.as_str())?;
+                }
+                let mut audit = audit;
+                audit.alias = Some(alias);
+                audit.outcome = "ok deleted".into();
+                ctx.audit(&audit)?;
+                Ok(Some(token_ref))
+            })
+            .await
+    }
+
+    async fn audit(&self, rec: AuditRec) -> StoreResult<()> {
+        self.writer.write(move |ctx| ctx.audit(&rec).map(|_| ())).await
+    }
+}

@@ -1,0 +1,244 @@
+//! The group-commit writer: one thread owns `begin_write`. Requests hand it
+//! closures over a channel; it runs every closure waiting (up to a bound)
+//! inside one transaction, commits once with `Durability::Immediate`, and
+//! only then lets each request see its result. One fsync thus serves a
+//! whole batch, and no answer ever precedes its commit.
+
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+use vault_hsm::Hsm;
+
+use super::records::{AuditRec, EventRec, encode};
+use super::{AUDIT, EVENTS, META, StoreError};
+
+/// What the writer keeps between transactions: the audit chain head and the
+/// id counters. Copied before each batch and restored if its commit fails.
+#[derive(Debug, Clone)]
+pub(crate) struct Counters {
+    pub audit_seq: u64,
+    pub audit_mac: [u8; 32],
+    pub event_seq: u64,
+    pub job_id: u64,
+}
+
+/// The view a write closure gets: the open transaction plus helpers that
+/// append to the chained logs.
+pub struct WriteCtx<'a> {
+    pub txn: &'a WriteTransaction,
+    pub(crate) counters: &'a mut Counters,
+    hsm: &'a dyn Hsm,
+}
+
+impl WriteCtx<'_> {
+    /// Appends an audit record, chained to the previous one.
+    pub fn audit(&mut self, rec: &AuditRec) -> Result<u64, StoreError> {
+        let body = encode(rec)?;
+        let mac = self
+            .hsm
+            .audit_mac(&self.counters.audit_mac, &body)
+            .map_err(StoreError::Hsm)?;
+        let seq = self.counters.audit_seq + 1;
+        let mut stored = body;
+        stored.extend_from_slice(&mac);
+        self.txn
+            .open_table(AUDIT)?
+            .insert(seq, stored.as_slice())?;
+        self.counters.audit_seq = seq;
+        self.counters.audit_mac = mac;
+        Ok(seq)
+    }
+
+    /// Appends a lifecycle/provisioning event.
+    pub fn event(&mut self, rec: &EventRec) -> Result<u64, StoreError> {
+        let seq = self.counters.event_seq + 1;
+        self.txn
+            .open_table(EVENTS)?
+            .insert(seq, encode(rec)?.as_slice())?;
+        self.counters.event_seq = seq;
+        Ok(seq)
+    }
+
+    /// A fresh job id.
+    pub fn next_job_id(&mut self) -> Result<u64, StoreError> {
+        self.counters.job_id += 1;
+        self.txn
+            .open_table(META)?
+            .insert("job_id", self.counters.job_id.to_be_bytes().as_slice())?;
+        Ok(self.counters.job_id)
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Result<Completion, StoreError> + Send>;
+
+/// Handle to the writer thread.
+pub struct Writer {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Counts the writer exposes for benchmarks and tests.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub mutations: std::sync::atomic::AtomicU64,
+}
+
+impl Writer {
+    pub(crate) fn start(
+        db: Arc<Database>,
+        hsm: Arc<dyn Hsm>,
+        counters: Counters,
+        two_phase: bool,
+        max_batch: usize,
+        stats: Arc<WriterStats>,
+    ) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(db, hsm, counters, two_phase, max_batch, rx, stats))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` inside the next group commit and returns its result once
+    /// that commit is durable. If `f` fails, or the commit fails, nothing of
+    /// the batch is written and every request in it gets the error.
+    ///
+    /// `f` must do its checks before it writes: an `Err` aborts the whole
+    /// batch, so domain refusals belong in `R`, not in the error.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel::<Result<R, StoreError>>();
+        let job: Job = Box::new(move |ctx| {
+            let r = f(ctx)?;
+            Ok(Box::new(move |committed: Result<(), StoreError>| {
+                let _ = done_tx.send(committed.map(|()| r));
+            }))
+        });
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("store writer stopped".into()))?;
+        tx.send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        done_rx
+            .await
+            .map_err(|_| StoreError::Unavailable("write batch aborted".into()))?
+    }
+}
+
+impl Drop for Writer {
+    /// Closes the channel, lets the thread commit what it already has, and
+    /// joins it: dropping the store is a clean shutdown.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    db: Arc<Database>,
+    hsm: Arc<dyn Hsm>,
+    mut counters: Counters,
+    two_phase: bool,
+    max_batch: usize,
+    mut rx: mpsc::Receiver<Job>,
+    stats: Arc<WriterStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let saved = counters.clone();
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), StoreError> {
+            let mut txn = db.begin_write()?;
+            txn.set_two_phase_commit(two_phase);
+            {
+                let mut ctx = WriteCtx {
+                    txn: &txn,
+                    counters: &mut counters,
+                    hsm: hsm.as_ref(),
+                };
+                for job in batch.drain(..) {
+                    completions.push(job(&mut ctx)?);
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        // Jobs not run (after a failure) drop their reply senders: their
+        // callers see "write batch aborted".
+        batch.clear();
+        match outcome {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Relaxed);
+                stats.mutations.fetch_add(n, Relaxed);
+                for c in completions {
+                    c(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, mutations = n, "group commit failed; batch rolled back");
+                counters = saved;
+                for c in completions {
+                    c(Err(StoreError::Unavailable(
+                        "the store could not commit; nothing was written".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Reads the counters back from the tables at start-up.
+pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
+    let r = db.begin_read()?;
+    let audit = r.open_table(AUDIT)?;
+    let (audit_seq, audit_mac) = match audit.last()? {
+        Some((k, v)) => {
+            let v = v.value();
+            if v.len() < 32 {
+                return Err(StoreError::Corrupt("short audit record".into()));
+            }
+            let mut mac = [0u8; 32];
+            mac.copy_from_slice(&v[v.len() - 32..]);
+            (k.value(), mac)
+        }
+        None => (0, [0u8; 32]),
+    };
+    let event_seq = r
+        .open_table(EVENTS)?
+        .last()?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0);
+    let job_id = r
+        .open_table(META)?
+        .get("job_id")?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    Ok(Counters {
+        audit_seq,
+        audit_mac,
+        event_seq,
+        job_id,
+    })
+}

@@ -1,0 +1,132 @@
+//! Card facts that need no key: scheme routing by BIN, expiry checks,
+//! calendar arithmetic, and the shapes merchants see.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// (year, month) of a Unix-ms instant, UTC.
+pub fn year_month(ms: u64) -> (u16, u8) {
+    // Howard Hinnant's civil_from_days.
+    let days = (ms / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as u16, month as u8)
+}
+
+/// `exp_month` 1..12, a four-digit `exp_year`, and not before this month.
+pub fn expiry_valid(month: u8, year: u16, now_ms: u64) -> Result<(), &'static str> {
+    if !(1..=12).contains(&month) {
+        return Err("exp_month must be 1 to 12");
+    }
+    if !(1000..=9999).contains(&year) {
+        return Err("exp_year must have four digits");
+    }
+    let (y, m) = year_month(now_ms);
+    if (year, month) < (y, m) {
+        return Err("the card has expired");
+    }
+    Ok(())
+}
+
+/// The card scheme of a PAN by its leading digits (DESIGN.md ranges), or
+/// `None` for cards no configured scheme routes.
+pub fn scheme_of(pan: &str) -> Option<&'static str> {
+    let p = |n: usize| pan.get(..n).and_then(|s| s.parse::<u32>().ok());
+    if pan.starts_with('4') {
+        return Some("visa");
+    }
+    if matches!(p(2), Some(51..=55)) || matches!(p(4), Some(2221..=2720)) {
+        return Some("mastercard");
+    }
+    if matches!(p(2), Some(34 | 37)) {
+        return Some("amex");
+    }
+    if pan.starts_with("6011") || matches!(p(3), Some(644..=649)) || pan.starts_with("65") {
+        return Some("discover");
+    }
+    None
+}
+
+/// Transaction ids: 1..64 of `[A-Za-z0-9_-]`.
+pub fn valid_transaction_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Aliases: exactly 32 of `[A-Za-z0-9]`.
+pub fn valid_alias(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Turns random bytes into alias characters by rejection sampling (no
+/// modulo bias). Returns `None` when the bytes ran out before 32 characters.
+pub fn alias_from_random(bytes: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(32);
+    for &b in bytes {
+        if b < 248 {
+            out.push(ALPHABET[usize::from(b % 62)] as char);
+            if out.len() == 32 {
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar() {
+        assert_eq!(year_month(0), (1970, 1));
+        // 2026-11-25T00:00:00Z
+        assert_eq!(year_month(1_795_564_800_000), (2026, 11));
+        // 2000-02-29
+        assert_eq!(year_month(951_782_400_000), (2000, 2));
+    }
+
+    #[test]
+    fn expiry() {
+        let now = 1_795_564_800_000; // 2026-11
+        assert!(expiry_valid(11, 2026, now).is_ok());
+        assert!(expiry_valid(10, 2026, now).is_err());
+        assert!(expiry_valid(13, 2030, now).is_err());
+        assert!(expiry_valid(0, 2030, now).is_err());
+        assert!(expiry_valid(1, 30, now).is_err());
+    }
+
+    #[test]
+    fn schemes() {
+        assert_eq!(scheme_of("4111111111111111"), Some("visa"));
+        assert_eq!(scheme_of("5555555555554444"), Some("mastercard"));
+        assert_eq!(scheme_of("2223003122003222"), Some("mastercard"));
+        assert_eq!(scheme_of("378282246310005"), Some("amex"));
+        assert_eq!(scheme_of("6011111111111117"), Some("discover"));
+        assert_eq!(scheme_of("6445644564456445"), Some("discover"));
+        assert_eq!(scheme_of("3530111333300000"), None);
+    }
+
+    #[test]
+    fn aliases() {
+        let a = alias_from_random(&[0u8; 32]).unwrap();
+        assert!(valid_alias(&a));
+        assert!(alias_from_random(&[250u8; 64]).is_none());
+    }
+}

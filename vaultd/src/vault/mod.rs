@@ -1,0 +1,521 @@
+//! The domain: tokenize, alias status, transaction tokens, erasure, admin
+//! views. Pure logic over [`Store`] and [`Hsm`]; it knows nothing of
+//! sockets or redb. HSM work runs on the HSM pool's threads, reads run
+//! inline (redb reads are short and never block on the writer), writes go
+//! through the store's group commit.
+
+pub mod cards;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use base64::Engine;
+use vault_hsm::{Hsm, HsmError, HsmPool};
+use vault_proto::ops::{
+    AliasRecord, Audit, AuditView, Card, Health, Stats, TokenInfo, TokenizeArgs, TokenizeResult,
+};
+use vault_proto::{ErrorCode, Pan, WireError};
+
+use crate::config::{self, Config, Retention};
+use crate::store::records::{AliasRec, AuditRec, NtState};
+use crate::store::{AliasView, NewAlias, Store, StoreError, TokenizeOutcome, TokenizeWrite};
+use cards::now_ms;
+
+/// Who is calling, as the server established it (SO_PEERCRED + config).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client: String,
+    pub uid: u32,
+    pub pid: i32,
+    /// The merchant account of collector and merchant clients.
+    pub tenant: Option<String>,
+}
+
+impl Caller {
+    pub fn audit(&self, op: &str, alias: Option<String>, outcome: impl Into<String>) -> AuditRec {
+        AuditRec {
+            at: now_ms(),
+            client: self.client.clone(),
+            uid: self.uid,
+            pid: self.pid,
+            op: op.to_owned(),
+            alias,
+            outcome: outcome.into(),
+        }
+    }
+}
+
+/// Why a vault operation failed. `Refused` is a protocol answer; the others
+/// carry detail for the log that never reaches the client.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{0}")]
+    Refused(WireError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Hsm(#[from] HsmError),
+}
+
+impl VaultError {
+    pub fn refuse(code: ErrorCode, msg: impl Into<String>) -> Self {
+        VaultError::Refused(WireError::new(code, msg))
+    }
+
+    /// The wire error; internal detail is logged here and not sent.
+    pub fn into_wire(self) -> WireError {
+        match self {
+            VaultError::Refused(e) => e,
+            VaultError::Store(StoreError::Unavailable(m)) => {
+                tracing::warn!(error = %m, "store unavailable");
+                WireError::new(ErrorCode::Unavailable, "storage temporarily unavailable; nothing was written")
+            }
+            VaultError::Store(StoreError::Hsm(e)) | VaultError::Hsm(e) => hsm_wire(e),
+            VaultError::Store(StoreError::Corrupt(m)) => {
+                tracing::error!(error = %m, "store corrupt");
+                WireError::new(ErrorCode::Internal, "internal error; see the server log")
+            }
+        }
+    }
+}
+
+fn hsm_wire(e: HsmError) -> WireError {
+    match e {
+        HsmError::Unavailable(m) => {
+            tracing::warn!(error = %m, "HSM unavailable");
+            WireError::new(ErrorCode::Unavailable, "HSM temporarily unavailable; nothing was written")
+        }
+        other => {
+            tracing::error!(error = %other, "HSM error");
+            WireError::new(ErrorCode::Internal, "internal error; see the server log")
+        }
+    }
+}
+
+pub type VaultResult<T> = Result<T, VaultError>;
+
+/// Per-tenant policy, swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub network_tokens: bool,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub tenants: HashMap<String, TenantPolicy>,
+    /// scheme → token requestor id, for schemes with a token service.
+    pub schemes: HashMap<String, String>,
+}
+
+impl Policy {
+    pub fn from_config(cfg: &Config) -> Policy {
+        Policy {
+            tenants: cfg
+                .tenants
+                .iter()
+                .map(|t| {
+                    (
+                        t.id.clone(),
+                        TenantPolicy {
+                            network_tokens: t.network_tokens,
+                            retention: t.pan_retention.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            schemes: cfg
+                .schemes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.token_requestor_id.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// How long `transaction_tokens` remembers a transaction id.
+pub const TRANSACTION_TTL_MS: u64 = 30 * 60 * 1000;
+
+pub struct Vault<S: Store, H: Hsm> {
+    pub store: Arc<S>,
+    pub hsm: HsmPool<H>,
+    policy: RwLock<Arc<Policy>>,
+    started: Instant,
+}
+
+impl<S: Store, H: Hsm> Vault<S, H> {
+    pub fn new(store: Arc<S>, hsm: HsmPool<H>, policy: Policy) -> Self {
+        Vault {
+            store,
+            hsm,
+            policy: RwLock::new(Arc::new(policy)),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_policy(&self, p: Policy) {
+        match self.policy.write() {
+            Ok(mut g) => *g = Arc::new(p),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
+        }
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn hsm<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&H) -> Result<R, HsmError> + Send + 'static,
+    ) -> VaultResult<R> {
+        Ok(self.hsm.run(f).await??)
+    }
+
+    // ------------------------------------------------------------ health
+
+    pub async fn health(&self) -> Health {
+        let hsm = match self.hsm.run(|h| h.check()).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(e)) | Err(e) => e.to_string(),
+        };
+        let store = match self.store.counts() {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        Health {
+            ready: hsm == "ok" && store == "ok",
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hsm,
+            store,
+            uptime_ms: self.uptime_ms(),
+        }
+    }
+
+    // ------------------------------------------------------------ tokenize
+
+    pub async fn tokenize(&self, caller: &Caller, args: TokenizeArgs) -> VaultResult<TokenizeResult> {
+        let tenant = caller
+            .tenant
+            .clone()
+            .ok_or_else(|| VaultError::refuse(ErrorCode::Forbidden, "client has no tenant"))?;
+        if let Err(p) = args.pan.check() {
+            return Err(VaultError::refuse(ErrorCode::InvalidPan, p.to_string()));
+        }
+        let now = now_ms();
+        if let Err(m) = cards::expiry_valid(args.exp_month, args.exp_year, now) {
+            return Err(VaultError::refuse(ErrorCode::InvalidExpiry, m));
+        }
+        if let Some(t) = &args.transaction_id
+            && !cards::valid_transaction_id(t)
+        {
+            return Err(VaultError::refuse(
+                ErrorCode::BadRequest,
+                "transaction_id must be 1 to 64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        let policy = self.policy();
+        let tp = policy.tenants.get(&tenant).cloned().ok_or_else(|| {
+            VaultError::refuse(ErrorCode::Forbidden, "tenant is not configured")
+        })?;
+        let scheme = cards::scheme_of(args.pan.expose());
+        let tokens_on = tp.network_tokens
+            && scheme.is_some_and(|s| policy.schemes.contains_key(s));
+        if tp.retention == Retention::None {
+            // Storing nothing of the PAN needs a token provisioned while the
+            // caller waits; that path arrives with network tokens.
+            return Err(VaultError::refuse(
+                ErrorCode::Unavailable,
+                "tenants with pan_retention = \"none\" cannot tokenize yet: synchronous provisioning is not built",
+            ));
+        }
+
+        let pan = Arc::new(args.pan);
+        let fp = {
+            let (pan, tenant) = (pan.clone(), tenant.clone());
+            self.hsm(move |h| h.fingerprint(&tenant, &pan)).await?
+        };
+        let transaction = args
+            .transaction_id
+            .map(|t| (t, now + TRANSACTION_TTL_MS));
+        let mut write = TokenizeWrite {
+            tenant: tenant.clone(),
+            fingerprint: fp.to_vec(),
+            exp_month: args.exp_month,
+            exp_year: args.exp_year,
+            new: None,
+            transaction,
+            audit: caller.audit("tokenize", None, "ok"),
+        };
+        if self.store.find_by_fingerprint(&tenant, &fp)?.is_none() {
+            write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, now).await?);
+        }
+        loop {
+            let retry = TokenizeWrite {
+                tenant: write.tenant.clone(),
+                fingerprint: write.fingerprint.clone(),
+                exp_month: write.exp_month,
+                exp_year: write.exp_year,
+                new: None,
+                transaction: write.transaction.clone(),
+                audit: write.audit.clone(),
+            };
+            match self.store.tokenize(write).await? {
+                TokenizeOutcome::Created(v) => {
+                    return Ok(TokenizeResult { created: true, record: alias_record(&v, &policy) });
+                }
+                TokenizeOutcome::Existing(v) => {
+                    return Ok(TokenizeResult { created: false, record: alias_record(&v, &policy) });
+                }
+                // The alias was deleted between our lookup and the write.
+                TokenizeOutcome::NeedsNew => {
+                    write = retry;
+                    write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, now).await?);
+                }
+            }
+        }
+    }
+
+    async fn seal_new(
+        &self,
+        pan: &Arc<Pan>,
+        w: &TokenizeWrite,
+        scheme: Option<&'static str>,
+        tokens_on: bool,
+        now: u64,
+    ) -> VaultResult<NewAlias> {
+        let pan2 = pan.clone();
+        let (alias, pan_ct) = self
+            .hsm(move |h| {
+                let mut rnd = [0u8; 48];
+                let alias = loop {
+                    h.random(&mut rnd)?;
+                    if let Some(a) = cards::alias_from_random(&rnd) {
+                        break a;
+                    }
+                };
+                let ct = h.seal(&alias, "pan", pan2.expose().as_bytes())?;
+                Ok((alias, ct))
+            })
+            .await?;
+        let rec = AliasRec {
+            tenant: w.tenant.clone(),
+            fingerprint: w.fingerprint.clone(),
+            bin: pan.bin().to_owned(),
+            last4: pan.last4().to_owned(),
+            pan_len: pan.len() as u8,
+            exp_month: w.exp_month,
+            exp_year: w.exp_year,
+            scheme: scheme.unwrap_or("unknown").to_owned(),
+            created_at: now,
+            pan_removed: false,
+            nt: tokens_on.then(|| NtState {
+                status: vault_proto::ops::TokenStatus::Pending,
+                token_ref: None,
+                updated_at: now,
+                last_error: None,
+                active_since: None,
+            }),
+        };
+        Ok(NewAlias {
+            alias,
+            rec,
+            pan_ct: Some(pan_ct),
+            provision: tokens_on,
+        })
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// The alias if it exists and belongs to `tenant`.
+    pub fn alias_of_tenant(&self, tenant: &str, alias: &str) -> VaultResult<AliasView> {
+        let not_found = || VaultError::refuse(ErrorCode::AliasNotFound, "no such alias");
+        if !cards::valid_alias(alias) {
+            return Err(not_found());
+        }
+        match self.store.alias(alias)? {
+            Some(v) if v.rec.tenant == tenant => Ok(v),
+            _ => Err(not_found()),
+        }
+    }
+
+    pub fn alias_status(&self, caller: &Caller, alias: &str) -> VaultResult<AliasRecord> {
+        let tenant = caller.tenant.as_deref().unwrap_or("");
+        let v = self.alias_of_tenant(tenant, alias)?;
+        Ok(alias_record(&v, &self.policy()))
+    }
+
+    pub fn transaction_tokens(&self, caller: &Caller, txid: &str) -> VaultResult<AliasRecord> {
+        let tenant = caller.tenant.as_deref().unwrap_or("");
+        let nf = || VaultError::refuse(ErrorCode::TransactionNotFound, "no such transaction id, or it expired");
+        if !cards::valid_transaction_id(txid) {
+            return Err(nf());
+        }
+        let alias = self.store.transaction(tenant, txid, now_ms())?.ok_or_else(nf)?;
+        match self.store.alias(&alias)? {
+            Some(v) if v.rec.tenant == tenant => Ok(alias_record(&v, &self.policy())),
+            _ => Err(nf()),
+        }
+    }
+
+    // ------------------------------------------------------------ erasure
+
+    pub async fn delete_alias(&self, caller: &Caller, alias: &str) -> VaultResult<()> {
+        let tenant = caller.tenant.clone().unwrap_or_default();
+        if !cards::valid_alias(alias) {
+            return Err(VaultError::refuse(ErrorCode::AliasNotFound, "no such alias"));
+        }
+        let audit = caller.audit("delete_alias", Some(alias.to_owned()), "ok");
+        match self.store.delete_alias(&tenant, alias, audit).await? {
+            None => Err(VaultError::refuse(ErrorCode::AliasNotFound, "no such alias")),
+            Some(token_ref) => {
+                if let Some(r) = token_ref {
+                    // The record is gone; a key left behind is harmless but
+                    // should not linger: log a failure for the operator.
+                    if let Err(e) = self.hsm(move |h| h.destroy_token_key(&r)).await {
+                        tracing::warn!(error = %e, "could not destroy a deleted alias's token key");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn remove_pan(&self, caller: &Caller, alias: &str) -> VaultResult<AliasRecord> {
+        let tenant = caller.tenant.clone().unwrap_or_default();
+        let v = self.alias_of_tenant(&tenant, alias)?;
+        let active = v
+            .token
+            .as_ref()
+            .is_some_and(|t| t.status == vault_proto::ops::TokenStatus::Active);
+        if !active {
+            return Err(VaultError::refuse(
+                ErrorCode::PanRequired,
+                "the alias has no active network token; its PAN is its only credential",
+            ));
+        }
+        Err(VaultError::refuse(
+            ErrorCode::Internal,
+            "remove_pan with an active token is not built yet",
+        ))
+    }
+
+    // ------------------------------------------------------------ admin
+
+    pub fn stats(&self) -> VaultResult<Stats> {
+        let c = self.store.counts()?;
+        Ok(Stats {
+            aliases: c.aliases,
+            pans_retained: c.pans_retained,
+            tokens: Default::default(),
+            queue: Default::default(),
+            schemes: Default::default(),
+            uptime_ms: self.uptime_ms(),
+        })
+    }
+
+    /// A page of the audit log and whether its chain verifies: each record's
+    /// MAC must equal HMAC(vault.audit, previous MAC ‖ record), and the
+    /// sequence numbers must have no gap.
+    pub async fn audit_page(&self, after: Option<u64>, limit: u32) -> VaultResult<Audit> {
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let after = after.unwrap_or(0);
+        let page = self.store.audit_page(after, limit)?;
+        let prev = page.prev_mac;
+        let bodies: Vec<(u64, Vec<u8>, [u8; 32])> = page
+            .records
+            .iter()
+            .map(|(s, _, b, m)| (*s, b.clone(), *m))
+            .collect();
+        let chain_ok = self
+            .hsm(move |h| {
+                let mut prev = prev;
+                let mut expect_seq = after + 1;
+                for (seq, body, mac) in &bodies {
+                    if *seq != expect_seq || h.audit_mac(&prev, body)? != *mac {
+                        return Ok(false);
+                    }
+                    prev = *mac;
+                    expect_seq += 1;
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(Audit {
+            records: page
+                .records
+                .into_iter()
+                .map(|(seq, r, _, _)| AuditView {
+                    seq,
+                    at: r.at,
+                    client: r.client,
+                    uid: r.uid,
+                    pid: r.pid,
+                    op: r.op,
+                    alias: r.alias,
+                    outcome: r.outcome,
+                })
+                .collect(),
+            chain_ok,
+        })
+    }
+}
+
+/// The merchant-facing record of an alias.
+pub fn alias_record(v: &AliasView, policy: &Policy) -> AliasRecord {
+    let r = &v.rec;
+    let masked = format!(
+        "{}{}{}",
+        r.bin,
+        "x".repeat(usize::from(r.pan_len).saturating_sub(10)),
+        r.last4
+    );
+    let token_info = r.nt.as_ref().map(|nt| {
+        let t = v.token.as_ref();
+        TokenInfo {
+            status: t.map(|t| t.status).unwrap_or(nt.status),
+            scheme: r.scheme.clone(),
+            token_ref: nt.token_ref.clone(),
+            token_last4: t.map(|t| t.token_last4.clone()),
+            exp_month: t.map(|t| t.exp_month),
+            exp_year: t.map(|t| t.exp_year),
+            par: t.and_then(|t| t.par.clone()),
+            token_requestor_id: t
+                .map(|t| t.token_requestor_id.clone())
+                .or_else(|| policy.schemes.get(&r.scheme).cloned()),
+            updated_at: t.map(|t| t.updated_at).unwrap_or(nt.updated_at).max(nt.updated_at),
+            last_error: nt.last_error.clone(),
+        }
+    });
+    AliasRecord {
+        alias: v.alias.clone(),
+        fingerprint: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&r.fingerprint),
+        kind: "card".into(),
+        masked,
+        created_at: r.created_at,
+        card: Card {
+            bin: r.bin.clone(),
+            last4: r.last4.clone(),
+            exp_month: r.exp_month,
+            exp_year: r.exp_year,
+            scheme: r.scheme.clone(),
+            pan_removed: r.pan_removed,
+        },
+        token_info,
+    }
+}
+
+/// Used by config reload and start-up.
+pub fn policy_of(cfg: &config::Config) -> Policy {
+    Policy::from_config(cfg)
+}
