@@ -70,7 +70,10 @@ mod tests {
         assert_eq!(YearMonth::new(2029, 13), None);
         assert_eq!(YearMonth::new(2029, 0), None);
         assert_eq!(YearMonth::new(29, 11), None);
-        assert_eq!(YearMonth::new(2029, 11).map(YearMonth::yymm).as_deref(), Some("2911"));
+        assert_eq!(
+            YearMonth::new(2029, 11).map(YearMonth::yymm).as_deref(),
+            Some("2911")
+        );
         assert!(YearMonth::new(2029, 1) > YearMonth::new(2028, 12));
     }
 }

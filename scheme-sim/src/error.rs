@@ -55,7 +55,11 @@ impl ApiError {
                 "wrong_scheme",
                 "the card does not belong to this scheme".into(),
             ),
-            ApiError::InvalidCard(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_card", (*m).into()),
+            ApiError::InvalidCard(m) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_card",
+                (*m).into(),
+            ),
             ApiError::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -68,7 +68,10 @@ impl Faults {
 
     fn current(&self, scheme: Scheme) -> Option<FaultSetting> {
         let setting = (*self.0.read().unwrap_or_else(|p| p.into_inner()))?;
-        setting.scheme.is_none_or(|s| s == scheme).then_some(setting)
+        setting
+            .scheme
+            .is_none_or(|s| s == scheme)
+            .then_some(setting)
     }
 
     /// Applies the setting to one call: sleeps the latency, then maybe

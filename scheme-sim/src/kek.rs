@@ -6,9 +6,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use aes_kw::{KeyInit, KwAes256};
 use aes_kw::cipher::Array;
 use aes_kw::cipher::consts::U16;
+use aes_kw::{KeyInit, KwAes256};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -64,10 +64,12 @@ impl Kek {
         let malformed = || KekError::Malformed {
             path: component_path(dir, scheme, 1),
         };
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key[..]).map_err(|_| malformed())?;
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&key[..]).map_err(|_| malformed())?;
         mac.update(b"scheme-sim par key");
         let par_key: Zeroizing<[u8; 32]> = Zeroizing::new(mac.finalize().into_bytes().into());
-        let par_mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&par_key[..]).map_err(|_| malformed())?;
+        let par_mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&par_key[..]).map_err(|_| malformed())?;
         Ok(Kek { key, par_mac })
     }
 
@@ -199,18 +201,33 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
 
-        fs::write(component_path(dir.path(), Scheme::Amex, 1), format!("{}\n", "0f".repeat(32)))
-            .expect("write");
-        fs::write(component_path(dir.path(), Scheme::Amex, 2), format!("{}\n", "f1".repeat(32)))
-            .expect("write");
+        fs::write(
+            component_path(dir.path(), Scheme::Amex, 1),
+            format!("{}\n", "0f".repeat(32)),
+        )
+        .expect("write");
+        fs::write(
+            component_path(dir.path(), Scheme::Amex, 2),
+            format!("{}\n", "f1".repeat(32)),
+        )
+        .expect("write");
         let keks = Keks::load_or_generate(dir.path()).expect("load");
         assert_eq!(*keks.get(Scheme::Amex).key, [0xfe; 32]);
         let par = keks.get(Scheme::Amex).par(Scheme::Amex, "378282246310005");
         assert_eq!(par.len(), 29);
         assert!(par.starts_with("A001"));
-        assert!(par.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
-        assert_eq!(par, keks.get(Scheme::Amex).par(Scheme::Amex, "378282246310005"));
-        assert_ne!(par, keks.get(Scheme::Amex).par(Scheme::Amex, "371449635398431"));
+        assert!(
+            par.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        );
+        assert_eq!(
+            par,
+            keks.get(Scheme::Amex).par(Scheme::Amex, "378282246310005")
+        );
+        assert_ne!(
+            par,
+            keks.get(Scheme::Amex).par(Scheme::Amex, "371449635398431")
+        );
     }
 
     #[test]

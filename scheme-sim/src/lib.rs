@@ -69,7 +69,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/issuers", post(control::issuers_handler))
         .route("/sim/faults", post(control::faults_handler))
         .route("/sim/tokens/{token_ref}", get(control::token_handler))
-        .route("/sim/tokens/{token_ref}/events", post(control::event_handler))
+        .route(
+            "/sim/tokens/{token_ref}/events",
+            post(control::event_handler),
+        )
         .route("/sim/stats", get(control::stats_handler))
         .fallback(|| async { ApiError::NotFound })
         .with_state(sim)

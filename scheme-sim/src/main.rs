@@ -75,6 +75,7 @@ fn run(listen: SocketAddr, kek_dir: PathBuf) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -88,7 +89,7 @@ fn run(listen: SocketAddr, kek_dir: PathBuf) -> Result<(), String> {
             .map_err(|e| format!("cannot write to stdout: {e}"))?;
         drop(out);
         tracing::info!(%local, "scheme-sim ready");
-        scheme_sim::serve(listener, Arc::new(Sim::new(keks)), shutdown_signal())
+        scheme_sim::serve(listener, Arc::new(Sim::new(keks)), shutdown)
             .await
             .map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("scheme-sim stopped");
@@ -96,18 +97,18 @@ fn run(listen: SocketAddr, kek_dir: PathBuf) -> Result<(), String> {
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now, before the listening line
+/// is printed, so a harness that signals right after reading it is heard;
+/// the returned future completes on either signal.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let install = |kind| signal(kind).map_err(|e| format!("cannot install a signal handler: {e}"));
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }

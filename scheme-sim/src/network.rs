@@ -106,7 +106,8 @@ fn decide(token: &crate::state::Token, req: &AuthorizeRequest) -> Reason {
     let Some(eci) = req.eci.as_deref().filter(|e| valid_eci(e)) else {
         return Reason::CryptogramMalformed;
     };
-    let currency_ok = req.currency.len() == 3 && req.currency.bytes().all(|b| b.is_ascii_alphabetic());
+    let currency_ok =
+        req.currency.len() == 3 && req.currency.bytes().all(|b| b.is_ascii_alphabetic());
     if !currency_ok
         || !parsed.verify(
             &token.key,

@@ -169,7 +169,12 @@ mod tests {
             ("", None),
         ];
         for (pan, want) in cases {
-            assert_eq!(Scheme::route(pan), want, "{}", vault_proto::pan::mask_digits(pan));
+            assert_eq!(
+                Scheme::route(pan),
+                want,
+                "{}",
+                vault_proto::pan::mask_digits(pan)
+            );
         }
     }
 

@@ -310,9 +310,8 @@ pub async fn notifications_handler(
 ) -> Result<Json<FeedResponse>, ApiError> {
     let Path(scheme) = scheme.map_err(|_| ApiError::NotFound)?;
     let scheme = scheme_of(&scheme)?;
-    let Query(q) = q.map_err(|_| {
-        ApiError::BadRequest("after must be a u64 and limit a u32".into())
-    })?;
+    let Query(q) =
+        q.map_err(|_| ApiError::BadRequest("after must be a u64 and limit a u32".into()))?;
     Ok(Json(sim.notifications(
         scheme,
         q.after.unwrap_or(0),

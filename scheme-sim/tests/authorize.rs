@@ -79,24 +79,45 @@ fn cryptograms_are_checked_and_atcs_never_reused() {
     let c = card(&sim, "visa", "k", "4111111111111111");
 
     let c1 = c.cryptogram(1250, "CHF", 1, "05");
-    assert_eq!(authorize(&sim, &c.request(Some(&c1), 1250, "CHF")), approved());
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c1), 1250, "CHF")),
+        approved()
+    );
     assert_eq!(sim.token(&c.token_ref)["last_atc"], 1);
     // Replay of the same cryptogram.
-    assert_eq!(authorize(&sim, &c.request(Some(&c1), 1250, "CHF")), declined("replay"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c1), 1250, "CHF")),
+        declined("replay")
+    );
 
     // Wrong amount or currency breaks the MAC.
     let c2 = c.cryptogram(1250, "CHF", 2, "05");
-    assert_eq!(authorize(&sim, &c.request(Some(&c2), 1251, "CHF")), declined("cryptogram_invalid"));
-    assert_eq!(authorize(&sim, &c.request(Some(&c2), 1250, "EUR")), declined("cryptogram_invalid"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c2), 1251, "CHF")),
+        declined("cryptogram_invalid")
+    );
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c2), 1250, "EUR")),
+        declined("cryptogram_invalid")
+    );
     // A refused cryptogram does not consume its ATC.
     assert_eq!(sim.token(&c.token_ref)["last_atc"], 1);
-    assert_eq!(authorize(&sim, &c.request(Some(&c2), 1250, "CHF")), approved());
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c2), 1250, "CHF")),
+        approved()
+    );
 
     // ATCs may skip but never go back.
     let c9 = c.cryptogram(500, "USD", 9, "05");
-    assert_eq!(authorize(&sim, &c.request(Some(&c9), 500, "USD")), approved());
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c9), 500, "USD")),
+        approved()
+    );
     let c5 = c.cryptogram(500, "USD", 5, "05");
-    assert_eq!(authorize(&sim, &c.request(Some(&c5), 500, "USD")), declined("replay"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&c5), 500, "USD")),
+        declined("replay")
+    );
     assert_eq!(sim.token(&c.token_ref)["last_atc"], 9);
 
     // Wrong ECI, wrong key.
@@ -105,25 +126,43 @@ fn cryptograms_are_checked_and_atcs_never_reused() {
     assert_eq!(authorize(&sim, &body), declined("cryptogram_invalid"));
     let other = card(&sim, "visa", "k2", "4012888888881881");
     let foreign = other.cryptogram(1, "USD", 10, "05");
-    assert_eq!(authorize(&sim, &c.request(Some(&foreign), 1, "USD")), declined("cryptogram_invalid"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&foreign), 1, "USD")),
+        declined("cryptogram_invalid")
+    );
 
     // Malformed cryptograms and a missing ECI.
     let mut bad = hex::decode("020007a1b2c3d4204e311037a9e8d60a6e3fb512").expect("hex");
-    assert_eq!(authorize(&sim, &c.request(Some(&base64_std(&bad)), 1, "USD")), declined("cryptogram_malformed"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&base64_std(&bad)), 1, "USD")),
+        declined("cryptogram_malformed")
+    );
     bad[0] = 1;
     bad.push(0);
-    assert_eq!(authorize(&sim, &c.request(Some(&base64_std(&bad)), 1, "USD")), declined("cryptogram_malformed"));
-    assert_eq!(authorize(&sim, &c.request(Some("not base64"), 1, "USD")), declined("cryptogram_malformed"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&base64_std(&bad)), 1, "USD")),
+        declined("cryptogram_malformed")
+    );
+    assert_eq!(
+        authorize(&sim, &c.request(Some("not base64"), 1, "USD")),
+        declined("cryptogram_malformed")
+    );
     let mut body = c.request(Some(&c.cryptogram(1, "USD", 11, "05")), 1, "USD");
     body["eci"] = Value::Null;
     assert_eq!(authorize(&sim, &body), declined("cryptogram_malformed"));
 
     // Key refresh: ATC starts over under the new key.
-    let a = sim.post(&format!("/tsp/visa/v1/tokens/{}/key", c.token_ref), &json!({}));
+    let a = sim.post(
+        &format!("/tsp/visa/v1/tokens/{}/key", c.token_ref),
+        &json!({}),
+    );
     assert_eq!(a.status, 200);
     let fresh = card_after_refresh(&sim, &c);
     let r1 = fresh.cryptogram(100, "USD", 1, "05");
-    assert_eq!(authorize(&sim, &fresh.request(Some(&r1), 100, "USD")), approved());
+    assert_eq!(
+        authorize(&sim, &fresh.request(Some(&r1), 100, "USD")),
+        approved()
+    );
 }
 
 fn card_after_refresh(sim: &SimProcess, c: &Card) -> Card {
@@ -169,19 +208,42 @@ fn merchant_initiated_status_and_expiry_checks() {
     let path = |a: &str| format!("/tsp/mastercard/v1/tokens/{}/{a}", c.token_ref);
     sim.post(&path("suspend"), &json!({}));
     let good = c.cryptogram(10, "EUR", 1, "05");
-    assert_eq!(authorize(&sim, &c.request(Some(&good), 10, "EUR")), declined("token_not_active"));
-    assert_eq!(authorize(&sim, &c.request(None, 10, "EUR")), declined("token_not_active"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&good), 10, "EUR")),
+        declined("token_not_active")
+    );
+    assert_eq!(
+        authorize(&sim, &c.request(None, 10, "EUR")),
+        declined("token_not_active")
+    );
     sim.post(&path("resume"), &json!({}));
-    assert_eq!(authorize(&sim, &c.request(Some(&good), 10, "EUR")), approved());
-    sim.post(&format!("/sim/tokens/{}/events", c.token_ref), &json!({"event": "suspend"}));
-    assert_eq!(authorize(&sim, &c.request(None, 10, "EUR")), declined("token_not_active"));
-    sim.post(&format!("/sim/tokens/{}/events", c.token_ref), &json!({"event": "delete"}));
-    assert_eq!(authorize(&sim, &c.request(None, 10, "EUR")), declined("token_not_active"));
+    assert_eq!(
+        authorize(&sim, &c.request(Some(&good), 10, "EUR")),
+        approved()
+    );
+    sim.post(
+        &format!("/sim/tokens/{}/events", c.token_ref),
+        &json!({"event": "suspend"}),
+    );
+    assert_eq!(
+        authorize(&sim, &c.request(None, 10, "EUR")),
+        declined("token_not_active")
+    );
+    sim.post(
+        &format!("/sim/tokens/{}/events", c.token_ref),
+        &json!({"event": "delete"}),
+    );
+    assert_eq!(
+        authorize(&sim, &c.request(None, 10, "EUR")),
+        declined("token_not_active")
+    );
 
     // An expired token: redigitized to a past expiry.
     let d = card(&sim, "discover", "k", "6011111111111117");
-    let a = sim.post(&format!("/sim/tokens/{}/events", d.token_ref),
-        &json!({"event": "redigitize", "exp_month": 1, "exp_year": 2020}));
+    let a = sim.post(
+        &format!("/sim/tokens/{}/events", d.token_ref),
+        &json!({"event": "redigitize", "exp_month": 1, "exp_year": 2020}),
+    );
     assert_eq!(a.status, 200);
     let mut body = d.request(None, 1, "USD");
     body["exp_month"] = json!(1);

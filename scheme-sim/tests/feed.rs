@@ -33,13 +33,23 @@ fn feed_is_ordered_per_scheme_and_paged_by_cursor() {
     assert_eq!(feed(&sim, "visa", ""), json!({"events": [], "next": 0}));
     assert_eq!(inject(&sim, r1, json!({"event": "suspend"})), 200);
     assert_eq!(inject(&sim, rm, json!({"event": "suspend"})), 200);
-    assert_eq!(inject(&sim, r2, json!({"event": "pan_expiry", "exp_month": 4, "exp_year": 2031})), 200);
+    assert_eq!(
+        inject(
+            &sim,
+            r2,
+            json!({"event": "pan_expiry", "exp_month": 4, "exp_year": 2031})
+        ),
+        200
+    );
     assert_eq!(inject(&sim, r1, json!({"event": "resume"})), 200);
     assert_eq!(inject(&sim, r2, json!({"event": "delete"})), 200);
 
     let all = feed(&sim, "visa", "?after=0");
     let events = all["events"].as_array().expect("events");
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(all["next"], 4);
     let kinds: Vec<(&str, &str, &str)> = events
@@ -71,10 +81,21 @@ fn feed_is_ordered_per_scheme_and_paged_by_cursor() {
 
     // Paging: limit and cursor.
     let page = feed(&sim, "visa", "?after=1&limit=2");
-    let seqs: Vec<u64> = page["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!((seqs, page["next"].clone()), (vec![2, 3], json!(3)));
-    assert_eq!(feed(&sim, "visa", "?after=4"), json!({"events": [], "next": 4}));
-    assert_eq!(feed(&sim, "visa", "?after=99"), json!({"events": [], "next": 99}));
+    assert_eq!(
+        feed(&sim, "visa", "?after=4"),
+        json!({"events": [], "next": 4})
+    );
+    assert_eq!(
+        feed(&sim, "visa", "?after=99"),
+        json!({"events": [], "next": 99})
+    );
 
     // Mastercard has its own feed, numbered from 1.
     let m = feed(&sim, "mastercard", "");
@@ -92,7 +113,11 @@ fn feed_is_ordered_per_scheme_and_paged_by_cursor() {
     assert_eq!(inject(&sim, "DM4MVInope", json!({"event": "suspend"})), 404);
     assert_eq!(inject(&sim, r1, json!({"event": "pan_expiry"})), 400);
     assert_eq!(inject(&sim, r1, json!({"event": "explode"})), 400);
-    assert_eq!(feed(&sim, "visa", "")["next"], 4, "refused events are not in the feed");
+    assert_eq!(
+        feed(&sim, "visa", "")["next"],
+        4,
+        "refused events are not in the feed"
+    );
     assert_eq!(sim.get("/tsp/visa/v1/notifications?after=x").status, 400);
 }
 
@@ -104,31 +129,65 @@ fn redigitize_changes_number_and_expiry() {
     let old = t["token"].as_str().expect("token");
 
     // Expiry only.
-    assert_eq!(inject(&sim, tr, json!({"event": "redigitize", "exp_month": 8, "exp_year": 2033})), 200);
+    assert_eq!(
+        inject(
+            &sim,
+            tr,
+            json!({"event": "redigitize", "exp_month": 8, "exp_year": 2033})
+        ),
+        200
+    );
     let e = &feed(&sim, "discover", "")["events"][0];
     assert_eq!(
-        (e["event"].as_str(), e["token"].as_str(), e["exp_month"].as_u64(), e["exp_year"].as_u64()),
+        (
+            e["event"].as_str(),
+            e["token"].as_str(),
+            e["exp_month"].as_u64(),
+            e["exp_year"].as_u64()
+        ),
         (Some("redigitize"), Some(old), Some(8), Some(2033))
     );
     assert_eq!(e["pan_exp_month"], Value::Null);
 
     // New number, expiry kept.
-    assert_eq!(inject(&sim, tr, json!({"event": "redigitize", "new_token_number": true})), 200);
+    assert_eq!(
+        inject(
+            &sim,
+            tr,
+            json!({"event": "redigitize", "new_token_number": true})
+        ),
+        200
+    );
     let e = &feed(&sim, "discover", "?after=1")["events"][0];
     let new = e["token"].as_str().expect("token");
     assert_ne!(new, old);
     assert!(luhn_ok(new));
     assert_eq!(Scheme::route(new), Some(Scheme::Discover));
     assert_ne!(new[..6], "6011111111111117"[..6]);
-    assert_eq!((e["exp_month"].as_u64(), e["exp_year"].as_u64()), (Some(8), Some(2033)));
+    assert_eq!(
+        (e["exp_month"].as_u64(), e["exp_year"].as_u64()),
+        (Some(8), Some(2033))
+    );
 
     let view = sim.token(tr);
-    assert_eq!((view["token"].as_str(), view["exp_month"].as_u64(), view["exp_year"].as_u64()), (Some(new), Some(8), Some(2033)));
+    assert_eq!(
+        (
+            view["token"].as_str(),
+            view["exp_month"].as_u64(),
+            view["exp_year"].as_u64()
+        ),
+        (Some(new), Some(8), Some(2033))
+    );
 
     // The old number no longer authorizes; the new one does (MIT).
     let auth = |number: &str| {
-        sim.post("/v1/authorize", &json!({"network_token": number, "exp_month": 8, "exp_year": 2033,
-            "cryptogram": null, "eci": null, "amount_minor": 100, "currency": "USD"})).body["reason"].clone()
+        sim.post(
+            "/v1/authorize",
+            &json!({"network_token": number, "exp_month": 8, "exp_year": 2033,
+            "cryptogram": null, "eci": null, "amount_minor": 100, "currency": "USD"}),
+        )
+        .body["reason"]
+            .clone()
     };
     assert_eq!(auth(old), "token_unknown");
     assert_eq!(auth(new), "approved");

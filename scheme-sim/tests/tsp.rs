@@ -25,8 +25,16 @@ fn provisions_a_token_per_scheme_with_a_key_wrapped_under_the_kek() {
         let token = r["token"].as_str().expect("token");
         assert!(luhn_ok(token), "token number fails Luhn");
         assert_ne!(token, *pan);
-        assert_ne!(token[..6], pan[..6], "token BIN must differ from the card's");
-        assert_eq!(Scheme::route(token), Some(*scheme), "token outside the scheme's range");
+        assert_ne!(
+            token[..6],
+            pan[..6],
+            "token BIN must differ from the card's"
+        );
+        assert_eq!(
+            Scheme::route(token),
+            Some(*scheme),
+            "token outside the scheme's range"
+        );
         assert_eq!(token.len(), if *scheme == Scheme::Amex { 15 } else { 16 });
         numbers.push(token.to_owned());
 
@@ -41,7 +49,10 @@ fn provisions_a_token_per_scheme_with_a_key_wrapped_under_the_kek() {
         );
         let par = r["par"].as_str().expect("par");
         assert_eq!(par.len(), 29);
-        assert!(par.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert!(
+            par.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        );
         assert!(!par.contains(pan));
 
         let wrapped = r["wrapped_key"].as_str().expect("wrapped_key");
@@ -59,7 +70,10 @@ fn provisions_a_token_per_scheme_with_a_key_wrapped_under_the_kek() {
     numbers.sort();
     numbers.dedup();
     assert_eq!(numbers.len(), CARDS.len());
-    assert_eq!(sim.stats(), json!({"provision_requests": 5, "tokens_issued": 5, "idempotent_replays": 0}));
+    assert_eq!(
+        sim.stats(),
+        json!({"provision_requests": 5, "tokens_issued": 5, "idempotent_replays": 0})
+    );
 
     // Card data stays out of the log.
     let log = sim.stderr_log();
@@ -91,7 +105,10 @@ fn same_idempotency_key_replays_and_a_new_key_issues_a_new_token() {
 
     // A key reused for another card is refused, not replayed.
     let clash = sim.provision("visa", "job-1", "4012888888881881");
-    assert_eq!((clash.status, clash.body["error"].as_str()), (409, Some("idempotency_conflict")));
+    assert_eq!(
+        (clash.status, clash.body["error"].as_str()),
+        (409, Some("idempotency_conflict"))
+    );
 
     assert_eq!(
         sim.stats(),
@@ -108,7 +125,10 @@ fn refusals_are_permanent_422s_or_400s() {
     );
     assert_eq!((a.status, a.body), (200, json!({})));
     let r = sim.provision("visa", "k1", "4111111111111111");
-    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("not_eligible")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (422, Some("not_eligible"))
+    );
     assert!(r.body["message"].is_string());
     // Another BIN of the same scheme still participates.
     sim.provision_ok("visa", "k2", "4012888888881881");
@@ -120,33 +140,49 @@ fn refusals_are_permanent_422s_or_400s() {
     sim.provision_ok("visa", "k3", "4111111111111111");
 
     let r = sim.provision("mastercard", "k4", "4012888888881881");
-    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("wrong_scheme")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (422, Some("wrong_scheme"))
+    );
     let r = sim.provision("visa", "k5", "4111111111111112");
-    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_card")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (422, Some("invalid_card"))
+    );
     let r = sim.provision("visa", "k6", "4111-1111-1111-1111");
-    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_card")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (422, Some("invalid_card"))
+    );
     let r = sim.post_with(
         "/tsp/visa/v1/provision",
         &json!({"pan": "4111111111111111", "exp_month": 13, "exp_year": 2040, "token_requestor_id": "1"}),
         Some("k7"),
     );
-    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_card")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (422, Some("invalid_card"))
+    );
     let r = sim.post_with(
         "/tsp/visa/v1/provision",
         &json!({"pan": "4111111111111111", "exp_month": 1, "exp_year": 2001, "token_requestor_id": "1"}),
         Some("k8"),
     );
-    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("invalid_card")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (422, Some("invalid_card"))
+    );
     // No error message ever echoes the card number.
-    for m in [&r.body["message"]] {
-        assert!(!m.as_str().unwrap_or_default().contains("4111"));
-    }
+    assert!(!r.body.to_string().contains("4111"), "{}", r.body);
 
     let r = sim.post(
         "/tsp/visa/v1/provision",
         &json!({"pan": "4111111111111111", "exp_month": 1, "exp_year": 2040, "token_requestor_id": "1"}),
     );
-    assert_eq!((r.status, r.body["error"].as_str()), (400, Some("bad_request")));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (400, Some("bad_request"))
+    );
     let r = sim.post_with(
         "/tsp/visa/v1/provision",
         &json!({"pan": 4111111111111111u64, "exp_month": 1, "exp_year": 2040, "token_requestor_id": "1"}),
@@ -167,7 +203,10 @@ fn requestor_lifecycle_and_key_refresh() {
     let call = |action: &str| sim.post(&format!("/tsp/amex/v1/tokens/{tr}/{action}"), &json!({}));
 
     let a = call("suspend");
-    assert_eq!((a.status, a.body.clone()), (200, json!({"token_ref": tr, "status": "suspended"})));
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (200, json!({"token_ref": tr, "status": "suspended"}))
+    );
     assert_eq!(sim.token(tr)["status"], "suspended");
     let a = call("resume");
     assert_eq!((a.status, a.body["status"].as_str()), (200, Some("active")));
@@ -176,7 +215,10 @@ fn requestor_lifecycle_and_key_refresh() {
     let a = call("key");
     assert_eq!(a.status, 200);
     assert_eq!(a.body["token_ref"], tr);
-    let new_key = unwrap_key(&sim.kek(Scheme::Amex), a.body["wrapped_key"].as_str().expect("wk"));
+    let new_key = unwrap_key(
+        &sim.kek(Scheme::Amex),
+        a.body["wrapped_key"].as_str().expect("wk"),
+    );
     let view = sim.token(tr);
     assert_eq!(view["token_key_hex"], hex::encode(new_key));
     assert_ne!(view["token_key_hex"], old_key);
@@ -184,18 +226,34 @@ fn requestor_lifecycle_and_key_refresh() {
 
     // Wrong scheme in the path: not this service's token.
     let a = sim.post(&format!("/tsp/visa/v1/tokens/{tr}/suspend"), &json!({}));
-    assert_eq!((a.status, a.body["error"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (404, Some("not_found"))
+    );
 
     let a = call("delete");
-    assert_eq!((a.status, a.body.clone()), (200, json!({"token_ref": tr, "status": "deleted"})));
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (200, json!({"token_ref": tr, "status": "deleted"}))
+    );
     let a = call("delete");
-    assert_eq!((a.status, a.body["status"].as_str()), (200, Some("deleted")));
+    assert_eq!(
+        (a.status, a.body["status"].as_str()),
+        (200, Some("deleted"))
+    );
     for action in ["suspend", "resume", "key"] {
         let a = call(action);
-        assert_eq!((a.status, a.body["error"].as_str()), (409, Some("invalid_state")), "{action}");
+        assert_eq!(
+            (a.status, a.body["error"].as_str()),
+            (409, Some("invalid_state")),
+            "{action}"
+        );
     }
     let a = sim.post("/tsp/amex/v1/tokens/DM4MAXnope/delete", &json!({}));
-    assert_eq!((a.status, a.body["error"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (404, Some("not_found"))
+    );
 
     // Requestor calls are not feed events.
     let feed = sim.get("/tsp/amex/v1/notifications");
@@ -240,7 +298,9 @@ fn faults_fail_about_the_asked_share_and_only_for_their_scheme() {
     assert_eq!(sim.get("/sim/stats").status, 200);
 
     // Latency applies to every call, failing or not.
-    sim.set_faults(&json!({"scheme": "amex", "fail_rate": 0.0, "latency_ms": 300, "kind": "http_503"}));
+    sim.set_faults(
+        &json!({"scheme": "amex", "fail_rate": 0.0, "latency_ms": 300, "kind": "http_503"}),
+    );
     let t = std::time::Instant::now();
     sim.provision_ok("amex", "a-1", "378282246310005");
     assert!(t.elapsed().as_millis() >= 300);
@@ -251,8 +311,14 @@ fn faults_fail_about_the_asked_share_and_only_for_their_scheme() {
     sim.provision_ok("discover", "d-2", "6011111111111117");
     assert!(t.elapsed().as_millis() < 300);
 
-    let bad = sim.post("/sim/faults", &json!({"scheme": null, "fail_rate": 1.5, "latency_ms": 0, "kind": "http_503"}));
+    let bad = sim.post(
+        "/sim/faults",
+        &json!({"scheme": null, "fail_rate": 1.5, "latency_ms": 0, "kind": "http_503"}),
+    );
     assert_eq!(bad.status, 400);
-    let bad = sim.post("/sim/faults", &json!({"scheme": "jcb", "fail_rate": 0.5, "latency_ms": 0, "kind": "http_503"}));
+    let bad = sim.post(
+        "/sim/faults",
+        &json!({"scheme": "jcb", "fail_rate": 0.5, "latency_ms": 0, "kind": "http_503"}),
+    );
     assert_eq!(bad.status, 400);
 }

@@ -1,1 +1,364 @@
-//! Test harness: starts real SoftHSM tokens, scheme-sim and vaultd processes.
+//! End-to-end test harness: real processes only. A [`TestEnv`] is a temp
+//! directory holding a SoftHSM2 token (its own `SOFTHSM2_CONF`), the redb
+//! file, the daemon's socket and logs; [`Vaultd`] and [`SchemeSim`] are the
+//! real binaries started from the workspace's target directory.
+
+pub mod sim;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use sim::SchemeSim;
+use vault_proto::BlockingClient;
+
+/// Test PANs (Luhn-valid), one per scheme.
+pub const VISA: &str = "4111111111111111";
+pub const MASTERCARD: &str = "5555555555554444";
+pub const AMEX: &str = "378282246310005";
+pub const DISCOVER: &str = "6011111111111117";
+
+/// A Luhn-valid 16-digit PAN with the given prefix and serial number.
+pub fn pan(prefix: &str, n: u64) -> String {
+    let mut body = format!("{prefix}{n:0width$}", width = 15 - prefix.len());
+    body.truncate(15);
+    let d = vault_proto::pan::luhn_check_digit(body.as_bytes()) as char;
+    body.push(d);
+    body
+}
+
+/// The directory holding the built binaries (target/debug or target/release).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        // target/<profile>/deps/<test> → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "vaultd",
+            "-p",
+            "vaultctl",
+            "-p",
+            "scheme-sim",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "building the binaries failed");
+        dir
+    })
+}
+
+pub fn softhsm_module() -> String {
+    for m in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(m).exists() {
+            return m.to_owned();
+        }
+    }
+    panic!("SoftHSM2 is not installed (apt-get install softhsm2)");
+}
+
+/// A temp directory with a SoftHSM token and room for a daemon.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub pin: String,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("vault-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        // Other uids (test clients) must reach the socket inside.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let pin = "1234-test-pin".to_owned();
+        std::fs::write(dir.path().join("hsm.pin"), format!("{pin}\n")).unwrap();
+        let env = TestEnv { dir, pin };
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "vaultd-test",
+                "--pin",
+                &env.pin,
+                "--so-pin",
+                "5678-test-so",
+            ])
+            .env("SOFTHSM2_CONF", env.softhsm_conf())
+            .output()
+            .expect("softhsm2-util");
+        assert!(
+            out.status.success(),
+            "init token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn softhsm_conf(&self) -> PathBuf {
+        self.path().join("softhsm2.conf")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("vaultd.sock")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.path().join("vault.redb")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("vaultd.toml")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.path().join("vaultd.log")
+    }
+
+    /// Writes the daemon's configuration: `extra` is appended (tenants,
+    /// clients, schemes, overrides).
+    pub fn write_config(&self, server_extra: &str, extra: &str) {
+        let cfg = format!(
+            r#"[server]
+socket = "{sock}"
+{server_extra}
+[storage]
+path = "{db}"
+[hsm]
+module = "{module}"
+token_label = "vaultd-test"
+pin_file = "{pin}"
+[log]
+level = "info,vaultd=debug"
+{extra}
+"#,
+            sock = self.socket().display(),
+            db = self.db().display(),
+            module = softhsm_module(),
+            pin = self.path().join("hsm.pin").display(),
+        );
+        std::fs::write(self.config_path(), cfg).unwrap();
+    }
+
+    /// Runs `vaultd <args>` against this env's config and returns stdout.
+    pub fn vaultd_cmd(&self, args: &[&str]) -> String {
+        let out = Command::new(bin_dir().join("vaultd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .output()
+            .expect("run vaultd");
+        assert!(
+            out.status.success(),
+            "vaultd {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts the daemon (running `keys init` first).
+    pub fn start(&self) -> Vaultd {
+        self.vaultd_cmd(&["keys", "init"]);
+        Vaultd::spawn(self)
+    }
+
+    pub fn client(&self) -> BlockingClient {
+        BlockingClient::connect(self.socket()).expect("connect to vaultd")
+    }
+
+    /// Calls an op as another uid through `vaultctl call` (root may setuid
+    /// its children); gid 0 so the 0660 root-owned socket is reachable.
+    pub fn call_as(
+        &self,
+        uid: u32,
+        op: &str,
+        args: &serde_json::Value,
+    ) -> Result<serde_json::Value, (String, String)> {
+        let mut child = Command::new(bin_dir().join("vaultctl"))
+            .args(["--socket"])
+            .arg(self.socket())
+            .args(["call", op])
+            .uid(uid)
+            .gid(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vaultctl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(args.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).expect("vaultctl prints JSON"))
+        } else {
+            // "vaultctl: <code>: <message>"
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            let rest = err.strip_prefix("vaultctl: ").unwrap_or(&err);
+            let (code, msg) = rest.split_once(": ").unwrap_or((rest, ""));
+            Err((code.to_owned(), msg.to_owned()))
+        }
+    }
+
+    /// Everything the daemon logged so far (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Asserts that none of `needles` occurs in the redb file or the log.
+    pub fn assert_absent_everywhere(&self, needles: &[&str]) {
+        let db = std::fs::read(self.db()).unwrap_or_default();
+        let log = self.log();
+        for n in needles {
+            assert!(
+                !contains(&db, n.as_bytes()),
+                "a secret appears in clear in the redb file"
+            );
+            assert!(!log.contains(n), "a secret appears in the daemon log");
+        }
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        TestEnv::new()
+    }
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A running vaultd process.
+pub struct Vaultd {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Vaultd {
+    pub fn spawn(env: &TestEnv) -> Vaultd {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env.log_path())
+            .unwrap();
+        let child = Command::new(bin_dir().join("vaultd"))
+            .arg("--config")
+            .arg(env.config_path())
+            .args(["run", "--allow-root"])
+            .env("SOFTHSM2_CONF", env.softhsm_conf())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vaultd");
+        let mut d = Vaultd {
+            child: Some(child),
+            socket: env.socket(),
+        };
+        d.wait_ready(env);
+        d
+    }
+
+    fn wait_ready(&mut self, env: &TestEnv) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("vaultd exited during start-up ({st}): {}", env.log());
+            }
+            if let Ok(mut c) = BlockingClient::connect(&self.socket)
+                && c.op::<vault_proto::ops::HealthOp>(&vault_proto::ops::NoArgs {})
+                    .is_ok()
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("vaultd did not become ready: {}", env.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("vaultd did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Vaultd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Reads a process's first stdout line (used for scheme-sim's port).
+pub fn first_line(child: &mut Child) -> String {
+    let out = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).expect("read line");
+    line.trim().to_owned()
+}

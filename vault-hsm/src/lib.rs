@@ -7,6 +7,14 @@
 //! Key labels (DESIGN.md "Keys"): `vault.pan.v<N>` (AES-256, GCM),
 //! `vault.fp` and `vault.audit` (HMAC-SHA-256), `tsp.<scheme>.kek`
 //! (AES-256, unwrap only), `nt.<token_ref>` (AES-128, derive only).
+//!
+//! - [`pkcs11::Pkcs11Hsm`]: the implementation (open with
+//!   [`pkcs11::Pkcs11Hsm::open`] in the daemon, `open_admin` for key commands).
+//! - [`pool::HsmPool`]: runs HSM calls for async code on named threads.
+//! - [`keys`]: `vaultd keys ...`: init, import-kek, rotate, list.
+//!
+//! At process exit, after every instance and pool is dropped,
+//! [`pkcs11::finalize_module`] calls `C_Finalize`.
 
 pub mod keys;
 pub mod pkcs11;
@@ -27,8 +35,12 @@ pub enum HsmError {
     /// with `unavailable`; the layer re-opens sessions by itself.
     #[error("HSM unavailable: {0}")]
     Unavailable(String),
-    /// A key the vault needs is not in the token.
-    #[error("HSM key {0} not found (run `vaultd keys init`)")]
+    /// A key the vault needs is not in the token (or a sealed value names a
+    /// key version the token does not have).
+    #[error(
+        "HSM key {0} not found (`vaultd keys init` creates the vault.* keys, \
+         `vaultd keys import-kek` a scheme's tsp.*.kek)"
+    )]
     KeyMissing(String),
     /// A ciphertext failed authentication (tag mismatch, wrong AAD, corrupt).
     #[error("ciphertext failed authentication")]

@@ -44,6 +44,7 @@ const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 
 /// Where the HSM is and how to log in (`[hsm]` in vaultd.toml).
+#[derive(Clone)]
 pub struct HsmConfig {
     /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
     pub module: PathBuf,
@@ -126,7 +127,7 @@ impl Pkcs11Hsm {
         let missing = hsm.missing_vault_keys()?;
         if !missing.is_empty() {
             return Err(HsmError::KeyMissing(format!(
-                "{} in token {:?} (module {}); create them with `vaultd keys init`",
+                "{} in token {:?} (module {})",
                 missing.join(", "),
                 hsm.token_label,
                 hsm.module.display()
@@ -153,12 +154,14 @@ impl Pkcs11Hsm {
             pan_version: AtomicU32::new(0),
         };
         // First login on this thread, so a wrong PIN is reported at start-up
-        // with a message that says what to do.
+        // with a message that says what to do. (If this process is already
+        // logged in to the token through another instance, PKCS#11 answers
+        // USER_ALREADY_LOGGED_IN without checking the PIN.)
         let session = hsm.source.open().map_err(|e| match e {
             CallError::Pkcs11(e) => startup::login_error(e, &cfg.module, &cfg.token_label),
             CallError::Hsm(e) => e,
         })?;
-        drop(session);
+        hsm.source.put_back(session);
         hsm.refresh_pan_version()?;
         Ok(hsm)
     }

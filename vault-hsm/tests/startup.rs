@@ -64,7 +64,8 @@ fn start_up_errors_are_clear() {
     // Right PIN, no keys yet: names every missing key and `vaultd keys init`.
     let pin = load_pin(Some(&token.dir.join("hsm.pin"))).expect("pin");
     match Pkcs11Hsm::open(&token.config()) {
-        Err(HsmError::KeyMissing(msg)) => {
+        Err(err @ HsmError::KeyMissing(_)) => {
+            let msg = err.to_string();
             for part in [
                 "vault.pan.v1",
                 "vault.fp",

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::DEFAULT_MAX_FRAME;
 use crate::client::{ClientError, decode_result};
 use crate::frame::{self, FrameRead};
 use crate::ops::Op;
-use crate::DEFAULT_MAX_FRAME;
 
 pub struct BlockingClient {
     stream: UnixStream,
@@ -48,7 +48,11 @@ impl BlockingClient {
 
     /// Writes raw bytes and returns the body of the next answer for `id`
     /// (or the next answer at all when `id` is `None`).
-    pub fn round_trip_raw(&mut self, bytes: &[u8], id: Option<u64>) -> Result<Vec<u8>, ClientError> {
+    pub fn round_trip_raw(
+        &mut self,
+        bytes: &[u8],
+        id: Option<u64>,
+    ) -> Result<Vec<u8>, ClientError> {
         self.stream.write_all(bytes)?;
         loop {
             match frame::read_frame_blocking(&mut self.stream, DEFAULT_MAX_FRAME * 16)? {
@@ -58,7 +62,11 @@ impl BlockingClient {
                         return Ok(body);
                     }
                 }
-                _ => return Err(ClientError::Protocol("connection closed by the server".into())),
+                _ => {
+                    return Err(ClientError::Protocol(
+                        "connection closed by the server".into(),
+                    ));
+                }
             }
         }
     }

@@ -123,7 +123,9 @@ impl Client {
         args: &A,
     ) -> Result<R, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = self.round_trip(id, frame::encode_request(id, op, args)).await?;
+        let body = self
+            .round_trip(id, frame::encode_request(id, op, args))
+            .await?;
         decode_result(&body)
     }
 

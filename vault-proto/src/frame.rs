@@ -287,10 +287,7 @@ pub fn decode_request(body: &[u8]) -> Result<RequestHead<'_>, EnvelopeError> {
 /// A key as it may appear in an error message: only short identifiers are
 /// echoed, anything else (it could be card data) is not.
 pub fn safe_key(k: &str) -> String {
-    if !k.is_empty()
-        && k.len() <= 32
-        && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
+    if !k.is_empty() && k.len() <= 32 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         format!("`{k}`")
     } else {
         "(not shown)".to_owned()
@@ -325,7 +322,9 @@ pub fn decode_args<T: DeserializeOwned>(args: Option<&[u8]>) -> Result<T, WireEr
                 let safe_path: String = path
                     .split('.')
                     .map(|p| {
-                        if p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'[' || b == b']') {
+                        if p.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b == b'_' || b == b'[' || b == b']'
+                        }) {
                             p.to_owned()
                         } else {
                             "?".to_owned()
@@ -512,10 +511,19 @@ mod tests {
             id: u64,
             op: &'static str,
         }
-        let e = decode_request(&body(&Env { v: 2, id: 9, op: "health" })).unwrap_err();
+        let e = decode_request(&body(&Env {
+            v: 2,
+            id: 9,
+            op: "health",
+        }))
+        .unwrap_err();
         assert_eq!(e.id, Some(9));
         assert_eq!(e.error.code, ErrorCode::UnsupportedVersion);
-        let b = body(&Env { v: 1, id: 9, op: "health" });
+        let b = body(&Env {
+            v: 1,
+            id: 9,
+            op: "health",
+        });
         let ok = decode_request(&b).unwrap();
         assert!(ok.args.is_none());
         // An array instead of a map.

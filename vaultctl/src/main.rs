@@ -48,9 +48,7 @@ enum Cmd {
     Stats,
     /// Any op by name, args as a JSON object on standard input; prints the
     /// result as JSON (diagnostics and scripts).
-    Call {
-        op: String,
-    },
+    Call { op: String },
     /// The audit trail, with the chain check.
     Audit {
         #[arg(long)]
@@ -116,8 +114,18 @@ fn parse_exp(s: &str) -> Result<(u8, u16), Failure> {
 
 fn show_record(r: &ops::AliasRecord) {
     println!("alias        {}", r.alias);
-    println!("card         {} {} exp {:02}/{}{}", r.card.scheme, r.masked, r.card.exp_month, r.card.exp_year,
-        if r.card.pan_removed { " (PAN removed)" } else { "" });
+    println!(
+        "card         {} {} exp {:02}/{}{}",
+        r.card.scheme,
+        r.masked,
+        r.card.exp_month,
+        r.card.exp_year,
+        if r.card.pan_removed {
+            " (PAN removed)"
+        } else {
+            ""
+        }
+    );
     println!("fingerprint  {}", r.fingerprint);
     match &r.token_info {
         None => println!("token        none"),
@@ -148,7 +156,10 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 println!("uptime  {} s", h.uptime_ms / 1000);
             });
         }
-        Cmd::Tokenize { exp, transaction_id } => {
+        Cmd::Tokenize {
+            exp,
+            transaction_id,
+        } => {
             let (exp_month, exp_year) = parse_exp(&exp)?;
             let mut line = String::new();
             std::io::stdin()
@@ -159,7 +170,12 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             // Wipe our copy of the line.
             line.clear();
             line.shrink_to_fit();
-            let r = c.op::<ops::Tokenize>(&ops::TokenizeArgs { pan, exp_month, exp_year, transaction_id })?;
+            let r = c.op::<ops::Tokenize>(&ops::TokenizeArgs {
+                pan,
+                exp_month,
+                exp_year,
+                transaction_id,
+            })?;
             print(json, &r, |r| {
                 println!("created      {}", r.created);
                 show_record(&r.record);
@@ -172,7 +188,8 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             let args: serde_json::Value = if input.trim().is_empty() {
                 serde_json::Value::Object(Default::default())
             } else {
-                serde_json::from_str(&input).map_err(|e| Failure::Usage(format!("args are not JSON: {e}")))?
+                serde_json::from_str(&input)
+                    .map_err(|e| Failure::Usage(format!("args are not JSON: {e}")))?
             };
             input.clear();
             let r: serde_json::Value = c.call(&op, &args)?;
@@ -204,7 +221,11 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 for (name, sc) in &s.schemes {
                     println!(
                         "scheme {name:<11} provisioned {} not_eligible {} errors {} p50 {} ms p99 {} ms{}",
-                        sc.provisioned, sc.not_eligible, sc.errors, sc.p50_ms, sc.p99_ms,
+                        sc.provisioned,
+                        sc.not_eligible,
+                        sc.errors,
+                        sc.p50_ms,
+                        sc.p99_ms,
                         if sc.paused { " PAUSED" } else { "" }
                     );
                 }
@@ -217,7 +238,14 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 for r in &a.records {
                     println!(
                         "{:>8} {} {:<20} uid {:<6} pid {:<7} {:<16} {:<32} {}",
-                        r.seq, r.at, r.client, r.uid, r.pid, r.op, r.alias.as_deref().unwrap_or("-"), r.outcome
+                        r.seq,
+                        r.at,
+                        r.client,
+                        r.uid,
+                        r.pid,
+                        r.op,
+                        r.alias.as_deref().unwrap_or("-"),
+                        r.outcome
                     );
                 }
                 println!("chain {}", if a.chain_ok { "OK" } else { "BROKEN" });

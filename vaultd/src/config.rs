@@ -30,7 +30,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -217,8 +219,13 @@ impl Retention {
 
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
-    for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if ms >= n && ms % n == 0 {
+    for (unit, n) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= n && ms.is_multiple_of(n) {
             return format!("{}{unit}", ms / n);
         }
     }
@@ -310,7 +317,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if s.max_frame < 64 || s.max_frame > 64 * 1024 * 1024 {
-            return Err(err("[server].max_frame", "must be between 64 and 67108864 bytes"));
+            return Err(err(
+                "[server].max_frame",
+                "must be between 64 and 67108864 bytes",
+            ));
         }
         if s.max_in_flight == 0 || s.max_in_flight > 65_536 {
             return Err(err("[server].max_in_flight", "must be between 1 and 65536"));
@@ -376,32 +386,57 @@ impl Config {
         }
         let mut uids = HashMap::new();
         for (i, c) in self.clients.iter().enumerate() {
-            let at = format!("[[client]] {}", if c.name.is_empty() { format!("#{}", i + 1) } else { c.name.clone() });
+            let at = format!(
+                "[[client]] {}",
+                if c.name.is_empty() {
+                    format!("#{}", i + 1)
+                } else {
+                    c.name.clone()
+                }
+            );
             if c.name.is_empty() {
                 return Err(err(format!("{at}.name"), "must not be empty"));
             }
             if uids.insert(c.uid, c.name.as_str()).is_some() {
-                return Err(err(format!("{at}.uid"), format!("uid {} is used by another client", c.uid)));
+                return Err(err(
+                    format!("{at}.uid"),
+                    format!("uid {} is used by another client", c.uid),
+                ));
             }
             if c.roles.is_empty() {
                 return Err(err(format!("{at}.roles"), "needs at least one role"));
             }
-            let needs_tenant = c.roles.iter().any(|r| matches!(r, Role::Collector | Role::Merchant));
+            let needs_tenant = c
+                .roles
+                .iter()
+                .any(|r| matches!(r, Role::Collector | Role::Merchant));
             match (&c.tenant, needs_tenant) {
                 (None, true) => {
-                    return Err(err(format!("{at}.tenant"), "collector and merchant clients need a tenant"));
+                    return Err(err(
+                        format!("{at}.tenant"),
+                        "collector and merchant clients need a tenant",
+                    ));
                 }
                 (Some(t), _) if !tenant_ids.contains_key(t.as_str()) => {
-                    return Err(err(format!("{at}.tenant"), format!("no [[tenant]] with id {t:?}")));
+                    return Err(err(
+                        format!("{at}.tenant"),
+                        format!("no [[tenant]] with id {t:?}"),
+                    ));
                 }
                 _ => {}
             }
             if c.roles.contains(&Role::Forwarder) && c.tenants.is_empty() {
-                return Err(err(format!("{at}.tenants"), "forwarders need tenants = [\"*\"] or a list"));
+                return Err(err(
+                    format!("{at}.tenants"),
+                    "forwarders need tenants = [\"*\"] or a list",
+                ));
             }
             for t in &c.tenants {
                 if t != "*" && !tenant_ids.contains_key(t.as_str()) {
-                    return Err(err(format!("{at}.tenants"), format!("no [[tenant]] with id {t:?}")));
+                    return Err(err(
+                        format!("{at}.tenants"),
+                        format!("no [[tenant]] with id {t:?}"),
+                    ));
                 }
             }
         }
@@ -417,7 +452,8 @@ impl Config {
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 fn one_line(s: &str) -> String {
@@ -514,7 +550,10 @@ tenants = ["*"]
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            Duration::from_secs(90 * 86400)
+        );
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
         assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");

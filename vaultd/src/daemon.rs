@@ -45,17 +45,34 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         cfg.storage.two_phase_commit,
         cfg.storage.max_batch,
     )
-    .map_err(|e| StartError(format!("[storage].path {}: {e}", cfg.storage.path.display())))?;
+    .map_err(|e| {
+        StartError(format!(
+            "[storage].path {}: {e}",
+            cfg.storage.path.display()
+        ))
+    })?;
     let store = Arc::new(store);
     let pool = HsmPool::new(hsm.clone(), cfg.hsm.threads);
     let vault = Arc::new(Vault::new(store.clone(), pool, Policy::from_config(&cfg)));
-    let dispatcher = Arc::new(Dispatcher::new(vault.clone(), ClientTable::from_config(&cfg)));
+    let dispatcher = Arc::new(Dispatcher::new(
+        vault.clone(),
+        ClientTable::from_config(&cfg),
+    ));
     let listener = server::bind(&cfg.server.socket).map_err(|e| {
-        StartError(format!("[server].socket {}: {e}", cfg.server.socket.display()))
+        StartError(format!(
+            "[server].socket {}: {e}",
+            cfg.server.socket.display()
+        ))
     })?;
     tracing::info!(socket = %cfg.server.socket.display(), "vaultd ready");
 
-    server::run(listener, dispatcher.clone(), Limits::from_config(&cfg.server), shutdown_signal()).await;
+    server::run(
+        listener,
+        dispatcher.clone(),
+        Limits::from_config(&cfg.server),
+        shutdown_signal(),
+    )
+    .await;
 
     // Drop everything that holds the store so the writer drains and joins.
     drop(dispatcher);
@@ -71,7 +88,10 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

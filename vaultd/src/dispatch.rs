@@ -146,7 +146,10 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
             }
         };
         let Some(client) = client else {
-            let e = WireError::new(ErrorCode::Unauthenticated, "this uid is not a configured client");
+            let e = WireError::new(
+                ErrorCode::Unauthenticated,
+                "this uid is not a configured client",
+            );
             self.refused(&unknown(), head.op, None, &e).await;
             return frame::encode_err(Some(head.id), &e);
         };
@@ -163,7 +166,11 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
     }
 
     async fn refused(&self, who: &Caller, op_name: &str, alias: Option<String>, e: &WireError) {
-        let op_name = if allowed_roles(op_name).is_some() { op_name } else { "(unknown op)" };
+        let op_name = if allowed_roles(op_name).is_some() {
+            op_name
+        } else {
+            "(unknown op)"
+        };
         let rec = who.audit(op_name, alias, e.code.as_str());
         if let Err(err) = self.vault.store.audit(rec).await {
             tracing::error!(error = %err, "could not audit a refusal");

@@ -11,7 +11,13 @@ use vaultd::daemon;
 #[command(name = "vaultd", version, about = "Card vault daemon")]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "VAULTD_CONFIG", default_value = "/etc/vaultd/vaultd.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "VAULTD_CONFIG",
+        default_value = "/etc/vaultd/vaultd.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -108,9 +114,14 @@ fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
                 println!("{label}: {}", if created { "created" } else { "present" });
             }
         }
-        KeysCmd::ImportKek { scheme, components, replace } => {
+        KeysCmd::ImportKek {
+            scheme,
+            components,
+            replace,
+        } => {
             let paths: Vec<&Path> = components.iter().map(PathBuf::as_path).collect();
-            let kcv = keys::import_kek(&hsm, &scheme, &paths, replace).map_err(|e| e.to_string())?;
+            let kcv =
+                keys::import_kek(&hsm, &scheme, &paths, replace).map_err(|e| e.to_string())?;
             println!("tsp.{scheme}.kek imported, check value {kcv}");
         }
         KeysCmd::List => {

@@ -48,7 +48,10 @@ impl SimProcess {
             .and_then(|a| a.strip_suffix('\n'))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
+        assert!(
+            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+            "{addr}"
+        );
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -171,7 +174,8 @@ pub fn unwrap_key(kek: &[u8; 32], wrapped_hex: &str) -> [u8; 16] {
     assert_eq!(wrapped.len(), 24);
     let kw = KwAes256::new(&(*kek).into());
     let mut out = [0u8; 16];
-    kw.unwrap_key(&wrapped, &mut out).expect("unwraps under the KEK");
+    kw.unwrap_key(&wrapped, &mut out)
+        .expect("unwraps under the KEK");
     out
 }
 

@@ -79,7 +79,7 @@ impl SessionSource {
         })
     }
 
-    fn put_back(&self, session: Session) {
+    pub(crate) fn put_back(&self, session: Session) {
         SESSIONS.with(|cell| cell.borrow_mut().push((self.instance, session)));
     }
 

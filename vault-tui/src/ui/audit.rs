@@ -24,7 +24,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
     let block = Block::bordered().title(title);
     if app.audit.is_empty() {
-        let inner = block.inner(area);
+        let inner = block.inner(log);
         frame.render_widget(block, log);
         placeholder(frame, inner, app, "audit");
         return;

@@ -73,13 +73,14 @@ pub fn disconnected_banner(frame: &mut Frame, area: Rect, now_ms: u64, since_ms:
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(Style::new().fg(Color::Red))
-        .title(" DISCONNECTED from vaultd ".white().on_red().bold());
+        .title(" DISCONNECTED from vaultd ".white().on_red().bold())
+        .title(Line::from(" reconnecting every second ").right_aligned());
     let text = vec![
         Line::from(vec![
             "Since ".into(),
             fmt::date_time(since_ms).bold(),
             format!(
-                " UTC ({} ago). Data below is stale; reconnecting every second.",
+                " UTC ({} ago). Data below is stale.",
                 fmt::span(now_ms.saturating_sub(since_ms))
             )
             .into(),

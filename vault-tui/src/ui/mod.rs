@@ -39,7 +39,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     let body = match &app.connection {
         Connection::Disconnected { since_ms, error } => {
             let [banner, rest] =
-                Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(body);
+                Layout::vertical([Constraint::Length(5), Constraint::Min(0)]).areas(body);
             chrome::disconnected_banner(frame, banner, app.now_ms, *since_ms, error);
             rest
         }

@@ -18,7 +18,10 @@ use super::{Handler, Limits};
 use crate::dispatch::Peer;
 
 pub(super) async fn refuse_overloaded(mut stream: UnixStream) {
-    let e = WireError::new(ErrorCode::Overloaded, "too many connections; try again later");
+    let e = WireError::new(
+        ErrorCode::Overloaded,
+        "too many connections; try again later",
+    );
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
         stream.write_all(&frame::encode_err(None, &e)),
@@ -36,15 +39,18 @@ enum Next {
 /// Reads the next frame. Waiting for its first byte is bounded by the idle
 /// timeout; once a frame has begun it must complete within `frame_timeout`,
 /// so a slow writer cannot hold the connection (slowloris).
-async fn next_frame(rd: &mut OwnedReadHalf, limits: &Limits, idle: Duration) -> std::io::Result<Next> {
+async fn next_frame(
+    rd: &mut OwnedReadHalf,
+    limits: &Limits,
+    idle: Duration,
+) -> std::io::Result<Next> {
     let mut header = [0u8; frame::HEADER_LEN];
-    let first = match tokio::time::timeout(idle, rd.read(&mut header[..1])).await {
+    match tokio::time::timeout(idle, rd.read(&mut header[..1])).await {
         Err(_) => return Ok(Next::Idle),
         Ok(Ok(0)) => return Ok(Next::Close),
-        Ok(Ok(_)) => (),
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
-    };
-    let _ = first;
+    }
     let rest = async {
         rd.read_exact(&mut header[1..]).await?;
         let len = u32::from_be_bytes(header) as usize;
@@ -118,7 +124,10 @@ pub(super) async fn serve<D: Handler>(
                 if stopping {
                     let id = frame::decode_request(&body).ok().map(|h| h.id);
                     body.zeroize();
-                    let e = WireError::new(ErrorCode::ShuttingDown, "the server is stopping; retry elsewhere or later");
+                    let e = WireError::new(
+                        ErrorCode::ShuttingDown,
+                        "the server is stopping; retry elsewhere or later",
+                    );
                     if tx.send(frame::encode_err(id, &e)).await.is_err() {
                         break;
                     }
@@ -139,7 +148,13 @@ pub(super) async fn serve<D: Handler>(
                         Ok(r) => r,
                         Err(_) => {
                             tracing::error!("request handler panicked");
-                            frame::encode_err(id, &WireError::new(ErrorCode::Internal, "internal error; see the server log"))
+                            frame::encode_err(
+                                id,
+                                &WireError::new(
+                                    ErrorCode::Internal,
+                                    "internal error; see the server log",
+                                ),
+                            )
                         }
                     };
                     let _ = tx.send(resp).await;

@@ -128,11 +128,17 @@ pub async fn run<D: Handler>(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-    tracing::info!(connections = open.load(Ordering::Acquire), "shutting down: finishing in-flight requests");
+    tracing::info!(
+        connections = open.load(Ordering::Acquire),
+        "shutting down: finishing in-flight requests"
+    );
     let _ = stop_tx.send(true);
     drop(listener);
     let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over; dropping remaining connections");
         conns.abort_all();
     }

@@ -156,7 +156,10 @@ pub trait Store: Send + Sync + 'static {
     /// the MAC of the record just before the first one (zeros at the start).
     fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage>;
 
-    fn tokenize(&self, w: TokenizeWrite) -> impl Future<Output = StoreResult<TokenizeOutcome>> + Send;
+    fn tokenize(
+        &self,
+        w: TokenizeWrite,
+    ) -> impl Future<Output = StoreResult<TokenizeOutcome>> + Send;
     /// Erases the alias with its PAN, fingerprint entry and token record.
     /// Returns the token_ref whose HSM key the caller destroys, or `None`
     /// inside `Some` when there was no token; `None` when the alias is not
@@ -192,15 +195,21 @@ impl RedbStore {
         two_phase: bool,
         max_batch: usize,
     ) -> StoreResult<RedbStore> {
-        let db = Database::create(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-        })?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         init_schema(&db)?;
         let counters = writer::load_counters(&db)?;
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer::start(db.clone(), hsm, counters, two_phase, max_batch, stats.clone())
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
+        let writer = Writer::start(
+            db.clone(),
+            hsm,
+            counters,
+            two_phase,
+            max_batch,
+            stats.clone(),
+        )
+        .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(RedbStore { db, writer, stats })
     }
 
@@ -350,7 +359,9 @@ impl Store for RedbStore {
                         let raw = aliases
                             .get(alias.as_str())?
                             .map(|v| v.value().to_vec())
-                            .ok_or_else(|| StoreError::Corrupt("fingerprint without alias".into()))?;
+                            .ok_or_else(|| {
+                                StoreError::Corrupt("fingerprint without alias".into())
+                            })?;
                         let mut rec: AliasRec = decode("alias", &raw)?;
                         // A later expiry replaces the stored one (card renewed).
                         if (w.exp_year, w.exp_month) > (rec.exp_year, rec.exp_month) {
@@ -364,7 +375,9 @@ impl Store for RedbStore {
                         fps.insert(fkey.as_slice(), new.alias.as_str())?;
                         aliases.insert(new.alias.as_str(), encode(&new.rec)?.as_slice())?;
                         if let Some(ct) = &new.pan_ct {
-                            ctx.txn.open_table(PANS)?.insert(new.alias.as_str(), ct.as_slice())?;
+                            ctx.txn
+                                .open_table(PANS)?
+                                .insert(new.alias.as_str(), ct.as_slice())?;
                         }
                         if new.provision {
                             let id = ctx.next_job_id()?;
@@ -381,8 +394,12 @@ impl Store for RedbStore {
                                 last_error: None,
                                 created_at: new.rec.created_at,
                             };
-                            ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
-                            ctx.txn.open_table(JOB_QUEUE)?.insert((job.next_at, id), ())?;
+                            ctx.txn
+                                .open_table(JOBS)?
+                                .insert(id, encode(&job)?.as_slice())?;
+                            ctx.txn
+                                .open_table(JOB_QUEUE)?
+                                .insert((job.next_at, id), ())?;
                         }
                         (new.alias, true)
                     }
@@ -457,6 +474,8 @@ impl Store for RedbStore {
     }
 
     async fn audit(&self, rec: AuditRec) -> StoreResult<()> {
-        self.writer.write(move |ctx| ctx.audit(&rec).map(|_| ())).await
+        self.writer
+            .write(move |ctx| ctx.audit(&rec).map(|_| ()))
+            .await
     }
 }

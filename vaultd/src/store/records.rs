@@ -122,7 +122,9 @@ pub fn job_id_string(id: u64) -> String {
 }
 
 pub fn parse_job_id(s: &str) -> Option<u64> {
-    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten()
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
 /// A transaction id remembered for `transaction_tokens`.

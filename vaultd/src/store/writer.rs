@@ -42,9 +42,7 @@ impl WriteCtx<'_> {
         let seq = self.counters.audit_seq + 1;
         let mut stored = body;
         stored.extend_from_slice(&mac);
-        self.txn
-            .open_table(AUDIT)?
-            .insert(seq, stored.as_slice())?;
+        self.txn.open_table(AUDIT)?.insert(seq, stored.as_slice())?;
         self.counters.audit_seq = seq;
         self.counters.audit_mac = mac;
         Ok(seq)

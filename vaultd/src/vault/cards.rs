@@ -64,7 +64,8 @@ pub fn scheme_of(pan: &str) -> Option<&'static str> {
 pub fn valid_transaction_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Aliases: exactly 32 of `[A-Za-z0-9]`.

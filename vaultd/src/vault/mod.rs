@@ -69,7 +69,10 @@ impl VaultError {
             VaultError::Refused(e) => e,
             VaultError::Store(StoreError::Unavailable(m)) => {
                 tracing::warn!(error = %m, "store unavailable");
-                WireError::new(ErrorCode::Unavailable, "storage temporarily unavailable; nothing was written")
+                WireError::new(
+                    ErrorCode::Unavailable,
+                    "storage temporarily unavailable; nothing was written",
+                )
             }
             VaultError::Store(StoreError::Hsm(e)) | VaultError::Hsm(e) => hsm_wire(e),
             VaultError::Store(StoreError::Corrupt(m)) => {
@@ -84,7 +87,10 @@ fn hsm_wire(e: HsmError) -> WireError {
     match e {
         HsmError::Unavailable(m) => {
             tracing::warn!(error = %m, "HSM unavailable");
-            WireError::new(ErrorCode::Unavailable, "HSM temporarily unavailable; nothing was written")
+            WireError::new(
+                ErrorCode::Unavailable,
+                "HSM temporarily unavailable; nothing was written",
+            )
         }
         other => {
             tracing::error!(error = %other, "HSM error");
@@ -201,7 +207,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
 
     // ------------------------------------------------------------ tokenize
 
-    pub async fn tokenize(&self, caller: &Caller, args: TokenizeArgs) -> VaultResult<TokenizeResult> {
+    pub async fn tokenize(
+        &self,
+        caller: &Caller,
+        args: TokenizeArgs,
+    ) -> VaultResult<TokenizeResult> {
         let tenant = caller
             .tenant
             .clone()
@@ -222,12 +232,12 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             ));
         }
         let policy = self.policy();
-        let tp = policy.tenants.get(&tenant).cloned().ok_or_else(|| {
-            VaultError::refuse(ErrorCode::Forbidden, "tenant is not configured")
-        })?;
+        let tp =
+            policy.tenants.get(&tenant).cloned().ok_or_else(|| {
+                VaultError::refuse(ErrorCode::Forbidden, "tenant is not configured")
+            })?;
         let scheme = cards::scheme_of(args.pan.expose());
-        let tokens_on = tp.network_tokens
-            && scheme.is_some_and(|s| policy.schemes.contains_key(s));
+        let tokens_on = tp.network_tokens && scheme.is_some_and(|s| policy.schemes.contains_key(s));
         if tp.retention == Retention::None {
             // Storing nothing of the PAN needs a token provisioned while the
             // caller waits; that path arrives with network tokens.
@@ -242,9 +252,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             let (pan, tenant) = (pan.clone(), tenant.clone());
             self.hsm(move |h| h.fingerprint(&tenant, &pan)).await?
         };
-        let transaction = args
-            .transaction_id
-            .map(|t| (t, now + TRANSACTION_TTL_MS));
+        let transaction = args.transaction_id.map(|t| (t, now + TRANSACTION_TTL_MS));
         let mut write = TokenizeWrite {
             tenant: tenant.clone(),
             fingerprint: fp.to_vec(),
@@ -269,10 +277,16 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             };
             match self.store.tokenize(write).await? {
                 TokenizeOutcome::Created(v) => {
-                    return Ok(TokenizeResult { created: true, record: alias_record(&v, &policy) });
+                    return Ok(TokenizeResult {
+                        created: true,
+                        record: alias_record(&v, &policy),
+                    });
                 }
                 TokenizeOutcome::Existing(v) => {
-                    return Ok(TokenizeResult { created: false, record: alias_record(&v, &policy) });
+                    return Ok(TokenizeResult {
+                        created: false,
+                        record: alias_record(&v, &policy),
+                    });
                 }
                 // The alias was deleted between our lookup and the write.
                 TokenizeOutcome::NeedsNew => {
@@ -316,7 +330,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             scheme: scheme.unwrap_or("unknown").to_owned(),
             created_at: now,
             pan_removed: false,
-            nt: tokens_on.then(|| NtState {
+            nt: tokens_on.then_some(NtState {
                 status: vault_proto::ops::TokenStatus::Pending,
                 token_ref: None,
                 updated_at: now,
@@ -354,11 +368,19 @@ impl<S: Store, H: Hsm> Vault<S, H> {
 
     pub fn transaction_tokens(&self, caller: &Caller, txid: &str) -> VaultResult<AliasRecord> {
         let tenant = caller.tenant.as_deref().unwrap_or("");
-        let nf = || VaultError::refuse(ErrorCode::TransactionNotFound, "no such transaction id, or it expired");
+        let nf = || {
+            VaultError::refuse(
+                ErrorCode::TransactionNotFound,
+                "no such transaction id, or it expired",
+            )
+        };
         if !cards::valid_transaction_id(txid) {
             return Err(nf());
         }
-        let alias = self.store.transaction(tenant, txid, now_ms())?.ok_or_else(nf)?;
+        let alias = self
+            .store
+            .transaction(tenant, txid, now_ms())?
+            .ok_or_else(nf)?;
         match self.store.alias(&alias)? {
             Some(v) if v.rec.tenant == tenant => Ok(alias_record(&v, &self.policy())),
             _ => Err(nf()),
@@ -370,11 +392,17 @@ impl<S: Store, H: Hsm> Vault<S, H> {
     pub async fn delete_alias(&self, caller: &Caller, alias: &str) -> VaultResult<()> {
         let tenant = caller.tenant.clone().unwrap_or_default();
         if !cards::valid_alias(alias) {
-            return Err(VaultError::refuse(ErrorCode::AliasNotFound, "no such alias"));
+            return Err(VaultError::refuse(
+                ErrorCode::AliasNotFound,
+                "no such alias",
+            ));
         }
         let audit = caller.audit("delete_alias", Some(alias.to_owned()), "ok");
         match self.store.delete_alias(&tenant, alias, audit).await? {
-            None => Err(VaultError::refuse(ErrorCode::AliasNotFound, "no such alias")),
+            None => Err(VaultError::refuse(
+                ErrorCode::AliasNotFound,
+                "no such alias",
+            )),
             Some(token_ref) => {
                 if let Some(r) = token_ref {
                     // The record is gone; a key left behind is harmless but
@@ -440,13 +468,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let chain_ok = self
             .hsm(move |h| {
                 let mut prev = prev;
-                let mut expect_seq = after + 1;
-                for (seq, body, mac) in &bodies {
+                for (expect_seq, (seq, body, mac)) in (after + 1..).zip(bodies.iter()) {
                     if *seq != expect_seq || h.audit_mac(&prev, body)? != *mac {
                         return Ok(false);
                     }
                     prev = *mac;
-                    expect_seq += 1;
                 }
                 Ok(true)
             })
@@ -493,7 +519,10 @@ pub fn alias_record(v: &AliasView, policy: &Policy) -> AliasRecord {
             token_requestor_id: t
                 .map(|t| t.token_requestor_id.clone())
                 .or_else(|| policy.schemes.get(&r.scheme).cloned()),
-            updated_at: t.map(|t| t.updated_at).unwrap_or(nt.updated_at).max(nt.updated_at),
+            updated_at: t
+                .map(|t| t.updated_at)
+                .unwrap_or(nt.updated_at)
+                .max(nt.updated_at),
             last_error: nt.last_error.clone(),
         }
     });

@@ -1,0 +1,78 @@
+//! Rough rates of the tokenize path's HSM calls (random + seal + fingerprint)
+//! against a throwaway SoftHSM2 token.
+//!
+//! `cargo run --release -p vault-hsm --example hsm_rate -- [ops] [threads]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use vault_hsm::keys::init_keys;
+use vault_hsm::{Hsm, HsmConfig, Pkcs11Hsm, load_pin};
+use vault_proto::Pan;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let ops: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(20_000);
+    let threads: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1);
+
+    let dir = tempfile::tempdir()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
+    let out = Command::new("sh").arg(script).arg(dir.path()).output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into());
+    }
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
+    let cfg = HsmConfig {
+        module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+        token_label: "vaultd".to_owned(),
+        pin: load_pin(Some(&dir.path().join("hsm.pin")))?,
+    };
+    init_keys(&Pkcs11Hsm::open_admin(&cfg)?)?;
+    let hsm = Arc::new(Pkcs11Hsm::open(&cfg)?);
+    let pan = Pan::new("4111111111111111".to_owned());
+
+    let time = |name: &str, f: &(dyn Fn(&Pkcs11Hsm) + Sync)| {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..ops / threads {
+                        f(&hsm);
+                    }
+                });
+            }
+        });
+        let per_op = start.elapsed() / ops as u32;
+        println!(
+            "{name:<28} {:>8.2} µs/op  {:>9.0} ops/s ({threads} thread(s))",
+            per_op.as_secs_f64() * 1e6,
+            1.0 / per_op.as_secs_f64()
+        );
+    };
+    time("random(16)", &|h| {
+        let mut b = [0u8; 16];
+        h.random(&mut b).expect("random");
+    });
+    time("seal(16 bytes)", &|h| {
+        h.seal("al_0123456789abcdef", "pan", b"4111111111111111")
+            .expect("seal");
+    });
+    time("fingerprint", &|h| {
+        h.fingerprint("m-1001", &pan).expect("fingerprint");
+    });
+    time("random + seal + fingerprint", &|h| {
+        let mut b = [0u8; 16];
+        h.random(&mut b).expect("random");
+        h.seal("al_0123456789abcdef", "pan", b"4111111111111111")
+            .expect("seal");
+        h.fingerprint("m-1001", &pan).expect("fingerprint");
+    });
+    Ok(())
+}
