@@ -4,6 +4,7 @@
 //! real binaries started from the workspace's target directory.
 
 pub mod sim;
+pub mod systemd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;

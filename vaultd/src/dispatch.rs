@@ -130,12 +130,16 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
             uid: peer.uid,
             pid: peer.pid,
             tenant: c.tenant.clone(),
+            tenants: c.tenants.clone(),
+            pan_per_minute: c.pan_credentials_per_minute,
         };
         let unknown = || Caller {
             client: "(unknown)".into(),
             uid: peer.uid,
             pid: peer.pid,
             tenant: None,
+            tenants: Some(Vec::new()),
+            pan_per_minute: None,
         };
         let head = match frame::decode_request(body) {
             Ok(h) => h,
@@ -233,11 +237,40 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
                 v.store.audit(who.audit(op::AUDIT, None, "ok")).await?;
                 ok(&page)
             }
+            op::PROVISION => {
+                let a: ops::AliasArgs = decode(args)?;
+                ok(&v.provision(who, &a.alias).await?)
+            }
+            op::CREDENTIALS => {
+                let a: ops::CredentialsArgs = decode(args)?;
+                ok(&v.credentials(who, a).await?)
+            }
+            op::QUEUE_LIST => {
+                let a: ops::QueueListArgs = decode(args)?;
+                ok(&v.queue_list(a)?)
+            }
+            op::QUEUE_RETRY => {
+                let a: ops::JobArgs = decode(args)?;
+                ok(&v.queue_retry(who, &a.job_id).await?)
+            }
+            op::SCHEME_PAUSE | op::SCHEME_RESUME => {
+                let a: ops::SchemeArgs = decode(args)?;
+                ok(&v.scheme_pause(who, &a.scheme, head.op == op::SCHEME_PAUSE).await?)
+            }
+            op::EVENTS => {
+                let a: ops::PageArgs = decode(args)?;
+                ok(&v.events(a.after, a.limit)?)
+            }
+            op::RETENTION => {
+                let _: ops::NoArgs = decode(args)?;
+                ok(&v.retention()?)
+            }
+            op::PURGE_DUE => {
+                let a: ops::PurgeArgs = decode(args)?;
+                ok(&v.purge_due(who, a.tenant).await?)
+            }
             other => {
-                return Err(VaultError::refuse(
-                    ErrorCode::Internal,
-                    format!("op {other} is not built yet"),
-                ));
+                return Err(VaultError::refuse(ErrorCode::UnknownOp, format!("op {other} is not served")));
             }
         };
         bytes.map_err(VaultError::Refused)

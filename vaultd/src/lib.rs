@@ -10,6 +10,9 @@
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod logging;
 pub mod server;
 pub mod store;
+pub mod systemd;
+pub mod tokens;
 pub mod vault;

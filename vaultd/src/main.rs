@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vaultd::config::Config;
-use vaultd::daemon;
+use vaultd::{daemon, logging};
 
 #[derive(Parser)]
 #[command(name = "vaultd", version, about = "Card vault daemon")]
@@ -63,19 +63,37 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| format!("configuration error: {e}"))
 }
 
-fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+/// Keeps secrets out of core files and away from same-uid debuggers:
+/// non-dumpable (no core, no ptrace attach, /proc/<pid>/{mem,environ}
+/// root-only) and a core size limit of 0, before the PIN or any key
+/// component is read. Runs for every subcommand.
+fn harden_process() -> Result<(), String> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot make the process non-dumpable: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the rlimit we pass and keeps no reference.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+        return Err(format!(
+            "cannot set the core size limit to 0: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = harden_process() {
+        eprintln!("vaultd: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Run { allow_root: false }) {
         Cmd::CheckConfig { file } => {
@@ -87,12 +105,13 @@ fn main() -> ExitCode {
             if unsafe { libc::geteuid() } == 0 && !allow_root {
                 return Err("refusing to run as root; run as the vaultd user (or pass --allow-root in development)".into());
             }
-            init_logging(&cfg.log.level);
+            logging::init(&cfg.log.level);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            rt.block_on(daemon::run(cfg)).map_err(|e| e.to_string())
+            rt.block_on(daemon::run(cfg, cli.config))
+                .map_err(|e| e.to_string())
         }),
         Cmd::Keys(k) => load(&cli.config).and_then(|cfg| keys(&cfg, k)),
     };

@@ -5,7 +5,9 @@
 //! `Store` is the seam for a replicated backend one day: the vault only
 //! sees these domain operations, never redb.
 
+pub mod queue;
 pub mod records;
+pub mod tokens;
 pub mod writer;
 
 use std::future::Future;
@@ -16,6 +18,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use vault_hsm::{Hsm, HsmError};
 
 use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
+pub use queue::{JobFinish, QueueStore};
+pub use tokens::{AtcOutcome, TokenStore};
 pub use writer::{WriteCtx, Writer, WriterStats};
 
 /// alias → [`AliasRec`]
@@ -114,6 +118,8 @@ pub struct NewAlias {
     pub pan_ct: Option<Vec<u8>>,
     /// Queue a provisioning job with the alias (network tokens on).
     pub provision: bool,
+    /// A token provisioned synchronously (tenants that store no PAN).
+    pub token: Option<(String, TokenRec)>,
 }
 
 /// One `tokenize` write: create the alias, or find the existing one for the
@@ -141,11 +147,13 @@ pub enum TokenizeOutcome {
 pub struct Counts {
     pub aliases: u64,
     pub pans_retained: u64,
-    pub tokens: u64,
+    /// Aliases by network token status.
+    pub tokens: std::collections::BTreeMap<String, u64>,
 }
 
-/// The vault's storage, whatever holds it.
-pub trait Store: Send + Sync + 'static {
+/// The vault's storage, whatever holds it: aliases here, the job queue in
+/// [`QueueStore`], network tokens in [`TokenStore`].
+pub trait Store: QueueStore + TokenStore + Send + Sync + 'static {
     fn find_by_fingerprint(&self, tenant: &str, fp: &[u8]) -> StoreResult<Option<String>>;
     fn alias(&self, alias: &str) -> StoreResult<Option<AliasView>>;
     fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>>;
@@ -172,6 +180,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<Option<String>>>> + Send;
     /// Appends an audit record on its own (refusals, reads).
     fn audit(&self, rec: AuditRec) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Appends an event on its own (warnings the console shows).
+    fn add_event(&self, rec: records::EventRec) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Events after `after`, up to `limit`, in order.
+    fn events_page(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, records::EventRec)>>;
 }
 
 pub struct AuditPage {
@@ -256,8 +268,40 @@ fn init_schema(db: &Database) -> StoreResult<()> {
     Ok(())
 }
 
+/// Keeps the per-status token counts (`meta` "nt.<status>") in step with
+/// every status change, so `stats` never scans.
+pub(crate) fn count_status(
+    ctx: &mut WriteCtx<'_>,
+    from: Option<vault_proto::ops::TokenStatus>,
+    to: Option<vault_proto::ops::TokenStatus>,
+) -> StoreResult<()> {
+    if from == to {
+        return Ok(());
+    }
+    let mut meta = ctx.txn.open_table(META)?;
+    for (status, delta) in [(from, -1i64), (to, 1i64)] {
+        let Some(status) = status else { continue };
+        let key = format!("nt.{}", status.as_str());
+        let cur = meta
+            .get(key.as_str())?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let new = cur.saturating_add_signed(delta);
+        meta.insert(key.as_str(), new.to_be_bytes().as_slice())?;
+    }
+    Ok(())
+}
+
+/// Reads a u64 from `meta`.
+pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(meta: &T, key: &str) -> StoreResult<u64> {
+    Ok(meta
+        .get(key)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
+
 /// Reads an alias and its token inside any transaction.
-fn read_alias<A, T>(aliases: &A, tokens: &T, alias: &str) -> StoreResult<Option<AliasView>>
+pub(crate) fn read_alias<A, T>(aliases: &A, tokens: &T, alias: &str) -> StoreResult<Option<AliasView>>
 where
     A: ReadableTable<&'static str, &'static [u8]>,
     T: ReadableTable<&'static str, &'static [u8]>,
@@ -310,10 +354,18 @@ impl Store for RedbStore {
 
     fn counts(&self) -> StoreResult<Counts> {
         let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let mut tokens = std::collections::BTreeMap::new();
+        for st in vault_proto::ops::TokenStatus::ALL {
+            let n = meta_u64(&meta, &format!("nt.{}", st.as_str()))?;
+            if n > 0 {
+                tokens.insert(st.as_str().to_owned(), n);
+            }
+        }
         Ok(Counts {
             aliases: r.open_table(ALIASES)?.len()?,
             pans_retained: r.open_table(PANS)?.len()?,
-            tokens: r.open_table(TOKENS)?.len()?,
+            tokens,
         })
     }
 
@@ -350,9 +402,10 @@ impl Store for RedbStore {
     async fn tokenize(&self, w: TokenizeWrite) -> StoreResult<TokenizeOutcome> {
         self.writer
             .write(move |ctx| {
+                let txn = ctx.txn;
                 let fkey = fingerprint_key(&w.tenant, &w.fingerprint);
-                let mut aliases = ctx.txn.open_table(ALIASES)?;
-                let mut fps = ctx.txn.open_table(FINGERPRINTS)?;
+                let mut aliases = txn.open_table(ALIASES)?;
+                let mut fps = txn.open_table(FINGERPRINTS)?;
                 let existing = fps.get(fkey.as_slice())?.map(|v| v.value().to_owned());
                 let (alias, created) = match (existing, w.new) {
                     (Some(alias), _) => {
@@ -371,16 +424,23 @@ impl Store for RedbStore {
                         }
                         (alias, false)
                     }
-                    (None, Some(new)) => {
+                    (None, Some(mut new)) => {
+                        let job_id = if new.provision { Some(ctx.next_job_id()?) } else { None };
+                        if let Some(nt) = new.rec.nt.as_mut() {
+                            nt.job = job_id;
+                            count_status(ctx, None, Some(nt.status))?;
+                        }
                         fps.insert(fkey.as_slice(), new.alias.as_str())?;
                         aliases.insert(new.alias.as_str(), encode(&new.rec)?.as_slice())?;
+                        if let Some((r, t)) = &new.token {
+                            txn.open_table(TOKENS)?.insert(r.as_str(), encode(t)?.as_slice())?;
+                        }
                         if let Some(ct) = &new.pan_ct {
                             ctx.txn
                                 .open_table(PANS)?
                                 .insert(new.alias.as_str(), ct.as_slice())?;
                         }
-                        if new.provision {
-                            let id = ctx.next_job_id()?;
+                        if let Some(id) = job_id {
                             let job = records::JobRec {
                                 id,
                                 kind: records::JobKind::Provision,
@@ -446,7 +506,8 @@ impl Store for RedbStore {
         let alias = alias.to_owned();
         self.writer
             .write(move |ctx| {
-                let mut aliases = ctx.txn.open_table(ALIASES)?;
+                let txn = ctx.txn;
+                let mut aliases = txn.open_table(ALIASES)?;
                 let Some(raw) = aliases.get(alias.as_str())?.map(|v| v.value().to_vec()) else {
                     return Ok(None);
                 };
@@ -460,9 +521,19 @@ impl Store for RedbStore {
                 ctx.txn
                     .open_table(FINGERPRINTS)?
                     .remove(fingerprint_key(&tenant, &rec.fingerprint).as_slice())?;
+                if let Some(nt) = &rec.nt {
+                    count_status(ctx, Some(nt.status), None)?;
+                    if let Some(job) = nt.job {
+                        queue::remove_job(ctx, job)?;
+                    }
+                }
                 let token_ref = rec.nt.and_then(|n| n.token_ref);
                 if let Some(r) = &token_ref {
-                    ctx.txn.open_table(TOKENS)?.remove(r.as_str())?;
+                    let gone = ctx.txn.open_table(TOKENS)?.remove(r.as_str())?.is_some();
+                    if gone {
+                        // Ask the token service to delete it too (retried).
+                        queue::enqueue(ctx, records::JobKind::Delete, &alias, &tenant, &rec.scheme, Some(r.clone()))?;
+                    }
                 }
                 let mut audit = audit;
                 audit.alias = Some(alias);
@@ -477,5 +548,20 @@ impl Store for RedbStore {
         self.writer
             .write(move |ctx| ctx.audit(&rec).map(|_| ()))
             .await
+    }
+
+    async fn add_event(&self, rec: records::EventRec) -> StoreResult<u64> {
+        self.writer.write(move |ctx| ctx.event(&rec)).await
+    }
+
+    fn events_page(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, records::EventRec)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for item in t.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = item?;
+            out.push((k.value(), decode("event", v.value())?));
+        }
+        Ok(out)
     }
 }

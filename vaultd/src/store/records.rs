@@ -60,6 +60,9 @@ pub struct NtState {
     pub last_error: Option<String>,
     /// When the token became active (drives `transition` retention).
     pub active_since: Option<u64>,
+    /// The provisioning job in the queue for this alias, if any.
+    #[serde(default)]
+    pub job: Option<u64>,
 }
 
 /// A network token (table `tokens`, by token_ref).
@@ -79,6 +82,9 @@ pub struct TokenRec {
     /// Last ATC issued; the next cryptogram uses atc + 1.
     pub atc: u16,
     pub updated_at: u64,
+    /// A key refresh is queued (ATC exhausted).
+    #[serde(default)]
+    pub refresh_pending: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

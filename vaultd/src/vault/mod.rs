@@ -4,7 +4,9 @@
 //! inline (redb reads are short and never block on the writer), writes go
 //! through the store's group commit.
 
+pub mod admin;
 pub mod cards;
+pub mod credentials;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -20,6 +22,7 @@ use vault_proto::{ErrorCode, Pan, WireError};
 use crate::config::{self, Config, Retention};
 use crate::store::records::{AliasRec, AuditRec, NtState};
 use crate::store::{AliasView, NewAlias, Store, StoreError, TokenizeOutcome, TokenizeWrite};
+use crate::tokens::Tokens;
 use cards::now_ms;
 
 /// Who is calling, as the server established it (SO_PEERCRED + config).
@@ -30,6 +33,10 @@ pub struct Caller {
     pub pid: i32,
     /// The merchant account of collector and merchant clients.
     pub tenant: Option<String>,
+    /// Tenants a forwarder serves; `None` means all.
+    pub tenants: Option<Vec<String>>,
+    /// Most PAN-returning `credentials` answers per minute.
+    pub pan_per_minute: Option<u32>,
 }
 
 impl Caller {
@@ -145,18 +152,51 @@ pub const TRANSACTION_TTL_MS: u64 = 30 * 60 * 1000;
 
 pub struct Vault<S: Store, H: Hsm> {
     pub store: Arc<S>,
-    pub hsm: HsmPool<H>,
+    pub hsm: Arc<HsmPool<H>>,
+    pub tokens: Arc<Tokens<S, H>>,
     policy: RwLock<Arc<Policy>>,
     started: Instant,
+    background: std::sync::Mutex<Option<Background>>,
+    limiter: credentials::PanLimiter,
+}
+
+/// The background tasks (provisioning worker, lifecycle feeds) and the
+/// signal that stops them.
+struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
 }
 
 impl<S: Store, H: Hsm> Vault<S, H> {
-    pub fn new(store: Arc<S>, hsm: HsmPool<H>, policy: Policy) -> Self {
-        Vault {
+    /// Builds the vault and starts its background tasks (must run inside a
+    /// tokio runtime). Call [`Vault::shutdown`] before dropping the store.
+    pub fn new(cfg: &Config, store: Arc<S>, hsm: HsmPool<H>) -> Result<Self, String> {
+        let hsm = Arc::new(hsm);
+        let tokens = Arc::new(Tokens::new(cfg, store.clone(), hsm.clone())?);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(tokens.clone().run(stop_rx.clone()));
+        for scheme in cfg.schemes.keys() {
+            tasks.spawn(crate::tokens::lifecycle::follow(tokens.clone(), scheme.clone(), stop_rx.clone()));
+        }
+        let vault = Vault {
             store,
             hsm,
-            policy: RwLock::new(Arc::new(policy)),
+            tokens,
+            policy: RwLock::new(Arc::new(Policy::from_config(cfg))),
             started: Instant::now(),
+            background: std::sync::Mutex::new(Some(Background { stop, tasks })),
+            limiter: credentials::PanLimiter::default(),
+        };
+        Ok(vault)
+    }
+
+    /// Stops the background tasks and waits for running jobs to end.
+    pub async fn shutdown(&self) {
+        let bg = self.background.lock().ok().and_then(|mut b| b.take());
+        if let Some(mut bg) = bg {
+            let _ = bg.stop.send(true);
+            while bg.tasks.join_next().await.is_some() {}
         }
     }
 
@@ -178,7 +218,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         self.started.elapsed().as_millis() as u64
     }
 
-    async fn hsm<R: Send + 'static>(
+    pub(crate) async fn hsm<R: Send + 'static>(
         &self,
         f: impl FnOnce(&H) -> Result<R, HsmError> + Send + 'static,
     ) -> VaultResult<R> {
@@ -237,13 +277,13 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 VaultError::refuse(ErrorCode::Forbidden, "tenant is not configured")
             })?;
         let scheme = cards::scheme_of(args.pan.expose());
-        let tokens_on = tp.network_tokens && scheme.is_some_and(|s| policy.schemes.contains_key(s));
-        if tp.retention == Retention::None {
-            // Storing nothing of the PAN needs a token provisioned while the
-            // caller waits; that path arrives with network tokens.
+        let tokens_on = tp.network_tokens && scheme.is_some_and(|s| self.tokens.has_scheme(s));
+        let store_pan = tp.retention != Retention::None;
+        if !store_pan && !tokens_on {
+            // Nothing may be stored but the card cannot get a network token.
             return Err(VaultError::refuse(
-                ErrorCode::Unavailable,
-                "tenants with pan_retention = \"none\" cannot tokenize yet: synchronous provisioning is not built",
+                ErrorCode::NetworkTokenRequired,
+                "this tenant stores no PANs and the card's scheme has no token service here",
             ));
         }
 
@@ -263,7 +303,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             audit: caller.audit("tokenize", None, "ok"),
         };
         if self.store.find_by_fingerprint(&tenant, &fp)?.is_none() {
-            write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, now).await?);
+            write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now).await?);
         }
         loop {
             let retry = TokenizeWrite {
@@ -277,6 +317,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             };
             match self.store.tokenize(write).await? {
                 TokenizeOutcome::Created(v) => {
+                    self.tokens.wake();
                     return Ok(TokenizeResult {
                         created: true,
                         record: alias_record(&v, &policy),
@@ -291,7 +332,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 // The alias was deleted between our lookup and the write.
                 TokenizeOutcome::NeedsNew => {
                     write = retry;
-                    write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, now).await?);
+                    write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now).await?);
                 }
             }
         }
@@ -303,6 +344,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         w: &TokenizeWrite,
         scheme: Option<&'static str>,
         tokens_on: bool,
+        store_pan: bool,
         now: u64,
     ) -> VaultResult<NewAlias> {
         let pan2 = pan.clone();
@@ -315,10 +357,46 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                         break a;
                     }
                 };
-                let ct = h.seal(&alias, "pan", pan2.expose().as_bytes())?;
+                let ct = if store_pan {
+                    Some(h.seal(&alias, "pan", pan2.expose().as_bytes())?)
+                } else {
+                    None
+                };
                 Ok((alias, ct))
             })
             .await?;
+        // No PAN may be stored: the token is provisioned now, the PAN only
+        // ever in memory (and zeroized when `pan` drops).
+        let token = match (store_pan, scheme) {
+            (false, Some(scheme)) => {
+                let key = format!(
+                    "fp-{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&w.fingerprint)
+                );
+                match self
+                    .tokens
+                    .provision_now(&alias, &w.tenant, scheme, pan, w.exp_month, w.exp_year, &key)
+                    .await
+                {
+                    Ok(t) => Some(t),
+                    Err(crate::tokens::SyncError::NotEligible(m)) => {
+                        tracing::info!(reason = %m, "card not eligible for a network token; nothing stored");
+                        return Err(VaultError::refuse(
+                            ErrorCode::NetworkTokenRequired,
+                            "the card cannot get a network token and this tenant stores no PANs",
+                        ));
+                    }
+                    Err(crate::tokens::SyncError::Unavailable(m)) => {
+                        tracing::warn!(reason = %m, "synchronous provisioning failed; nothing stored");
+                        return Err(VaultError::refuse(
+                            ErrorCode::Unavailable,
+                            "the token service could not be reached in time; nothing was stored",
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
         let rec = AliasRec {
             tenant: w.tenant.clone(),
             fingerprint: w.fingerprint.clone(),
@@ -329,20 +407,28 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             exp_year: w.exp_year,
             scheme: scheme.unwrap_or("unknown").to_owned(),
             created_at: now,
-            pan_removed: false,
-            nt: tokens_on.then_some(NtState {
-                status: vault_proto::ops::TokenStatus::Pending,
-                token_ref: None,
+            pan_removed: !store_pan,
+            nt: tokens_on.then(|| NtState {
+                status: token
+                    .as_ref()
+                    .map(|t| t.token.status)
+                    .unwrap_or(vault_proto::ops::TokenStatus::Pending),
+                token_ref: token.as_ref().map(|t| t.token_ref.clone()),
                 updated_at: now,
                 last_error: None,
-                active_since: None,
+                active_since: token
+                    .as_ref()
+                    .filter(|t| t.token.status == vault_proto::ops::TokenStatus::Active)
+                    .map(|_| now),
+                job: None,
             }),
         };
         Ok(NewAlias {
             alias,
             rec,
-            pan_ct: Some(pan_ct),
-            provision: tokens_on,
+            pan_ct,
+            provision: tokens_on && store_pan,
+            token: token.map(|t| (t.token_ref, t.token)),
         })
     }
 
@@ -439,12 +525,21 @@ impl<S: Store, H: Hsm> Vault<S, H> {
 
     pub fn stats(&self) -> VaultResult<Stats> {
         let c = self.store.counts()?;
+        let q = self.store.queue_counts(now_ms())?;
+        let in_flight = self.tokens.in_flight().len() as u64;
         Ok(Stats {
             aliases: c.aliases,
             pans_retained: c.pans_retained,
-            tokens: Default::default(),
-            queue: Default::default(),
-            schemes: Default::default(),
+            tokens: c.tokens,
+            queue: vault_proto::ops::QueueCounts {
+                // Jobs in flight are still due on disk (so a crash makes
+                // them due again); show them once.
+                due: q.due.saturating_sub(in_flight),
+                scheduled: q.scheduled,
+                in_flight,
+                failed: q.failed,
+            },
+            schemes: self.tokens.scheme_stats(),
             uptime_ms: self.uptime_ms(),
         })
     }

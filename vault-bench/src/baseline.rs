@@ -1,0 +1,225 @@
+//! Raw rates measured beside the vault, in the same run, so its throughput
+//! can be read as a ratio: one SoftHSM session doing AES-GCM seal + HMAC
+//! fingerprint (the tokenize path's crypto), one doing derive + CMAC (the
+//! cryptogram), and redb single-insert durable commits (what the vault would
+//! be bound to without group commit). Each runs on one thread, blocking.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, TableDefinition};
+use serde::Serialize;
+use vault_hsm::keys::import_token_key_for_test;
+use vault_hsm::{Hsm, HsmConfig, HsmError, Pkcs11Hsm, load_pin};
+use vault_proto::Pan;
+
+/// Which token to open (normally the daemon's own).
+#[derive(Debug, Clone)]
+pub struct HsmTarget {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub pin_file: Option<PathBuf>,
+}
+
+/// One baseline: a rate, or why it could not be measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub ops: u64,
+    pub secs: f64,
+    pub per_sec: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl Baseline {
+    fn measured(name: &'static str, what: &'static str, ops: u64, took: Duration) -> Self {
+        let secs = took.as_secs_f64();
+        Baseline {
+            name,
+            what,
+            ops,
+            secs,
+            per_sec: (secs > 0.0).then(|| ops as f64 / secs),
+            error: None,
+        }
+    }
+
+    fn failed(name: &'static str, what: &'static str, error: String) -> Self {
+        Baseline {
+            name,
+            what,
+            ops: 0,
+            secs: 0.0,
+            per_sec: None,
+            error: Some(error),
+        }
+    }
+}
+
+pub const HSM_SEAL_FP: &str = "hsm_seal_fingerprint";
+pub const HSM_DERIVE_CMAC: &str = "hsm_derive_cmac";
+pub const REDB_COMMIT: &str = "redb_commit";
+pub const REDB_COMMIT_1PC: &str = "redb_commit_1pc";
+
+const SEAL_FP_WHAT: &str = "SoftHSM, 1 session: AES-256-GCM seal (16 B) + HMAC-SHA-256 fingerprint";
+const DERIVE_CMAC_WHAT: &str = "SoftHSM, 1 session: derive session key (AES-ECB) + AES-CMAC (46 B)";
+
+/// Runs `op` repeatedly for `time`; returns how many ran and how long it took.
+fn for_time<E>(time: Duration, mut op: impl FnMut(u64) -> Result<(), E>) -> Result<(u64, Duration), E> {
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < time {
+        // Check the clock every 64 ops; one op is microseconds.
+        for _ in 0..64 {
+            op(n)?;
+            n += 1;
+        }
+    }
+    Ok((n, start.elapsed()))
+}
+
+/// The two HSM baselines on one session of the target token.
+pub fn hsm(target: &HsmTarget, time: Duration) -> Vec<Baseline> {
+    let opened = load_pin(target.pin_file.as_deref()).and_then(|pin| {
+        Pkcs11Hsm::open(&HsmConfig {
+            module: target.module.clone(),
+            token_label: target.token_label.clone(),
+            pin,
+        })
+    });
+    let hsm = match opened {
+        Ok(h) => h,
+        Err(e) => {
+            let why = format!("cannot open the HSM: {e}");
+            return vec![
+                Baseline::failed(HSM_SEAL_FP, SEAL_FP_WHAT, why.clone()),
+                Baseline::failed(HSM_DERIVE_CMAC, DERIVE_CMAC_WHAT, why),
+            ];
+        }
+    };
+    vec![seal_fingerprint(&hsm, time), derive_cmac(&hsm, time)]
+}
+
+fn seal_fingerprint(hsm: &Pkcs11Hsm, time: Duration) -> Baseline {
+    // The public test card: the benchmark never handles real card data.
+    let pan = Pan::new("4111111111111111".to_owned());
+    let run = for_time(time, |_| -> Result<(), HsmError> {
+        hsm.seal("bench0000000000000000000000000000", "pan", pan.expose().as_bytes())?;
+        hsm.fingerprint("bench", &pan)?;
+        Ok(())
+    });
+    match run {
+        Ok((n, took)) => Baseline::measured(HSM_SEAL_FP, SEAL_FP_WHAT, n, took),
+        Err(e) => Baseline::failed(HSM_SEAL_FP, SEAL_FP_WHAT, e.to_string()),
+    }
+}
+
+fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration) -> Baseline {
+    // A throwaway token key with a fixed value, under a reference no scheme
+    // issues, destroyed afterwards.
+    let token_ref = format!("vault-bench-baseline-{}", std::process::id());
+    let key = [0x5a_u8; 16];
+    if let Err(e) = import_token_key_for_test(hsm, &token_ref, &key) {
+        return Baseline::failed(
+            HSM_DERIVE_CMAC,
+            DERIVE_CMAC_WHAT,
+            format!("cannot create a test token key: {e}"),
+        );
+    }
+    // D of DESIGN.md "Cryptograms" for a 16-digit token: 46 bytes.
+    let mut data = Vec::with_capacity(46);
+    data.push(0x01);
+    data.push(16);
+    data.extend_from_slice(b"4895370012345678");
+    data.extend_from_slice(b"2911");
+    data.extend_from_slice(&1250u64.to_be_bytes());
+    data.extend_from_slice(b"CHF");
+    data.extend_from_slice(&7u16.to_be_bytes());
+    data.extend_from_slice(&[0xa1, 0xb2, 0xc3, 0xd4]);
+    data.extend_from_slice(b"07");
+    let run = for_time(time, |n| -> Result<(), HsmError> {
+        let atc = (n % 65_535) as u16 + 1;
+        hsm.cryptogram_mac(&token_ref, atc, &data)?;
+        Ok(())
+    });
+    let _ = hsm.destroy_token_key(&token_ref);
+    match run {
+        Ok((n, took)) => Baseline::measured(HSM_DERIVE_CMAC, DERIVE_CMAC_WHAT, n, took),
+        Err(e) => Baseline::failed(HSM_DERIVE_CMAC, DERIVE_CMAC_WHAT, e.to_string()),
+    }
+}
+
+const BENCH_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("bench");
+
+/// Single-insert `Durability::Immediate` commits into a fresh file in `dir`,
+/// with and without redb's two-phase commit (vaultd's default is with).
+pub fn redb(dir: &Path, time: Duration) -> Vec<Baseline> {
+    [
+        (
+            REDB_COMMIT,
+            "redb, 1 thread: one 64 B insert per Durability::Immediate commit, two-phase (vaultd default)",
+            true,
+        ),
+        (
+            REDB_COMMIT_1PC,
+            "redb, 1 thread: one 64 B insert per Durability::Immediate commit, one-phase",
+            false,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, what, two_phase)| match redb_commits(dir, time, two_phase) {
+        Ok((n, took)) => Baseline::measured(name, what, n, took),
+        Err(e) => Baseline::failed(name, what, e),
+    })
+    .collect()
+}
+
+fn redb_commits(dir: &Path, time: Duration, two_phase: bool) -> Result<(u64, Duration), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("vault-bench-redb-")
+        .tempdir_in(dir)
+        .map_err(|e| format!("cannot create a temp dir in {}: {e}", dir.display()))?;
+    let db = Database::create(tmp.path().join("bench.redb")).map_err(|e| e.to_string())?;
+    let value = [0x42_u8; 64];
+    for_time(time, |i| -> Result<(), redb::Error> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_two_phase_commit(two_phase);
+        txn.open_table(BENCH_TABLE)?.insert(i, value.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redb_baseline_commits_and_reports_a_rate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rates = redb(dir.path(), Duration::from_millis(100));
+        assert_eq!(rates.len(), 2);
+        for r in &rates {
+            assert_eq!(r.error, None);
+            assert!(r.ops >= 64, "at least one batch of commits");
+            assert!(r.per_sec.is_some_and(|p| p > 0.0));
+        }
+    }
+
+    #[test]
+    fn a_missing_module_is_reported_not_fatal() {
+        let rates = hsm(
+            &HsmTarget {
+                module: PathBuf::from("/nonexistent/libpkcs11.so"),
+                token_label: "none".to_owned(),
+                pin_file: None,
+            },
+            Duration::from_millis(10),
+        );
+        assert_eq!(rates.len(), 2);
+        assert!(rates.iter().all(|r| r.error.is_some() && r.per_sec.is_none()));
+    }
+}

@@ -1,0 +1,144 @@
+//! The scenarios and what they share: the open connections, the card
+//! generator, the sets of aliases created along the way, and a wrapper that
+//! measures the daemon's and the bench's CPU around each run.
+
+mod foundation;
+mod mixed;
+mod network;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use vault_proto::Client;
+use vault_proto::client::ClientError;
+use vault_proto::ops::TokenizeArgs;
+
+use crate::load::{self, Outcome, Progress, Stop};
+use crate::pans::PanGen;
+use crate::procfs::{self, CpuSnapshot};
+use crate::report::ScenarioReport;
+
+pub use crate::cli::Scenario;
+
+/// Settings the scenarios read.
+pub struct Settings {
+    pub depth: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub set_size: usize,
+    pub cards: usize,
+    pub drain_timeout: Duration,
+    pub tenant: String,
+    pub report_every: Duration,
+}
+
+/// Aliases created earlier, with the cards behind them (for repeats).
+struct CardSet {
+    pans: Arc<Vec<vault_proto::Pan>>,
+    aliases: Arc<Vec<String>>,
+}
+
+pub struct Bench {
+    clients: Vec<Arc<Client>>,
+    daemon: Option<u32>,
+    cfg: Settings,
+    pans: Arc<PanGen>,
+    /// Next card number of this run: every new-PAN request takes one.
+    next_card: Arc<AtomicU64>,
+    set: Option<CardSet>,
+    /// Aliases whose cards went through provisioning.
+    provisioned: Option<Arc<Vec<String>>>,
+    pub reports: Vec<ScenarioReport>,
+}
+
+impl Bench {
+    pub fn new(clients: Vec<Arc<Client>>, daemon: Option<u32>, cfg: Settings, pans: PanGen) -> Bench {
+        Bench {
+            clients,
+            daemon,
+            cfg,
+            pans: Arc::new(pans),
+            next_card: Arc::new(AtomicU64::new(0)),
+            set: None,
+            provisioned: None,
+            reports: Vec::new(),
+        }
+    }
+
+    pub async fn run(&mut self, scenario: Scenario) {
+        match scenario {
+            Scenario::TokenizeNew => self.tokenize_new().await,
+            Scenario::TokenizeRepeat => self.tokenize_repeat().await,
+            Scenario::AliasStatus => self.alias_status().await,
+            Scenario::All => {
+                self.tokenize_new().await;
+                self.tokenize_repeat().await;
+                self.alias_status().await;
+            }
+            Scenario::Provisioning => self.provisioning().await,
+            Scenario::Credentials => self.credentials().await,
+            Scenario::Mixed => self.mixed().await,
+        }
+    }
+
+    /// The first connection, for single calls (probes, `stats`).
+    fn control(&self) -> Arc<Client> {
+        Arc::clone(&self.clients[0])
+    }
+
+    fn timed(&self) -> Stop {
+        Stop::For {
+            warmup: self.cfg.warmup,
+            measure: self.cfg.duration,
+        }
+    }
+
+    fn progress(&self, label: &str) -> Progress {
+        Progress {
+            every: self.cfg.report_every,
+            daemon: self.daemon,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Runs a load and reports it with the CPU both processes used and the
+    /// daemon's memory afterwards.
+    async fn measured<F, Fut>(
+        &self,
+        name: &str,
+        stop: Stop,
+        progress: Option<Progress>,
+        call: F,
+    ) -> ScenarioReport
+    where
+        F: Fn(Arc<Client>, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        eprintln!("vault-bench: running {name}");
+        let daemon_cpu = self.daemon.map(CpuSnapshot::take);
+        let own_cpu = CpuSnapshot::own();
+        let run = load::run(&self.clients, self.cfg.depth, stop, progress, call).await;
+        let mut report = ScenarioReport::from_run(name, &run);
+        report.daemon_cpu = daemon_cpu.map(|s| s.used_since());
+        report.bench_cpu = Some(own_cpu.used_since());
+        report.daemon_rss = self.daemon.and_then(procfs::rss);
+        report
+    }
+}
+
+/// A tokenize request for `pan` with a far, valid expiry.
+fn tokenize_args(pan: vault_proto::Pan) -> TokenizeArgs {
+    TokenizeArgs {
+        pan,
+        exp_month: 12,
+        exp_year: 2031,
+        transaction_id: None,
+    }
+}
+
+/// `code: message` of a refused probe, for a skipped scenario.
+fn refusal(what: &str, e: &ClientError) -> String {
+    format!("{what} answered {e}")
+}

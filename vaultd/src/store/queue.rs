@@ -1,0 +1,477 @@
+//! The durable job queue: provisioning, token deletion and key refresh jobs.
+//! A job lives in `jobs` by id; while due or scheduled it is also in
+//! `job_queue` under (next_at, id), so the worker reads due jobs in time
+//! order without scanning. "In flight" is the worker's in-memory view: a
+//! job it holds stays due on disk, so after a crash it is simply due again.
+
+use std::future::Future;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use vault_proto::ops::{JobState, TokenStatus};
+
+use super::records::{AliasRec, EventRec, JobKind, JobRec, TokenRec, decode, encode};
+use super::{
+    ALIASES, JOB_QUEUE, JOBS, META, RedbStore, StoreError, StoreResult, TOKENS, WriteCtx,
+    count_status,
+};
+use crate::vault::cards::now_ms;
+
+/// Adds a job, due now.
+pub(crate) fn enqueue(
+    ctx: &mut WriteCtx<'_>,
+    kind: JobKind,
+    alias: &str,
+    tenant: &str,
+    scheme: &str,
+    token_ref: Option<String>,
+) -> StoreResult<u64> {
+    let id = ctx.next_job_id()?;
+    let now = now_ms();
+    let job = JobRec {
+        id,
+        kind,
+        alias: alias.to_owned(),
+        tenant: tenant.to_owned(),
+        scheme: scheme.to_owned(),
+        token_ref,
+        state: JobState::Due,
+        attempts: 0,
+        next_at: now,
+        last_error: None,
+        created_at: now,
+    };
+    ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+    ctx.txn.open_table(JOB_QUEUE)?.insert((now, id), ())?;
+    Ok(id)
+}
+
+fn load_job(ctx: &WriteCtx<'_>, id: u64) -> StoreResult<Option<JobRec>> {
+    let jobs = ctx.txn.open_table(JOBS)?;
+    let v = jobs.get(id)?.map(|v| v.value().to_vec());
+    v.map(|v| decode("job", &v)).transpose()
+}
+
+/// Removes a job wherever it is.
+pub(crate) fn remove_job(ctx: &mut WriteCtx<'_>, id: u64) -> StoreResult<()> {
+    if let Some(job) = load_job(ctx, id)? {
+        ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+        ctx.txn.open_table(JOBS)?.remove(id)?;
+    }
+    Ok(())
+}
+
+fn load_alias(ctx: &WriteCtx<'_>, alias: &str) -> StoreResult<Option<AliasRec>> {
+    let t = ctx.txn.open_table(ALIASES)?;
+    let v = t.get(alias)?.map(|v| v.value().to_vec());
+    v.map(|v| decode("alias", &v)).transpose()
+}
+
+fn save_alias(ctx: &WriteCtx<'_>, alias: &str, rec: &AliasRec) -> StoreResult<()> {
+    ctx.txn.open_table(ALIASES)?.insert(alias, encode(rec)?.as_slice())?;
+    Ok(())
+}
+
+/// Sets an alias's token status, keeping the per-status counts.
+pub(crate) fn set_alias_status(
+    ctx: &mut WriteCtx<'_>,
+    alias: &str,
+    rec: &mut AliasRec,
+    status: TokenStatus,
+    last_error: Option<String>,
+) -> StoreResult<()> {
+    let now = now_ms();
+    let from = rec.nt.as_ref().map(|n| n.status);
+    if let Some(nt) = rec.nt.as_mut() {
+        nt.status = status;
+        nt.updated_at = now;
+        nt.last_error = last_error;
+        if status == TokenStatus::Active && nt.active_since.is_none() {
+            nt.active_since = Some(now);
+        }
+    }
+    count_status(ctx, from, Some(status))?;
+    save_alias(ctx, alias, rec)
+}
+
+/// How a job ended (or when it runs again), as the worker reports it.
+pub enum JobFinish {
+    /// A token was issued and its key is in the HSM.
+    Provisioned { job_id: u64, token_ref: String, token: TokenRec },
+    /// The TSP refused for good: `NotEligible`, or `Failed` (kept for an
+    /// admin to retry).
+    Refused { job_id: u64, status: TokenStatus, error: String },
+    /// Try again at `next_at`, or give up (`failed`) when out of attempts.
+    Retry { job_id: u64, next_at: u64, error: String, give_up: bool },
+    /// A delete or key refresh finished; `atc_reset` for key refresh.
+    Done { job_id: u64, atc_reset: bool },
+}
+
+pub enum FinishOutcome {
+    Ok,
+    /// The alias went away (deleted) while the job ran: the caller destroys
+    /// the token key; a delete job for the token was queued.
+    Orphaned { token_ref: String },
+}
+
+/// Queue figures for `stats` (in-flight comes from the worker).
+#[derive(Debug, Clone, Default)]
+pub struct QueueCounts {
+    pub due: u64,
+    pub scheduled: u64,
+    pub failed: u64,
+}
+
+pub trait QueueStore {
+    /// Due jobs (next_at <= now) in time order, skipping `skip` ids.
+    fn due_jobs(&self, now: u64, limit: usize, skip: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>>;
+    fn job(&self, id: u64) -> StoreResult<Option<JobRec>>;
+    /// Jobs with id > after, in id order, filtered by `keep`.
+    fn jobs_page(&self, after: u64, limit: usize, keep: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>>;
+    fn queue_counts(&self, now: u64) -> StoreResult<QueueCounts>;
+    fn paused_schemes(&self) -> StoreResult<Vec<String>>;
+
+    fn finish_job(&self, f: JobFinish) -> impl Future<Output = StoreResult<FinishOutcome>> + Send;
+    /// A failed job due again now, attempts reset; the alias back to pending.
+    fn retry_job(&self, id: u64, audit: super::records::AuditRec) -> impl Future<Output = StoreResult<Option<JobState>>> + Send;
+    /// Queues provisioning for an alias of `tenant` (the `provision` op).
+    fn request_provision(
+        &self,
+        tenant: &str,
+        alias: &str,
+        audit: super::records::AuditRec,
+    ) -> impl Future<Output = StoreResult<ProvisionRequest>> + Send;
+    fn set_paused(&self, scheme: &str, paused: bool, audit: super::records::AuditRec) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub enum ProvisionRequest {
+    NotFound,
+    /// Nothing to do (pending already, or a live token).
+    Unchanged,
+    /// Network tokens are off for this alias, or its PAN is gone.
+    NoPan,
+    Queued,
+}
+
+impl QueueStore for RedbStore {
+    fn due_jobs(&self, now: u64, limit: usize, skip: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>> {
+        let r = self.db().begin_read()?;
+        let q = r.open_table(JOB_QUEUE)?;
+        let jobs = r.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for item in q.range(..=(now, u64::MAX))? {
+            let ((_, id), ()) = {
+                let (k, _) = item?;
+                (k.value(), ())
+            };
+            let Some(raw) = jobs.get(id)? else { continue };
+            let job: JobRec = decode("job", raw.value())?;
+            if skip(&job) {
+                continue;
+            }
+            out.push(job);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn job(&self, id: u64) -> StoreResult<Option<JobRec>> {
+        let r = self.db().begin_read()?;
+        let jobs = r.open_table(JOBS)?;
+        jobs.get(id)?.map(|v| decode("job", v.value())).transpose()
+    }
+
+    fn jobs_page(&self, after: u64, limit: usize, keep: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>> {
+        let r = self.db().begin_read()?;
+        let jobs = r.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for item in jobs.range(after.saturating_add(1)..)? {
+            let (_, v) = item?;
+            let job: JobRec = decode("job", v.value())?;
+            if keep(&job) {
+                out.push(job);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn queue_counts(&self, now: u64) -> StoreResult<QueueCounts> {
+        let r = self.db().begin_read()?;
+        let q = r.open_table(JOB_QUEUE)?;
+        let queued = q.len()?;
+        let mut due = 0;
+        for item in q.range(..=(now, u64::MAX))? {
+            item?;
+            due += 1;
+        }
+        let all = r.open_table(JOBS)?.len()?;
+        Ok(QueueCounts {
+            due,
+            scheduled: queued - due,
+            failed: all.saturating_sub(queued),
+        })
+    }
+
+    fn paused_schemes(&self) -> StoreResult<Vec<String>> {
+        let r = self.db().begin_read()?;
+        let meta = r.open_table(META)?;
+        let mut out = Vec::new();
+        for s in crate::config::SCHEMES {
+            if super::meta_u64(&meta, &format!("paused.{s}"))? == 1 {
+                out.push(s.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn finish_job(&self, f: JobFinish) -> StoreResult<FinishOutcome> {
+        self.writer()
+            .write(move |ctx| {
+                let id = match &f {
+                    JobFinish::Provisioned { job_id, .. }
+                    | JobFinish::Refused { job_id, .. }
+                    | JobFinish::Retry { job_id, .. }
+                    | JobFinish::Done { job_id, .. } => *job_id,
+                };
+                let Some(mut job) = load_job(ctx, id)? else {
+                    // Deleted meanwhile (alias deleted): a token issued for
+                    // it must not outlive it.
+                    return Ok(match f {
+                        JobFinish::Provisioned { token_ref, token, .. } => {
+                            super::queue::enqueue(ctx, JobKind::Delete, &token.alias, &token.tenant, &token.scheme, Some(token_ref.clone()))?;
+                            FinishOutcome::Orphaned { token_ref }
+                        }
+                        _ => FinishOutcome::Ok,
+                    });
+                };
+                let alias = job.alias.clone();
+                let at = now_ms();
+                match f {
+                    JobFinish::Provisioned { token_ref, token, .. } => {
+                        remove_job(ctx, id)?;
+                        let Some(mut rec) = load_alias(ctx, &alias)? else {
+                            enqueue(ctx, JobKind::Delete, &alias, &job.tenant, &job.scheme, Some(token_ref.clone()))?;
+                            return Ok(FinishOutcome::Orphaned { token_ref });
+                        };
+                        ctx.txn.open_table(TOKENS)?.insert(token_ref.as_str(), encode(&token)?.as_slice())?;
+                        if let Some(nt) = rec.nt.as_mut() {
+                            nt.token_ref = Some(token_ref.clone());
+                            nt.job = None;
+                            nt.active_since = None;
+                        }
+                        set_alias_status(ctx, &alias, &mut rec, token.status, None)?;
+                        ctx.event(&EventRec {
+                            at,
+                            alias: Some(alias),
+                            scheme: Some(job.scheme.clone()),
+                            kind: "provisioned".into(),
+                            detail: format!("token {token_ref} {} after {} attempt(s)", token.status.as_str(), job.attempts + 1),
+                        })?;
+                    }
+                    JobFinish::Refused { status, error, .. } => {
+                        if status == TokenStatus::Failed {
+                            ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+                            job.state = JobState::Failed;
+                            job.attempts += 1;
+                            job.last_error = Some(error.clone());
+                            ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                        } else {
+                            remove_job(ctx, id)?;
+                        }
+                        if job.kind == JobKind::Provision
+                            && let Some(mut rec) = load_alias(ctx, &alias)?
+                        {
+                            if status != TokenStatus::Failed
+                                && let Some(nt) = rec.nt.as_mut()
+                            {
+                                nt.job = None;
+                            }
+                            set_alias_status(ctx, &alias, &mut rec, status, Some(error.clone()))?;
+                        }
+                        ctx.event(&EventRec {
+                            at,
+                            alias: Some(alias),
+                            scheme: Some(job.scheme.clone()),
+                            kind: format!("{}_{}", job.kind.as_str(), status.as_str()),
+                            detail: error,
+                        })?;
+                    }
+                    JobFinish::Retry { next_at, error, give_up, .. } => {
+                        ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+                        job.attempts += 1;
+                        job.last_error = Some(error.clone());
+                        if give_up {
+                            job.state = JobState::Failed;
+                            if job.kind == JobKind::Provision
+                                && let Some(mut rec) = load_alias(ctx, &alias)?
+                            {
+                                set_alias_status(ctx, &alias, &mut rec, TokenStatus::Failed, Some(error.clone()))?;
+                            }
+                            ctx.event(&EventRec {
+                                at,
+                                alias: Some(alias),
+                                scheme: Some(job.scheme.clone()),
+                                kind: format!("{}_failed", job.kind.as_str()),
+                                detail: format!("gave up after {} attempts: {error}", job.attempts),
+                            })?;
+                        } else {
+                            job.state = JobState::Scheduled;
+                            job.next_at = next_at;
+                            ctx.txn.open_table(JOB_QUEUE)?.insert((next_at, id), ())?;
+                            if job.kind == JobKind::Provision
+                                && let Some(mut rec) = load_alias(ctx, &alias)?
+                                && let Some(nt) = rec.nt.as_mut()
+                            {
+                                nt.last_error = Some(error);
+                                save_alias(ctx, &alias, &rec)?;
+                            }
+                        }
+                        ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                    }
+                    JobFinish::Done { atc_reset, .. } => {
+                        remove_job(ctx, id)?;
+                        if atc_reset && let Some(r) = &job.token_ref {
+                            let mut tokens = ctx.txn.open_table(TOKENS)?;
+                            let cur = tokens.get(r.as_str())?.map(|v| v.value().to_vec());
+                            if let Some(raw) = cur {
+                                let mut t: TokenRec = decode("token", &raw)?;
+                                t.atc = 0;
+                                t.refresh_pending = false;
+                                t.updated_at = at;
+                                tokens.insert(r.as_str(), encode(&t)?.as_slice())?;
+                            }
+                        }
+                        ctx.event(&EventRec {
+                            at,
+                            alias: Some(alias),
+                            scheme: Some(job.scheme.clone()),
+                            kind: format!("{}_done", job.kind.as_str()),
+                            detail: job.token_ref.clone().unwrap_or_default(),
+                        })?;
+                    }
+                }
+                Ok(FinishOutcome::Ok)
+            })
+            .await
+    }
+
+    async fn retry_job(&self, id: u64, audit: super::records::AuditRec) -> StoreResult<Option<JobState>> {
+        self.writer()
+            .write(move |ctx| {
+                let Some(mut job) = load_job(ctx, id)? else {
+                    return Ok(None);
+                };
+                let mut audit = audit;
+                audit.alias = Some(job.alias.clone());
+                if job.state == JobState::Failed {
+                    let now = now_ms();
+                    job.state = JobState::Due;
+                    job.attempts = 0;
+                    job.next_at = now;
+                    ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                    ctx.txn.open_table(JOB_QUEUE)?.insert((now, id), ())?;
+                    if job.kind == JobKind::Provision
+                        && let Some(mut rec) = load_alias(ctx, &job.alias)?
+                    {
+                        if let Some(nt) = rec.nt.as_mut() {
+                            nt.job = Some(id);
+                        }
+                        set_alias_status(ctx, &job.alias, &mut rec, TokenStatus::Pending, None)?;
+                    }
+                    audit.outcome = "ok requeued".into();
+                } else {
+                    audit.outcome = "ok unchanged".into();
+                }
+                ctx.audit(&audit)?;
+                Ok(Some(job.state))
+            })
+            .await
+    }
+
+    async fn request_provision(
+        &self,
+        tenant: &str,
+        alias: &str,
+        audit: super::records::AuditRec,
+    ) -> StoreResult<ProvisionRequest> {
+        let tenant = tenant.to_owned();
+        let alias = alias.to_owned();
+        self.writer()
+            .write(move |ctx| {
+                let Some(mut rec) = load_alias(ctx, &alias)? else {
+                    return Ok(ProvisionRequest::NotFound);
+                };
+                if rec.tenant != tenant {
+                    return Ok(ProvisionRequest::NotFound);
+                }
+                let Some(nt) = rec.nt.clone() else {
+                    return Ok(ProvisionRequest::NoPan);
+                };
+                let mut audit = audit;
+                audit.alias = Some(alias.clone());
+                let live = matches!(
+                    nt.status,
+                    TokenStatus::Pending | TokenStatus::Active | TokenStatus::Inactive | TokenStatus::Suspended
+                );
+                if live {
+                    audit.outcome = "ok unchanged".into();
+                    ctx.audit(&audit)?;
+                    return Ok(ProvisionRequest::Unchanged);
+                }
+                if rec.pan_removed {
+                    return Ok(ProvisionRequest::NoPan);
+                }
+                // A failed job is revived under its own id (same idempotency
+                // key: a token the TSP issued before is returned, not a new one).
+                let revived = match nt.job.map(|j| load_job(ctx, j)).transpose()?.flatten() {
+                    Some(mut job) if job.state == JobState::Failed => {
+                        let now = now_ms();
+                        job.state = JobState::Due;
+                        job.attempts = 0;
+                        job.next_at = now;
+                        ctx.txn.open_table(JOBS)?.insert(job.id, encode(&job)?.as_slice())?;
+                        ctx.txn.open_table(JOB_QUEUE)?.insert((now, job.id), ())?;
+                        Some(job.id)
+                    }
+                    _ => None,
+                };
+                let id = match revived {
+                    Some(id) => id,
+                    None => enqueue(ctx, JobKind::Provision, &alias, &tenant, &rec.scheme, None)?,
+                };
+                if let Some(nt) = rec.nt.as_mut() {
+                    nt.job = Some(id);
+                    nt.token_ref = None;
+                    nt.active_since = None;
+                }
+                set_alias_status(ctx, &alias, &mut rec, TokenStatus::Pending, None)?;
+                audit.outcome = "ok queued".into();
+                ctx.audit(&audit)?;
+                Ok(ProvisionRequest::Queued)
+            })
+            .await
+    }
+
+    async fn set_paused(&self, scheme: &str, paused: bool, audit: super::records::AuditRec) -> StoreResult<()> {
+        let key = format!("paused.{scheme}");
+        self.writer()
+            .write(move |ctx| {
+                ctx.txn
+                    .open_table(META)?
+                    .insert(key.as_str(), u64::from(paused).to_be_bytes().as_slice())?;
+                ctx.audit(&audit)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl From<std::convert::Infallible> for StoreError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
