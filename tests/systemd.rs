@@ -93,7 +93,10 @@ fn units_pass_systemd_analyze_verify() {
     let units = units_for_verify(dir.path());
     let (ok, text) = verify(&units);
     // verify exits 0 on unknown keys and only prints them: demand silence.
-    assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify: {text}"
+    );
 
     // The same check catches a mistake.
     let service = &units[0];
@@ -113,7 +116,11 @@ fn service_hardening_is_rated_2_or_lower() {
         .output()
         .expect("systemd-analyze");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rating: f64 = text
         .lines()
         .find_map(|l| l.split_once("Overall exposure level for vaultd.service: "))
@@ -151,7 +158,10 @@ fn units_and_shipped_config_agree() {
         "ExecStart=/usr/bin/vaultd --config /etc/vaultd/vaultd.toml run",
         "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
-        assert!(service.iter().any(|l| l == want), "vaultd.service lacks {want}");
+        assert!(
+            service.iter().any(|l| l == want),
+            "vaultd.service lacks {want}"
+        );
     }
     // In a user namespace SO_PEERCRED maps every client uid to 65534.
     assert!(!service.iter().any(|l| l == "PrivateUsers=yes"));
@@ -160,7 +170,10 @@ fn units_and_shipped_config_agree() {
         "SocketMode=0660",
         "SocketGroup=vault-clients",
     ] {
-        assert!(socket.iter().any(|l| l == want), "vaultd.socket lacks {want}");
+        assert!(
+            socket.iter().any(|l| l == want),
+            "vaultd.socket lacks {want}"
+        );
     }
 
     // The shipped configuration is valid and names the same socket.
@@ -170,7 +183,11 @@ fn units_and_shipped_config_agree() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("\nsocket = \"/run/vaultd/vaultd.sock\"\n"));
     // It enables no client: a shipped example uid would be a way in.
@@ -243,7 +260,10 @@ fn notifies_ready_pings_the_watchdog_and_notifies_stopping() {
     assert!(health(&mut c));
     assert_eq!(ready.value("STATUS"), Some("serving"));
     assert!(
-        !notify.seen.iter().any(|n| n.has("WATCHDOG=1") && n.at < ready.at),
+        !notify
+            .seen
+            .iter()
+            .any(|n| n.has("WATCHDOG=1") && n.at < ready.at),
         "watchdog pinged before READY"
     );
 
@@ -259,7 +279,11 @@ fn notifies_ready_pings_the_watchdog_and_notifies_stopping() {
             pings.push(n.at);
         }
     }
-    assert!((6..=10).contains(&pings.len()), "{} pings in 4s", pings.len());
+    assert!(
+        (6..=10).contains(&pings.len()),
+        "{} pings in 4s",
+        pings.len()
+    );
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
     assert!(
@@ -283,7 +307,10 @@ fn never_notifies_ready_when_the_hsm_does_not_open() {
     let cfg = std::fs::read_to_string(env.config_path()).unwrap();
     std::fs::write(
         env.config_path(),
-        cfg.replace("token_label = \"vaultd-test\"", "token_label = \"no-such-token\""),
+        cfg.replace(
+            "token_label = \"vaultd-test\"",
+            "token_label = \"no-such-token\"",
+        ),
     )
     .unwrap();
     let mut notify = NotifySocket::bind(env.path());
@@ -344,7 +371,9 @@ roles = [\"merchant\"]
         "serving; configuration reloaded"
     );
     assert!(env.call_as(4242, "health", &json!({})).is_ok());
-    let tokenized = env.call_as(4242, "tokenize", &card).expect("new tenant works");
+    let tokenized = env
+        .call_as(4242, "tokenize", &card)
+        .expect("new tenant works");
     assert_eq!(tokenized["created"], true);
     // The connection opened before the reload still works.
     assert!(health(&mut existing));
@@ -364,7 +393,9 @@ roles = [\"merchant\"]
         "the log names the key: {}",
         env.log()
     );
-    let again = env.call_as(4242, "tokenize", &card).expect("still a client");
+    let again = env
+        .call_as(4242, "tokenize", &card)
+        .expect("still a client");
     assert_eq!(again["created"], false);
     assert_eq!(again["alias"], tokenized["alias"]);
     assert!(health(&mut existing));

@@ -363,3 +363,118 @@ pub fn first_line(child: &mut Child) -> String {
     BufReader::new(out).read_line(&mut line).expect("read line");
     line.trim().to_owned()
 }
+
+/// A vault wired to a running scheme-sim: KEKs imported, schemes
+/// configured, tenant `t-a` with network tokens; the test process (uid 0)
+/// is merchant of `t-a`, admin, and forwarder for every tenant.
+pub struct TokenEnv {
+    pub env: TestEnv,
+    pub sim: SchemeSim,
+    pub daemon: Option<Vaultd>,
+}
+
+/// Tunables for [`TokenEnv`].
+pub struct TokenOpts {
+    pub provisioning: &'static str,
+    pub tenants: &'static str,
+    pub clients: &'static str,
+}
+
+impl Default for TokenOpts {
+    fn default() -> Self {
+        TokenOpts {
+            provisioning: "backoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\nmax_attempts = 30\npoll_interval = \"1s\"\nbreaker_threshold = 20\nbreaker_cooldown = \"500ms\"\n",
+            tenants: "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = true\n",
+            clients: "",
+        }
+    }
+}
+
+impl TokenEnv {
+    pub fn start(opts: TokenOpts) -> TokenEnv {
+        let env = TestEnv::new();
+        let sim = SchemeSim::start(&env);
+        let extra = format!(
+            "[provisioning]\n{}\n{}\n{}\n[[client]]\nname = \"root\"\nuid = 0\ntenant = \"t-a\"\ntenants = [\"*\"]\nroles = [\"merchant\", \"admin\", \"forwarder\"]\n{}",
+            opts.provisioning,
+            sim.schemes_config(),
+            opts.tenants,
+            opts.clients
+        );
+        env.write_config("", &extra);
+        env.vaultd_cmd(&["keys", "init"]);
+        sim.import_keks(&env);
+        let daemon = Some(Vaultd::spawn(&env));
+        TokenEnv { env, sim, daemon }
+    }
+
+    pub fn client(&self) -> BlockingClient {
+        self.env.client()
+    }
+
+    pub fn restart(&mut self) {
+        self.daemon = None;
+        self.daemon = Some(Vaultd::spawn(&self.env));
+    }
+
+    pub fn daemon(&mut self) -> &mut Vaultd {
+        self.daemon.as_mut().expect("daemon running")
+    }
+
+    /// Polls `alias_status` until the token leaves `pending` (or times out).
+    pub fn wait_status(
+        &self,
+        c: &mut BlockingClient,
+        alias: &str,
+        timeout: Duration,
+    ) -> vault_proto::ops::AliasRecord {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = c
+                .op::<vault_proto::ops::AliasStatus>(&vault_proto::ops::AliasArgs {
+                    alias: alias.to_owned(),
+                })
+                .expect("alias_status");
+            let st = r.token_info.as_ref().map(|t| t.status);
+            if st != Some(vault_proto::ops::TokenStatus::Pending) || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `stats` shows an empty queue (nothing due, scheduled or
+    /// in flight).
+    pub fn wait_queue_empty(
+        &self,
+        c: &mut BlockingClient,
+        timeout: Duration,
+    ) -> vault_proto::ops::Stats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = c
+                .op::<vault_proto::ops::StatsOp>(&vault_proto::ops::NoArgs {})
+                .expect("stats");
+            let q = &s.queue;
+            if q.due + q.scheduled + q.in_flight == 0 || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub fn tokenize(
+    c: &mut BlockingClient,
+    pan: &str,
+    m: u8,
+    y: u16,
+) -> vault_proto::ops::TokenizeResult {
+    c.op::<vault_proto::ops::Tokenize>(&vault_proto::ops::TokenizeArgs {
+        pan: vault_proto::Pan::new(pan.into()),
+        exp_month: m,
+        exp_year: y,
+        transaction_id: None,
+    })
+    .expect("tokenize")
+}

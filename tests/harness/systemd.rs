@@ -50,6 +50,12 @@ impl Launch {
             for s in &self.activate {
                 c.arg("-l").arg(s);
             }
+            // It passes the program only the environment named with -E.
+            c.arg("-E")
+                .arg(format!("SOFTHSM2_CONF={}", env.softhsm_conf().display()));
+            for (k, v) in &self.env {
+                c.arg("-E").arg(format!("{k}={v}"));
+            }
             c.arg(&vaultd);
             c
         };
@@ -110,7 +116,10 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
         if let Some(st) = child.try_wait().expect("try_wait") {
             return st;
         }
-        assert!(Instant::now() < deadline, "process did not exit in {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit in {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -66,7 +66,10 @@ const SEAL_FP_WHAT: &str = "SoftHSM, 1 session: AES-256-GCM seal (16 B) + HMAC-S
 const DERIVE_CMAC_WHAT: &str = "SoftHSM, 1 session: derive session key (AES-ECB) + AES-CMAC (46 B)";
 
 /// Runs `op` repeatedly for `time`; returns how many ran and how long it took.
-fn for_time<E>(time: Duration, mut op: impl FnMut(u64) -> Result<(), E>) -> Result<(u64, Duration), E> {
+fn for_time<E>(
+    time: Duration,
+    mut op: impl FnMut(u64) -> Result<(), E>,
+) -> Result<(u64, Duration), E> {
     let start = Instant::now();
     let mut n = 0;
     while start.elapsed() < time {
@@ -105,7 +108,11 @@ fn seal_fingerprint(hsm: &Pkcs11Hsm, time: Duration) -> Baseline {
     // The public test card: the benchmark never handles real card data.
     let pan = Pan::new("4111111111111111".to_owned());
     let run = for_time(time, |_| -> Result<(), HsmError> {
-        hsm.seal("bench0000000000000000000000000000", "pan", pan.expose().as_bytes())?;
+        hsm.seal(
+            "bench0000000000000000000000000000",
+            "pan",
+            pan.expose().as_bytes(),
+        )?;
         hsm.fingerprint("bench", &pan)?;
         Ok(())
     });
@@ -220,6 +227,10 @@ mod tests {
             Duration::from_millis(10),
         );
         assert_eq!(rates.len(), 2);
-        assert!(rates.iter().all(|r| r.error.is_some() && r.per_sec.is_none()));
+        assert!(
+            rates
+                .iter()
+                .all(|r| r.error.is_some() && r.per_sec.is_none())
+        );
     }
 }

@@ -80,6 +80,9 @@ impl Histogram {
             return Duration::ZERO;
         }
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        if rank == self.total {
+            return Duration::from_nanos(self.max_ns);
+        }
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
@@ -109,7 +112,18 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for v in [0u64, 1, 63, 64, 65, 100, 1_000, 123_456, 10_000_000, u64::MAX / 2] {
+        for v in [
+            0u64,
+            1,
+            63,
+            64,
+            65,
+            100,
+            1_000,
+            123_456,
+            10_000_000,
+            u64::MAX / 2,
+        ] {
             let i = index(v);
             assert!(i >= last, "index must not decrease");
             last = i;

@@ -68,7 +68,10 @@ async fn baselines(args: &Args) -> Vec<baseline::Baseline> {
     if args.no_baselines {
         return Vec::new();
     }
-    eprintln!("vault-bench: measuring baselines ({:?} each)", args.baseline_time);
+    eprintln!(
+        "vault-bench: measuring baselines ({:?} each)",
+        args.baseline_time
+    );
     let time = args.baseline_time;
     let hsm = args.hsm_module.clone().map(|module| HsmTarget {
         module,
@@ -94,7 +97,9 @@ async fn baselines(args: &Args) -> Vec<baseline::Baseline> {
             ops: 0,
             secs: 0.0,
             per_sec: None,
-            error: Some("not measured: pass --hsm-module, --hsm-token-label and --hsm-pin-file".to_owned()),
+            error: Some(
+                "not measured: pass --hsm-module, --hsm-token-label and --hsm-pin-file".to_owned(),
+            ),
         });
     }
     out
@@ -110,7 +115,9 @@ async fn run(args: Args) -> BenchResult<()> {
         )));
     }
     if daemon.is_none() {
-        eprintln!("vault-bench: warning: the daemon's pid is unknown (SO_PEERCRED); no RSS or CPU figures");
+        eprintln!(
+            "vault-bench: warning: the daemon's pid is unknown (SO_PEERCRED); no RSS or CPU figures"
+        );
     }
 
     let baselines = baselines(&args).await;

@@ -140,6 +140,48 @@ impl CpuSnapshot {
     }
 }
 
+/// Busy CPU of the whole machine (all processes), from /proc/stat: shows
+/// how much of the two cores went to processes other than vaultd and the
+/// bench (e.g. a build running beside the benchmark).
+pub struct SystemCpu {
+    at: Instant,
+    busy: u64,
+}
+
+fn system_busy_ticks() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle)
+}
+
+impl SystemCpu {
+    pub fn take() -> SystemCpu {
+        SystemCpu {
+            at: Instant::now(),
+            busy: system_busy_ticks(),
+        }
+    }
+
+    /// Busy cores since `self`.
+    pub fn cores_since(&self) -> f64 {
+        let secs = self.at.elapsed().as_secs_f64().max(1e-9);
+        system_busy_ticks().saturating_sub(self.busy) as f64 / clock_ticks_per_sec() / secs
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,8 @@ pub struct ScenarioReport {
     pub errors_by_code: BTreeMap<String, u64>,
     pub daemon_cpu: Option<CpuUse>,
     pub bench_cpu: Option<CpuUse>,
+    /// Busy cores of the whole machine (everything, not just these two).
+    pub machine_cpu_cores: Option<f64>,
     pub daemon_rss: Option<Rss>,
     /// Scenario-specific figures (e.g. `tokens_per_sec`).
     pub extra: BTreeMap<String, f64>,
@@ -61,7 +63,11 @@ impl ScenarioReport {
             secs,
             ok: run.ok,
             errors: run.failed,
-            ops_per_sec: if secs > 0.0 { run.ok as f64 / secs } else { 0.0 },
+            ops_per_sec: if secs > 0.0 {
+                run.ok as f64 / secs
+            } else {
+                0.0
+            },
             latency: (run.hist.count() > 0).then(|| Latency {
                 p50_ms: ms(run.hist.quantile(0.50)),
                 p99_ms: ms(run.hist.quantile(0.99)),
@@ -73,6 +79,7 @@ impl ScenarioReport {
             errors_by_code: run.errors.clone(),
             daemon_cpu: None,
             bench_cpu: None,
+            machine_cpu_cores: None,
             daemon_rss: None,
             extra: BTreeMap::new(),
             notes,
@@ -92,6 +99,7 @@ impl ScenarioReport {
             errors_by_code: BTreeMap::new(),
             daemon_cpu: None,
             bench_cpu: None,
+            machine_cpu_cores: None,
             daemon_rss: None,
             extra: BTreeMap::new(),
             notes: Vec::new(),
@@ -205,8 +213,18 @@ impl Report {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "{:<26} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
-            "scenario", "ok", "errors", "ops/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "vaultd", "bench"
+            "{:<26} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>5}",
+            "scenario",
+            "ok",
+            "errors",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+            "max ms",
+            "vaultd",
+            "bench",
+            "all"
         );
         for s in &self.scenarios {
             if let Some(why) = &s.skipped {
@@ -218,7 +236,7 @@ impl Report {
             });
             let _ = writeln!(
                 o,
-                "{:<26} {:>11} {:>8} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>6}",
+                "{:<26} {:>11} {:>8} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>6} {:>5}",
                 s.name,
                 thousands(s.ok),
                 thousands(s.errors),
@@ -233,9 +251,14 @@ impl Report {
                 s.bench_cpu
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), |c| format!("{:.2}", c.cores)),
+                s.machine_cpu_cores
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
             );
         }
-        let _ = writeln!(o, "(vaultd / bench: CPU cores used during the scenario)");
+        let _ = writeln!(
+            o,
+            "(vaultd / bench / all: CPU cores used during the scenario by vaultd, by this bench, by the whole machine)"
+        );
         for s in self.scenarios.iter().filter(|s| s.skipped.is_none()) {
             let _ = writeln!(o);
             let _ = writeln!(o, "{} ({:.1} s)", s.name, s.secs);
@@ -287,7 +310,11 @@ impl Report {
             let _ = writeln!(o);
             let _ = writeln!(o, "ratios (vault ops/s / baseline ops/s):");
             for r in &self.ratios {
-                let _ = writeln!(o, "  {:<26} / {:<22} {:>8.2}x", r.scenario, r.baseline, r.ratio);
+                let _ = writeln!(
+                    o,
+                    "  {:<26} / {:<22} {:>8.2}x",
+                    r.scenario, r.baseline, r.ratio
+                );
             }
         }
         if let Some(r) = &self.daemon_rss_end {
@@ -308,12 +335,14 @@ fn kv(m: &BTreeMap<String, u64>) -> String {
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
+    let head = digits.len() % 3;
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+    out.push_str(&digits[..head]);
+    for group in digits.as_bytes()[head..].chunks(3) {
+        if !out.is_empty() {
             out.push(',');
         }
-        out.push(c);
+        out.extend(group.iter().map(|&b| char::from(b)));
     }
     out
 }

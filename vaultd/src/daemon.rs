@@ -147,7 +147,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), StartError> {
 /// `[server].socket`. The flag says whether we bound it (and so remove it).
 fn listen(cfg: &Config) -> Result<(UnixListener, bool), StartError> {
     if let Some(l) = systemd::activated_listener().map_err(|e| StartError(e.to_string()))? {
-        let passed = l.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        let passed = l
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf));
         match &passed {
             Some(p) if p == &cfg.server.socket => {
                 tracing::info!(socket = %p.display(), "serving the socket systemd passed")
@@ -179,8 +182,11 @@ fn reload(path: &Path, dispatcher: &ServingDispatcher) {
     match Config::load(path) {
         Ok(new) => {
             // Policy first: a new client's new tenant must exist before the
-            // client can make requests for it.
-            dispatcher.vault.set_policy(Policy::from_config(&new));
+            // client can make requests for it. The schemes stay: their token
+            // service connections are made at start-up.
+            let mut policy = Policy::from_config(&new);
+            policy.schemes = dispatcher.vault.policy().schemes.clone();
+            dispatcher.vault.set_policy(policy);
             dispatcher.set_clients(ClientTable::from_config(&new));
             tracing::info!(
                 clients = new.clients.len(),

@@ -255,7 +255,9 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
             }
             op::SCHEME_PAUSE | op::SCHEME_RESUME => {
                 let a: ops::SchemeArgs = decode(args)?;
-                ok(&v.scheme_pause(who, &a.scheme, head.op == op::SCHEME_PAUSE).await?)
+                ok(&v
+                    .scheme_pause(who, &a.scheme, head.op == op::SCHEME_PAUSE)
+                    .await?)
             }
             op::EVENTS => {
                 let a: ops::PageArgs = decode(args)?;
@@ -270,7 +272,10 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
                 ok(&v.purge_due(who, a.tenant).await?)
             }
             other => {
-                return Err(VaultError::refuse(ErrorCode::UnknownOp, format!("op {other} is not served")));
+                return Err(VaultError::refuse(
+                    ErrorCode::UnknownOp,
+                    format!("op {other} is not served"),
+                ));
             }
         };
         bytes.map_err(VaultError::Refused)

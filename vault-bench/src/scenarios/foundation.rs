@@ -48,7 +48,8 @@ impl Bench {
         let n = self.cfg.set_size.max(1);
         eprintln!("vault-bench: tokenizing {n} cards for the repeat/status sets");
         let start = self.next_card.fetch_add(n as u64, Relaxed);
-        let pans: Arc<Vec<Pan>> = Arc::new((0..n as u64).map(|i| self.pans.visa(start + i)).collect());
+        let pans: Arc<Vec<Pan>> =
+            Arc::new((0..n as u64).map(|i| self.pans.visa(start + i)).collect());
         let slots: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
         let (p, s) = (Arc::clone(&pans), Arc::clone(&slots));
         let run = load::run(
@@ -101,7 +102,8 @@ impl Bench {
 
     pub(super) async fn tokenize_repeat(&mut self) {
         if let Err(why) = self.ensure_set().await {
-            self.reports.push(ScenarioReport::skipped("tokenize-repeat", why));
+            self.reports
+                .push(ScenarioReport::skipped("tokenize-repeat", why));
             return;
         }
         let Some(set) = &self.set else { return };
@@ -122,7 +124,8 @@ impl Bench {
 
     pub(super) async fn alias_status(&mut self) {
         if let Err(why) = self.ensure_set().await {
-            self.reports.push(ScenarioReport::skipped("alias-status", why));
+            self.reports
+                .push(ScenarioReport::skipped("alias-status", why));
             return;
         }
         let Some(set) = &self.set else { return };

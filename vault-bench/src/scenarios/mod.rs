@@ -17,7 +17,7 @@ use vault_proto::ops::TokenizeArgs;
 
 use crate::load::{self, Outcome, Progress, Stop};
 use crate::pans::PanGen;
-use crate::procfs::{self, CpuSnapshot};
+use crate::procfs::{self, CpuSnapshot, SystemCpu};
 use crate::report::ScenarioReport;
 
 pub use crate::cli::Scenario;
@@ -54,7 +54,12 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(clients: Vec<Arc<Client>>, daemon: Option<u32>, cfg: Settings, pans: PanGen) -> Bench {
+    pub fn new(
+        clients: Vec<Arc<Client>>,
+        daemon: Option<u32>,
+        cfg: Settings,
+        pans: PanGen,
+    ) -> Bench {
         Bench {
             clients,
             daemon,
@@ -119,10 +124,12 @@ impl Bench {
         eprintln!("vault-bench: running {name}");
         let daemon_cpu = self.daemon.map(CpuSnapshot::take);
         let own_cpu = CpuSnapshot::own();
+        let machine = SystemCpu::take();
         let run = load::run(&self.clients, self.cfg.depth, stop, progress, call).await;
         let mut report = ScenarioReport::from_run(name, &run);
         report.daemon_cpu = daemon_cpu.map(|s| s.used_since());
         report.bench_cpu = Some(own_cpu.used_since());
+        report.machine_cpu_cores = Some(machine.cores_since());
         report.daemon_rss = self.daemon.and_then(procfs::rss);
         report
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use vault_proto::Client;
 use vault_proto::client::ClientError;
 use vault_proto::ops::{
-    CredentialKind, Credentials, CredentialsArgs, CredentialsOp, FallbackReason, Initiator,
-    NoArgs, Stats, StatsOp, Tokenize,
+    CredentialKind, Credentials, CredentialsArgs, CredentialsOp, FallbackReason, Initiator, NoArgs,
+    Stats, StatsOp, Tokenize,
 };
 
 use super::{Bench, refusal, tokenize_args};
@@ -50,7 +50,9 @@ impl From<&Stats> for Progress {
 }
 
 async fn stats(c: &Client) -> Result<Progress, ClientError> {
-    c.op::<StatsOp>(&NoArgs {}).await.map(|s| Progress::from(&s))
+    c.op::<StatsOp>(&NoArgs {})
+        .await
+        .map(|s| Progress::from(&s))
 }
 
 fn credentials_args(alias: String, tenant: String) -> CredentialsArgs {
@@ -104,15 +106,14 @@ impl Bench {
             Ok(s) => s,
             Err(e) => {
                 let why = refusal("stats (admin role needed)", &e);
-                self.reports.push(ScenarioReport::skipped("provisioning", why));
+                self.reports
+                    .push(ScenarioReport::skipped("provisioning", why));
                 return;
             }
         };
         // One card first: without network tokens for this tenant there is
         // nothing to provision.
-        let probe = self
-            .pans
-            .any_scheme(self.next_card.fetch_add(1, Relaxed));
+        let probe = self.pans.any_scheme(self.next_card.fetch_add(1, Relaxed));
         match control.op::<Tokenize>(&tokenize_args(probe)).await {
             Ok(r) if r.record.token_info.is_none() => {
                 self.reports.push(ScenarioReport::skipped(
@@ -126,7 +127,8 @@ impl Bench {
             Ok(_) => {}
             Err(e) => {
                 let why = refusal("tokenize", &e);
-                self.reports.push(ScenarioReport::skipped("provisioning", why));
+                self.reports
+                    .push(ScenarioReport::skipped("provisioning", why));
                 return;
             }
         }
@@ -194,7 +196,10 @@ impl Bench {
             match stats(control).await {
                 Ok(p) => {
                     last = p;
-                    samples.push((Instant::now(), p.provisioned.saturating_sub(before.provisioned)));
+                    samples.push((
+                        Instant::now(),
+                        p.provisioned.saturating_sub(before.provisioned),
+                    ));
                     let settled = (p.provisioned + p.not_eligible + p.failed)
                         .saturating_sub(before.provisioned + before.not_eligible + before.failed);
                     if p.pending == 0 && settled >= cards as u64 {
@@ -224,16 +229,16 @@ impl Bench {
             "not_eligible".into(),
             last.not_eligible.saturating_sub(before.not_eligible),
         );
-        r.outcomes.insert(
-            "failed".into(),
-            last.failed.saturating_sub(before.failed),
-        );
+        r.outcomes
+            .insert("failed".into(), last.failed.saturating_sub(before.failed));
         r.extra.insert("tokens_per_sec".into(), r.ops_per_sec);
         if let Some(steady) = steady_rate(&samples, done) {
             r.extra.insert("tokens_per_sec_10_to_90pct".into(), steady);
         }
-        r.extra.insert("scheme_p50_ms_max".into(), last.p50_ms as f64);
-        r.extra.insert("scheme_p99_ms_max".into(), last.p99_ms as f64);
+        r.extra
+            .insert("scheme_p50_ms_max".into(), last.p50_ms as f64);
+        r.extra
+            .insert("scheme_p99_ms_max".into(), last.p99_ms as f64);
         r.notes.push(format!(
             "{cards} cards tokenized; tokens/s = provisioned / time from the first tokenize to the \
              drained queue (polling stats every 250 ms)"
@@ -264,7 +269,8 @@ impl Bench {
             Ok(_) => {}
             Err(e) => {
                 let why = refusal("credentials (forwarder role needed)", &e);
-                self.reports.push(ScenarioReport::skipped("credentials", why));
+                self.reports
+                    .push(ScenarioReport::skipped("credentials", why));
                 return;
             }
         }

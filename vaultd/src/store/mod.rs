@@ -17,8 +17,8 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use vault_hsm::{Hsm, HsmError};
 
-use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
 pub use queue::{JobFinish, QueueStore};
+use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
 pub use tokens::{AtcOutcome, TokenStore};
 pub use writer::{WriteCtx, Writer, WriterStats};
 
@@ -293,7 +293,10 @@ pub(crate) fn count_status(
 }
 
 /// Reads a u64 from `meta`.
-pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(meta: &T, key: &str) -> StoreResult<u64> {
+pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
+    meta: &T,
+    key: &str,
+) -> StoreResult<u64> {
     Ok(meta
         .get(key)?
         .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
@@ -301,7 +304,11 @@ pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(meta: &T, 
 }
 
 /// Reads an alias and its token inside any transaction.
-pub(crate) fn read_alias<A, T>(aliases: &A, tokens: &T, alias: &str) -> StoreResult<Option<AliasView>>
+pub(crate) fn read_alias<A, T>(
+    aliases: &A,
+    tokens: &T,
+    alias: &str,
+) -> StoreResult<Option<AliasView>>
 where
     A: ReadableTable<&'static str, &'static [u8]>,
     T: ReadableTable<&'static str, &'static [u8]>,
@@ -425,7 +432,11 @@ impl Store for RedbStore {
                         (alias, false)
                     }
                     (None, Some(mut new)) => {
-                        let job_id = if new.provision { Some(ctx.next_job_id()?) } else { None };
+                        let job_id = if new.provision {
+                            Some(ctx.next_job_id()?)
+                        } else {
+                            None
+                        };
                         if let Some(nt) = new.rec.nt.as_mut() {
                             nt.job = job_id;
                             count_status(ctx, None, Some(nt.status))?;
@@ -433,7 +444,8 @@ impl Store for RedbStore {
                         fps.insert(fkey.as_slice(), new.alias.as_str())?;
                         aliases.insert(new.alias.as_str(), encode(&new.rec)?.as_slice())?;
                         if let Some((r, t)) = &new.token {
-                            txn.open_table(TOKENS)?.insert(r.as_str(), encode(t)?.as_slice())?;
+                            txn.open_table(TOKENS)?
+                                .insert(r.as_str(), encode(t)?.as_slice())?;
                         }
                         if let Some(ct) = &new.pan_ct {
                             ctx.txn
@@ -532,7 +544,14 @@ impl Store for RedbStore {
                     let gone = ctx.txn.open_table(TOKENS)?.remove(r.as_str())?.is_some();
                     if gone {
                         // Ask the token service to delete it too (retried).
-                        queue::enqueue(ctx, records::JobKind::Delete, &alias, &tenant, &rec.scheme, Some(r.clone()))?;
+                        queue::enqueue(
+                            ctx,
+                            records::JobKind::Delete,
+                            &alias,
+                            &tenant,
+                            &rec.scheme,
+                            Some(r.clone()),
+                        )?;
                     }
                 }
                 let mut audit = audit;

@@ -40,7 +40,9 @@ pub(crate) fn enqueue(
         last_error: None,
         created_at: now,
     };
-    ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+    ctx.txn
+        .open_table(JOBS)?
+        .insert(id, encode(&job)?.as_slice())?;
     ctx.txn.open_table(JOB_QUEUE)?.insert((now, id), ())?;
     Ok(id)
 }
@@ -67,7 +69,9 @@ fn load_alias(ctx: &WriteCtx<'_>, alias: &str) -> StoreResult<Option<AliasRec>> 
 }
 
 fn save_alias(ctx: &WriteCtx<'_>, alias: &str, rec: &AliasRec) -> StoreResult<()> {
-    ctx.txn.open_table(ALIASES)?.insert(alias, encode(rec)?.as_slice())?;
+    ctx.txn
+        .open_table(ALIASES)?
+        .insert(alias, encode(rec)?.as_slice())?;
     Ok(())
 }
 
@@ -96,12 +100,25 @@ pub(crate) fn set_alias_status(
 /// How a job ended (or when it runs again), as the worker reports it.
 pub enum JobFinish {
     /// A token was issued and its key is in the HSM.
-    Provisioned { job_id: u64, token_ref: String, token: TokenRec },
+    Provisioned {
+        job_id: u64,
+        token_ref: String,
+        token: TokenRec,
+    },
     /// The TSP refused for good: `NotEligible`, or `Failed` (kept for an
     /// admin to retry).
-    Refused { job_id: u64, status: TokenStatus, error: String },
+    Refused {
+        job_id: u64,
+        status: TokenStatus,
+        error: String,
+    },
     /// Try again at `next_at`, or give up (`failed`) when out of attempts.
-    Retry { job_id: u64, next_at: u64, error: String, give_up: bool },
+    Retry {
+        job_id: u64,
+        next_at: u64,
+        error: String,
+        give_up: bool,
+    },
     /// A delete or key refresh finished; `atc_reset` for key refresh.
     Done { job_id: u64, atc_reset: bool },
 }
@@ -110,7 +127,9 @@ pub enum FinishOutcome {
     Ok,
     /// The alias went away (deleted) while the job ran: the caller destroys
     /// the token key; a delete job for the token was queued.
-    Orphaned { token_ref: String },
+    Orphaned {
+        token_ref: String,
+    },
 }
 
 /// Queue figures for `stats` (in-flight comes from the worker).
@@ -123,16 +142,30 @@ pub struct QueueCounts {
 
 pub trait QueueStore {
     /// Due jobs (next_at <= now) in time order, skipping `skip` ids.
-    fn due_jobs(&self, now: u64, limit: usize, skip: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>>;
+    fn due_jobs(
+        &self,
+        now: u64,
+        limit: usize,
+        skip: &dyn Fn(&JobRec) -> bool,
+    ) -> StoreResult<Vec<JobRec>>;
     fn job(&self, id: u64) -> StoreResult<Option<JobRec>>;
     /// Jobs with id > after, in id order, filtered by `keep`.
-    fn jobs_page(&self, after: u64, limit: usize, keep: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>>;
+    fn jobs_page(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &dyn Fn(&JobRec) -> bool,
+    ) -> StoreResult<Vec<JobRec>>;
     fn queue_counts(&self, now: u64) -> StoreResult<QueueCounts>;
     fn paused_schemes(&self) -> StoreResult<Vec<String>>;
 
     fn finish_job(&self, f: JobFinish) -> impl Future<Output = StoreResult<FinishOutcome>> + Send;
     /// A failed job due again now, attempts reset; the alias back to pending.
-    fn retry_job(&self, id: u64, audit: super::records::AuditRec) -> impl Future<Output = StoreResult<Option<JobState>>> + Send;
+    fn retry_job(
+        &self,
+        id: u64,
+        audit: super::records::AuditRec,
+    ) -> impl Future<Output = StoreResult<Option<JobState>>> + Send;
     /// Queues provisioning for an alias of `tenant` (the `provision` op).
     fn request_provision(
         &self,
@@ -140,7 +173,12 @@ pub trait QueueStore {
         alias: &str,
         audit: super::records::AuditRec,
     ) -> impl Future<Output = StoreResult<ProvisionRequest>> + Send;
-    fn set_paused(&self, scheme: &str, paused: bool, audit: super::records::AuditRec) -> impl Future<Output = StoreResult<()>> + Send;
+    fn set_paused(
+        &self,
+        scheme: &str,
+        paused: bool,
+        audit: super::records::AuditRec,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 pub enum ProvisionRequest {
@@ -153,7 +191,12 @@ pub enum ProvisionRequest {
 }
 
 impl QueueStore for RedbStore {
-    fn due_jobs(&self, now: u64, limit: usize, skip: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>> {
+    fn due_jobs(
+        &self,
+        now: u64,
+        limit: usize,
+        skip: &dyn Fn(&JobRec) -> bool,
+    ) -> StoreResult<Vec<JobRec>> {
         let r = self.db().begin_read()?;
         let q = r.open_table(JOB_QUEUE)?;
         let jobs = r.open_table(JOBS)?;
@@ -182,7 +225,12 @@ impl QueueStore for RedbStore {
         jobs.get(id)?.map(|v| decode("job", v.value())).transpose()
     }
 
-    fn jobs_page(&self, after: u64, limit: usize, keep: &dyn Fn(&JobRec) -> bool) -> StoreResult<Vec<JobRec>> {
+    fn jobs_page(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: &dyn Fn(&JobRec) -> bool,
+    ) -> StoreResult<Vec<JobRec>> {
         let r = self.db().begin_read()?;
         let jobs = r.open_table(JOBS)?;
         let mut out = Vec::new();
@@ -241,8 +289,17 @@ impl QueueStore for RedbStore {
                     // Deleted meanwhile (alias deleted): a token issued for
                     // it must not outlive it.
                     return Ok(match f {
-                        JobFinish::Provisioned { token_ref, token, .. } => {
-                            super::queue::enqueue(ctx, JobKind::Delete, &token.alias, &token.tenant, &token.scheme, Some(token_ref.clone()))?;
+                        JobFinish::Provisioned {
+                            token_ref, token, ..
+                        } => {
+                            super::queue::enqueue(
+                                ctx,
+                                JobKind::Delete,
+                                &token.alias,
+                                &token.tenant,
+                                &token.scheme,
+                                Some(token_ref.clone()),
+                            )?;
                             FinishOutcome::Orphaned { token_ref }
                         }
                         _ => FinishOutcome::Ok,
@@ -251,13 +308,24 @@ impl QueueStore for RedbStore {
                 let alias = job.alias.clone();
                 let at = now_ms();
                 match f {
-                    JobFinish::Provisioned { token_ref, token, .. } => {
+                    JobFinish::Provisioned {
+                        token_ref, token, ..
+                    } => {
                         remove_job(ctx, id)?;
                         let Some(mut rec) = load_alias(ctx, &alias)? else {
-                            enqueue(ctx, JobKind::Delete, &alias, &job.tenant, &job.scheme, Some(token_ref.clone()))?;
+                            enqueue(
+                                ctx,
+                                JobKind::Delete,
+                                &alias,
+                                &job.tenant,
+                                &job.scheme,
+                                Some(token_ref.clone()),
+                            )?;
                             return Ok(FinishOutcome::Orphaned { token_ref });
                         };
-                        ctx.txn.open_table(TOKENS)?.insert(token_ref.as_str(), encode(&token)?.as_slice())?;
+                        ctx.txn
+                            .open_table(TOKENS)?
+                            .insert(token_ref.as_str(), encode(&token)?.as_slice())?;
                         if let Some(nt) = rec.nt.as_mut() {
                             nt.token_ref = Some(token_ref.clone());
                             nt.job = None;
@@ -269,7 +337,11 @@ impl QueueStore for RedbStore {
                             alias: Some(alias),
                             scheme: Some(job.scheme.clone()),
                             kind: "provisioned".into(),
-                            detail: format!("token {token_ref} {} after {} attempt(s)", token.status.as_str(), job.attempts + 1),
+                            detail: format!(
+                                "token {token_ref} {} after {} attempt(s)",
+                                token.status.as_str(),
+                                job.attempts + 1
+                            ),
                         })?;
                     }
                     JobFinish::Refused { status, error, .. } => {
@@ -278,7 +350,9 @@ impl QueueStore for RedbStore {
                             job.state = JobState::Failed;
                             job.attempts += 1;
                             job.last_error = Some(error.clone());
-                            ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                            ctx.txn
+                                .open_table(JOBS)?
+                                .insert(id, encode(&job)?.as_slice())?;
                         } else {
                             remove_job(ctx, id)?;
                         }
@@ -300,7 +374,12 @@ impl QueueStore for RedbStore {
                             detail: error,
                         })?;
                     }
-                    JobFinish::Retry { next_at, error, give_up, .. } => {
+                    JobFinish::Retry {
+                        next_at,
+                        error,
+                        give_up,
+                        ..
+                    } => {
                         ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
                         job.attempts += 1;
                         job.last_error = Some(error.clone());
@@ -309,7 +388,13 @@ impl QueueStore for RedbStore {
                             if job.kind == JobKind::Provision
                                 && let Some(mut rec) = load_alias(ctx, &alias)?
                             {
-                                set_alias_status(ctx, &alias, &mut rec, TokenStatus::Failed, Some(error.clone()))?;
+                                set_alias_status(
+                                    ctx,
+                                    &alias,
+                                    &mut rec,
+                                    TokenStatus::Failed,
+                                    Some(error.clone()),
+                                )?;
                             }
                             ctx.event(&EventRec {
                                 at,
@@ -330,7 +415,9 @@ impl QueueStore for RedbStore {
                                 save_alias(ctx, &alias, &rec)?;
                             }
                         }
-                        ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                        ctx.txn
+                            .open_table(JOBS)?
+                            .insert(id, encode(&job)?.as_slice())?;
                     }
                     JobFinish::Done { atc_reset, .. } => {
                         remove_job(ctx, id)?;
@@ -359,7 +446,11 @@ impl QueueStore for RedbStore {
             .await
     }
 
-    async fn retry_job(&self, id: u64, audit: super::records::AuditRec) -> StoreResult<Option<JobState>> {
+    async fn retry_job(
+        &self,
+        id: u64,
+        audit: super::records::AuditRec,
+    ) -> StoreResult<Option<JobState>> {
         self.writer()
             .write(move |ctx| {
                 let Some(mut job) = load_job(ctx, id)? else {
@@ -372,7 +463,9 @@ impl QueueStore for RedbStore {
                     job.state = JobState::Due;
                     job.attempts = 0;
                     job.next_at = now;
-                    ctx.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+                    ctx.txn
+                        .open_table(JOBS)?
+                        .insert(id, encode(&job)?.as_slice())?;
                     ctx.txn.open_table(JOB_QUEUE)?.insert((now, id), ())?;
                     if job.kind == JobKind::Provision
                         && let Some(mut rec) = load_alias(ctx, &job.alias)?
@@ -415,7 +508,10 @@ impl QueueStore for RedbStore {
                 audit.alias = Some(alias.clone());
                 let live = matches!(
                     nt.status,
-                    TokenStatus::Pending | TokenStatus::Active | TokenStatus::Inactive | TokenStatus::Suspended
+                    TokenStatus::Pending
+                        | TokenStatus::Active
+                        | TokenStatus::Inactive
+                        | TokenStatus::Suspended
                 );
                 if live {
                     audit.outcome = "ok unchanged".into();
@@ -433,7 +529,9 @@ impl QueueStore for RedbStore {
                         job.state = JobState::Due;
                         job.attempts = 0;
                         job.next_at = now;
-                        ctx.txn.open_table(JOBS)?.insert(job.id, encode(&job)?.as_slice())?;
+                        ctx.txn
+                            .open_table(JOBS)?
+                            .insert(job.id, encode(&job)?.as_slice())?;
                         ctx.txn.open_table(JOB_QUEUE)?.insert((now, job.id), ())?;
                         Some(job.id)
                     }
@@ -456,7 +554,12 @@ impl QueueStore for RedbStore {
             .await
     }
 
-    async fn set_paused(&self, scheme: &str, paused: bool, audit: super::records::AuditRec) -> StoreResult<()> {
+    async fn set_paused(
+        &self,
+        scheme: &str,
+        paused: bool,
+        audit: super::records::AuditRec,
+    ) -> StoreResult<()> {
         let key = format!("paused.{scheme}");
         self.writer()
             .write(move |ctx| {

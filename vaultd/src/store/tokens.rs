@@ -22,14 +22,20 @@ pub trait TokenStore {
     fn token(&self, token_ref: &str) -> StoreResult<Option<TokenRec>>;
     /// Advances the token's ATC by one inside a group commit, with the audit
     /// record of the `credentials` call, and returns the new value.
-    fn next_atc(&self, token_ref: &str, audit: AuditRec) -> impl Future<Output = StoreResult<AtcOutcome>> + Send;
+    fn next_atc(
+        &self,
+        token_ref: &str,
+        audit: AuditRec,
+    ) -> impl Future<Output = StoreResult<AtcOutcome>> + Send;
 }
 
 impl TokenStore for RedbStore {
     fn token(&self, token_ref: &str) -> StoreResult<Option<TokenRec>> {
         let r = self.db().begin_read()?;
         let t = r.open_table(TOKENS)?;
-        t.get(token_ref)?.map(|v| decode("token", v.value())).transpose()
+        t.get(token_ref)?
+            .map(|v| decode("token", v.value()))
+            .transpose()
     }
 
     async fn next_atc(&self, token_ref: &str, audit: AuditRec) -> StoreResult<AtcOutcome> {
@@ -51,7 +57,14 @@ impl TokenStore for RedbStore {
                         t.refresh_pending = true;
                         tokens.insert(token_ref.as_str(), encode(&t)?.as_slice())?;
                         drop(tokens);
-                        queue::enqueue(ctx, JobKind::KeyRefresh, &t.alias, &t.tenant, &t.scheme, Some(token_ref.clone()))?;
+                        queue::enqueue(
+                            ctx,
+                            JobKind::KeyRefresh,
+                            &t.alias,
+                            &t.tenant,
+                            &t.scheme,
+                            Some(token_ref.clone()),
+                        )?;
                     }
                     return Ok(AtcOutcome::Exhausted);
                 }
@@ -61,7 +74,10 @@ impl TokenStore for RedbStore {
                 let mut audit = audit;
                 audit.outcome = format!("ok network_token atc {}", t.atc);
                 ctx.audit(&audit)?;
-                Ok(AtcOutcome::Issued { atc: t.atc, token: t })
+                Ok(AtcOutcome::Issued {
+                    atc: t.atc,
+                    token: t,
+                })
             })
             .await
     }

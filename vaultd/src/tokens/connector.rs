@@ -95,7 +95,12 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(scheme: &str, url: &str, trid: &str, timeout: Duration) -> Result<Connector, String> {
+    pub fn new(
+        scheme: &str,
+        url: &str,
+        trid: &str,
+        timeout: Duration,
+    ) -> Result<Connector, String> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -176,7 +181,10 @@ impl Connector {
     pub async fn notifications(&self, cursor: u64, limit: u32) -> Result<Feed, TspError> {
         let resp = self
             .http
-            .get(format!("{}/notifications?after={cursor}&limit={limit}", self.base))
+            .get(format!(
+                "{}/notifications?after={cursor}&limit={limit}",
+                self.base
+            ))
             .send()
             .await;
         parse(resp).await
@@ -210,14 +218,21 @@ async fn parse<T: serde::de::DeserializeOwned>(
         });
     }
     let body: Option<ErrorBody> = resp.json().await.ok();
-    let code = body.as_ref().and_then(|b| b.error.clone()).unwrap_or_default();
+    let code = body
+        .as_ref()
+        .and_then(|b| b.error.clone())
+        .unwrap_or_default();
     // Messages from the TSP are kept short and never echo card data; keep
     // only the code and a bounded, digit-free message.
     let msg = body
         .and_then(|b| b.message)
         .map(|m| sanitize(&m))
         .unwrap_or_default();
-    let text = if msg.is_empty() { format!("{code} (HTTP {})", status.as_u16()) } else { format!("{code}: {msg}") };
+    let text = if msg.is_empty() {
+        format!("{code} (HTTP {})", status.as_u16())
+    } else {
+        format!("{code}: {msg}")
+    };
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
         return Err(TspError::Transient {
             message: format!("HTTP {}", status.as_u16()),
@@ -256,7 +271,10 @@ pub fn sanitize(m: &str) -> String {
 mod tests {
     #[test]
     fn sanitize_drops_long_digit_runs() {
-        assert_eq!(super::sanitize("card 4111111111111111 refused"), "card … refused");
+        assert_eq!(
+            super::sanitize("card 4111111111111111 refused"),
+            "card … refused"
+        );
         assert_eq!(super::sanitize("retry in 30 s"), "retry in 30 s");
     }
 }

@@ -19,9 +19,9 @@ use vault_proto::Pan;
 use vault_proto::ops::{SchemeStats, TokenStatus};
 
 use crate::config::Config;
+use crate::store::Store;
 use crate::store::queue::{FinishOutcome, JobFinish};
 use crate::store::records::{JobKind, JobRec, TokenRec, job_id_string};
-use crate::store::Store;
 use crate::vault::cards::now_ms;
 use breaker::Breaker;
 use connector::{Connector, Provisioned, TspError};
@@ -66,6 +66,17 @@ pub enum SyncError {
     Unavailable(String),
 }
 
+/// The card a synchronous provisioning is for.
+#[derive(Clone, Copy)]
+pub struct CardToTokenize<'a> {
+    pub alias: &'a str,
+    pub tenant: &'a str,
+    pub scheme: &'a str,
+    pub pan: &'a Pan,
+    pub exp_month: u8,
+    pub exp_year: u16,
+}
+
 /// A token provisioned while the caller waits: its key is in the HSM and
 /// its number sealed for the alias.
 pub struct SyncToken {
@@ -83,8 +94,9 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             .collect();
         let mut schemes = HashMap::new();
         for (name, s) in &cfg.schemes {
-            let connector = Connector::new(name, &s.url, &s.token_requestor_id, p.request_timeout.0)
-                .map_err(|e| format!("[schemes.{name}]: {e}"))?;
+            let connector =
+                Connector::new(name, &s.url, &s.token_requestor_id, p.request_timeout.0)
+                    .map_err(|e| format!("[schemes.{name}]: {e}"))?;
             schemes.insert(
                 name.clone(),
                 SchemeState {
@@ -196,7 +208,10 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             }
         }
         // Let running jobs finish (each is bounded by the request timeout).
-        let _ = self.slots.acquire_many(self.settings.concurrency as u32).await;
+        let _ = self
+            .slots
+            .acquire_many(self.settings.concurrency as u32)
+            .await;
     }
 
     async fn dispatch_due(self: &Arc<Self>) {
@@ -211,7 +226,9 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 in_flight.contains(&j.id)
                     || match self.schemes.get(&j.scheme) {
                         None => false,
-                        Some(s) => s.paused.load(Ordering::Relaxed) || s.slots.available_permits() == 0,
+                        Some(s) => {
+                            s.paused.load(Ordering::Relaxed) || s.slots.available_permits() == 0
+                        }
                     }
             };
             match self.store.due_jobs(now_ms(), free * 2, &skip) {
@@ -235,9 +252,17 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                     .await;
                 continue;
             };
-            let Ok(global) = self.slots.clone().try_acquire_owned() else { break };
-            let Ok(local) = scheme.slots.clone().try_acquire_owned() else { continue };
-            let allowed = scheme.breaker.lock().map(|mut b| b.try_acquire(now)).unwrap_or(false);
+            let Ok(global) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(local) = scheme.slots.clone().try_acquire_owned() else {
+                continue;
+            };
+            let allowed = scheme
+                .breaker
+                .lock()
+                .map(|mut b| b.try_acquire(now))
+                .unwrap_or(false);
             if !allowed {
                 continue;
             }
@@ -273,7 +298,9 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
     }
 
     async fn run_job(&self, job: JobRec) {
-        let Some(scheme) = self.schemes.get(&job.scheme) else { return };
+        let Some(scheme) = self.schemes.get(&job.scheme) else {
+            return;
+        };
         let started = Instant::now();
         let result = match job.kind {
             JobKind::Provision => self.provision_job(&job, &scheme.connector).await,
@@ -282,9 +309,15 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                     .connector
                     .delete(r)
                     .await
-                    .map(|()| JobFinish::Done { job_id: job.id, atc_reset: false })
+                    .map(|()| JobFinish::Done {
+                        job_id: job.id,
+                        atc_reset: false,
+                    })
                     .map_err(JobError::Tsp),
-                None => Ok(JobFinish::Done { job_id: job.id, atc_reset: false }),
+                None => Ok(JobFinish::Done {
+                    job_id: job.id,
+                    atc_reset: false,
+                }),
             },
             JobKind::KeyRefresh => self.refresh_job(&job, &scheme.connector).await,
         };
@@ -305,16 +338,27 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                     b.success();
                 }
                 scheme.not_eligible.fetch_add(1, Ordering::Relaxed);
-                JobFinish::Refused { job_id: job.id, status: TokenStatus::NotEligible, error: m }
+                JobFinish::Refused {
+                    job_id: job.id,
+                    status: TokenStatus::NotEligible,
+                    error: m,
+                }
             }
             Err(JobError::Tsp(TspError::Refused(m))) => {
                 if let Ok(mut b) = scheme.breaker.lock() {
                     b.success();
                 }
                 scheme.errors.fetch_add(1, Ordering::Relaxed);
-                JobFinish::Refused { job_id: job.id, status: TokenStatus::Failed, error: m }
+                JobFinish::Refused {
+                    job_id: job.id,
+                    status: TokenStatus::Failed,
+                    error: m,
+                }
             }
-            Err(JobError::Tsp(TspError::Transient { message, retry_after })) => {
+            Err(JobError::Tsp(TspError::Transient {
+                message,
+                retry_after,
+            })) => {
                 if let Ok(mut b) = scheme.breaker.lock() {
                     b.failure(Instant::now());
                 }
@@ -323,7 +367,12 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 // Deletes are retried until done; provisioning gives up.
                 let give_up = job.kind != JobKind::Delete && attempts >= self.settings.max_attempts;
                 let next_at = now_ms() + self.backoff(attempts - 1, retry_after).as_millis() as u64;
-                JobFinish::Retry { job_id: job.id, next_at, error: message, give_up }
+                JobFinish::Retry {
+                    job_id: job.id,
+                    next_at,
+                    error: message,
+                    give_up,
+                }
             }
             Err(JobError::Local(e)) => {
                 // HSM or store trouble on our side: not the scheme's fault.
@@ -332,9 +381,18 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 }
                 tracing::warn!(job = %job_id_string(job.id), error = %e, "job failed locally; retrying later");
                 let next_at = now_ms() + self.backoff(job.attempts, None).as_millis() as u64;
-                JobFinish::Retry { job_id: job.id, next_at, error: "vault-side error; see the server log".into(), give_up: false }
+                JobFinish::Retry {
+                    job_id: job.id,
+                    next_at,
+                    error: "vault-side error; see the server log".into(),
+                    give_up: false,
+                }
             }
-            Err(JobError::Gone(msg)) => JobFinish::Refused { job_id: job.id, status: TokenStatus::Failed, error: msg },
+            Err(JobError::Gone(msg)) => JobFinish::Refused {
+                job_id: job.id,
+                status: TokenStatus::Failed,
+                error: msg,
+            },
         };
         match self.store.finish_job(finish).await {
             Ok(FinishOutcome::Ok) => {}
@@ -369,7 +427,12 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             .map_err(|e| JobError::Local(e.to_string()))?
             .ok_or_else(|| JobError::Local("stored PAN is not text".into()))?;
         let p = c
-            .provision(&pan, view.rec.exp_month, view.rec.exp_year, &job_id_string(job.id))
+            .provision(
+                &pan,
+                view.rec.exp_month,
+                view.rec.exp_year,
+                &job_id_string(job.id),
+            )
             .await
             .map_err(JobError::Tsp)?;
         drop(pan);
@@ -377,7 +440,11 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             .install(&alias, &job.tenant, &job.scheme, c, p)
             .await
             .map_err(JobError::Local)?;
-        Ok(JobFinish::Provisioned { job_id: job.id, token_ref, token })
+        Ok(JobFinish::Provisioned {
+            job_id: job.id,
+            token_ref,
+            token,
+        })
     }
 
     /// Puts an issued token's key into the HSM and seals its number.
@@ -389,7 +456,8 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         c: &Connector,
         p: Provisioned,
     ) -> Result<(String, TokenRec), String> {
-        let wrapped = hex_decode(&p.wrapped_key).ok_or("token service sent a malformed wrapped key")?;
+        let wrapped =
+            hex_decode(&p.wrapped_key).ok_or("token service sent a malformed wrapped key")?;
         let status = match p.status.as_str() {
             "active" => TokenStatus::Active,
             "inactive" => TokenStatus::Inactive,
@@ -433,16 +501,23 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
     }
 
     async fn refresh_job(&self, job: &JobRec, c: &Connector) -> Result<JobFinish, JobError> {
-        let r = job.token_ref.clone().ok_or_else(|| JobError::Gone("no token".into()))?;
+        let r = job
+            .token_ref
+            .clone()
+            .ok_or_else(|| JobError::Gone("no token".into()))?;
         let k = c.refresh_key(&r).await.map_err(JobError::Tsp)?;
-        let wrapped = hex_decode(&k.wrapped_key).ok_or_else(|| JobError::Local("malformed wrapped key".into()))?;
+        let wrapped = hex_decode(&k.wrapped_key)
+            .ok_or_else(|| JobError::Local("malformed wrapped key".into()))?;
         let s = job.scheme.clone();
         self.hsm
             .run(move |h| h.unwrap_token_key(&s, &r, &wrapped))
             .await
             .and_then(|r| r)
             .map_err(|e| JobError::Local(e.to_string()))?;
-        Ok(JobFinish::Done { job_id: job.id, atc_reset: true })
+        Ok(JobFinish::Done {
+            job_id: job.id,
+            atc_reset: true,
+        })
     }
 
     /// Provisions while the caller waits (tenants that store no PAN). The
@@ -450,25 +525,35 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
     /// client retry after a timeout gets the same token back.
     pub async fn provision_now(
         &self,
-        alias: &str,
-        tenant: &str,
-        scheme: &str,
-        pan: &Pan,
-        exp_month: u8,
-        exp_year: u16,
+        card: &CardToTokenize<'_>,
         idempotency_key: &str,
     ) -> Result<SyncToken, SyncError> {
-        let s = self
-            .schemes
-            .get(scheme)
-            .ok_or_else(|| SyncError::NotEligible("no token service for this card's scheme".into()))?;
+        let CardToTokenize {
+            alias,
+            tenant,
+            scheme,
+            pan,
+            exp_month,
+            exp_year,
+        } = *card;
+        let s = self.schemes.get(scheme).ok_or_else(|| {
+            SyncError::NotEligible("no token service for this card's scheme".into())
+        })?;
         if s.paused.load(Ordering::Relaxed) {
-            return Err(SyncError::Unavailable("provisioning for this scheme is paused".into()));
+            return Err(SyncError::Unavailable(
+                "provisioning for this scheme is paused".into(),
+            ));
         }
         let started = Instant::now();
-        let call = s.connector.provision(pan, exp_month, exp_year, idempotency_key);
+        let call = s
+            .connector
+            .provision(pan, exp_month, exp_year, idempotency_key);
         let p = match tokio::time::timeout(self.settings.sync_timeout, call).await {
-            Err(_) => return Err(SyncError::Unavailable("the token service did not answer in time".into())),
+            Err(_) => {
+                return Err(SyncError::Unavailable(
+                    "the token service did not answer in time".into(),
+                ));
+            }
             Ok(Err(TspError::NotEligible(m))) => {
                 s.not_eligible.fetch_add(1, Ordering::Relaxed);
                 return Err(SyncError::NotEligible(m));
@@ -521,7 +606,10 @@ fn percentiles(window: &Mutex<VecDeque<u32>>) -> (u64, u64) {
 
 /// Token references travel in URLs and HSM labels: keep them tame.
 pub fn valid_ref(r: &str) -> bool {
-    !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !r.is_empty()
+        && r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {

@@ -25,7 +25,12 @@ fn page_limit(limit: u32) -> usize {
 impl<S: Store, H: Hsm> Vault<S, H> {
     /// The state of a job as the console shows it: in flight (the worker
     /// holds it), failed, due (next_at passed) or scheduled.
-    fn job_state(&self, j: &JobRec, in_flight: &std::collections::HashSet<u64>, now: u64) -> JobState {
+    fn job_state(
+        &self,
+        j: &JobRec,
+        in_flight: &std::collections::HashSet<u64>,
+        now: u64,
+    ) -> JobState {
         if in_flight.contains(&j.id) {
             JobState::InFlight
         } else if j.state == JobState::Failed {
@@ -41,15 +46,18 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let limit = page_limit(a.limit);
         let after = match a.after.as_deref() {
             None | Some("") => 0,
-            Some(s) => parse_job_id(s)
-                .ok_or_else(|| VaultError::refuse(ErrorCode::BadRequest, "`after` is not a job id"))?,
+            Some(s) => parse_job_id(s).ok_or_else(|| {
+                VaultError::refuse(ErrorCode::BadRequest, "`after` is not a job id")
+            })?,
         };
         let in_flight = self.tokens.in_flight();
         let now = now_ms();
         let want = a.state;
         let keep = |j: &JobRec| want.is_none_or(|w| self.job_state(j, &in_flight, now) == w);
         let jobs = self.store.jobs_page(after, limit, &keep)?;
-        let next = (jobs.len() == limit).then(|| jobs.last().map(|j| job_id_string(j.id))).flatten();
+        let next = (jobs.len() == limit)
+            .then(|| jobs.last().map(|j| job_id_string(j.id)))
+            .flatten();
         Ok(QueueList {
             jobs: jobs
                 .iter()
@@ -68,7 +76,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         })
     }
 
-    pub async fn queue_retry(&self, caller: &Caller, job_id: &str) -> VaultResult<QueueRetryResult> {
+    pub async fn queue_retry(
+        &self,
+        caller: &Caller,
+        job_id: &str,
+    ) -> VaultResult<QueueRetryResult> {
         let id = parse_job_id(job_id)
             .ok_or_else(|| VaultError::refuse(ErrorCode::BadRequest, "`job_id` is not a job id"))?;
         let state = self
@@ -78,29 +90,60 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             .ok_or_else(|| VaultError::refuse(ErrorCode::BadRequest, "no such job"))?;
         self.tokens.wake();
         let in_flight = self.tokens.in_flight();
-        let state = if in_flight.contains(&id) { JobState::InFlight } else { state };
-        Ok(QueueRetryResult { job_id: job_id.to_owned(), state })
+        let state = if in_flight.contains(&id) {
+            JobState::InFlight
+        } else {
+            state
+        };
+        Ok(QueueRetryResult {
+            job_id: job_id.to_owned(),
+            state,
+        })
     }
 
-    pub async fn scheme_pause(&self, caller: &Caller, scheme: &str, paused: bool) -> VaultResult<SchemePaused> {
+    pub async fn scheme_pause(
+        &self,
+        caller: &Caller,
+        scheme: &str,
+        paused: bool,
+    ) -> VaultResult<SchemePaused> {
         if !self.tokens.has_scheme(scheme) {
-            return Err(VaultError::refuse(ErrorCode::BadRequest, "no token service is configured for that scheme"));
+            return Err(VaultError::refuse(
+                ErrorCode::BadRequest,
+                "no token service is configured for that scheme",
+            ));
         }
-        let op = if paused { "scheme_pause" } else { "scheme_resume" };
+        let op = if paused {
+            "scheme_pause"
+        } else {
+            "scheme_resume"
+        };
         let mut audit = caller.audit(op, None, "ok");
         audit.outcome = format!("ok {scheme}");
         self.store.set_paused(scheme, paused, audit).await?;
         self.tokens.set_paused(scheme, paused);
         tracing::info!(scheme, paused, client = %caller.client, "scheme pause changed");
-        Ok(SchemePaused { scheme: scheme.to_owned(), paused })
+        Ok(SchemePaused {
+            scheme: scheme.to_owned(),
+            paused,
+        })
     }
 
     pub fn events(&self, after: Option<u64>, limit: u32) -> VaultResult<Events> {
-        let page = self.store.events_page(after.unwrap_or(0), page_limit(limit))?;
+        let page = self
+            .store
+            .events_page(after.unwrap_or(0), page_limit(limit))?;
         Ok(Events {
             events: page
                 .into_iter()
-                .map(|(seq, e)| EventView { seq, at: e.at, alias: e.alias, scheme: e.scheme, kind: e.kind, detail: e.detail })
+                .map(|(seq, e)| EventView {
+                    seq,
+                    at: e.at,
+                    alias: e.alias,
+                    scheme: e.scheme,
+                    kind: e.kind,
+                    detail: e.detail,
+                })
                 .collect(),
         })
     }
@@ -110,7 +153,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let tenant = caller.tenant.clone().unwrap_or_default();
         let v = self.alias_of_tenant(&tenant, alias)?;
         let policy = self.policy();
-        let tokens_on = policy.tenants.get(&tenant).is_some_and(|t| t.network_tokens)
+        let tokens_on = policy
+            .tenants
+            .get(&tenant)
+            .is_some_and(|t| t.network_tokens)
             && self.tokens.has_scheme(&v.rec.scheme);
         if !tokens_on || v.rec.nt.is_none() {
             return Err(VaultError::refuse(
@@ -123,7 +169,12 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             .request_provision(&tenant, alias, caller.audit("provision", None, "ok"))
             .await?
         {
-            ProvisionRequest::NotFound => return Err(VaultError::refuse(ErrorCode::AliasNotFound, "no such alias")),
+            ProvisionRequest::NotFound => {
+                return Err(VaultError::refuse(
+                    ErrorCode::AliasNotFound,
+                    "no such alias",
+                ));
+            }
             ProvisionRequest::NoPan => {
                 return Err(VaultError::refuse(
                     ErrorCode::PanRequired,
@@ -141,10 +192,20 @@ impl<S: Store, H: Hsm> Vault<S, H> {
 impl<S: Store, H: Hsm> Vault<S, H> {
     /// PAN retention per tenant (issue: lifecycle and retention).
     pub fn retention(&self) -> VaultResult<vault_proto::ops::Retention> {
-        Err(VaultError::refuse(ErrorCode::Internal, "retention is not built yet"))
+        Err(VaultError::refuse(
+            ErrorCode::Internal,
+            "retention is not built yet",
+        ))
     }
 
-    pub async fn purge_due(&self, _caller: &Caller, _tenant: Option<String>) -> VaultResult<vault_proto::ops::PurgeResult> {
-        Err(VaultError::refuse(ErrorCode::Internal, "purge_due is not built yet"))
+    pub async fn purge_due(
+        &self,
+        _caller: &Caller,
+        _tenant: Option<String>,
+    ) -> VaultResult<vault_proto::ops::PurgeResult> {
+        Err(VaultError::refuse(
+            ErrorCode::Internal,
+            "purge_due is not built yet",
+        ))
     }
 }

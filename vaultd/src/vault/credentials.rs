@@ -12,7 +12,9 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use vault_hsm::Hsm;
-use vault_proto::ops::{CredentialKind, Credentials, CredentialsArgs, FallbackReason, Initiator, TokenStatus};
+use vault_proto::ops::{
+    CredentialKind, Credentials, CredentialsArgs, FallbackReason, Initiator, TokenStatus,
+};
 use vault_proto::{ErrorCode, Pan};
 
 use super::cards::now_ms;
@@ -30,7 +32,9 @@ pub struct PanLimiter {
 impl PanLimiter {
     /// Counts one answer; false when the client is over its rate.
     fn allow(&self, client: &str, per_minute: u32, now: u64) -> bool {
-        let Ok(mut w) = self.windows.lock() else { return false };
+        let Ok(mut w) = self.windows.lock() else {
+            return false;
+        };
         let slot = w.entry(client.to_owned()).or_insert((now, 0));
         if now.saturating_sub(slot.0) >= 60_000 {
             *slot = (now, 0);
@@ -82,30 +86,55 @@ fn default_eci(scheme: &str) -> &'static str {
 }
 
 impl<S: Store, H: Hsm> Vault<S, H> {
-    pub async fn credentials(&self, caller: &Caller, a: CredentialsArgs) -> VaultResult<Credentials> {
-        let serves = caller.tenants.as_ref().is_none_or(|ts| ts.iter().any(|t| *t == a.tenant));
+    pub async fn credentials(
+        &self,
+        caller: &Caller,
+        a: CredentialsArgs,
+    ) -> VaultResult<Credentials> {
+        let serves = caller
+            .tenants
+            .as_ref()
+            .is_none_or(|ts| ts.contains(&a.tenant));
         if !serves {
-            return Err(VaultError::refuse(ErrorCode::Forbidden, "this forwarder does not serve that tenant"));
+            return Err(VaultError::refuse(
+                ErrorCode::Forbidden,
+                "this forwarder does not serve that tenant",
+            ));
         }
         if a.accept.is_empty() {
-            return Err(VaultError::refuse(ErrorCode::BadRequest, "`accept` must name at least one credential kind"));
+            return Err(VaultError::refuse(
+                ErrorCode::BadRequest,
+                "`accept` must name at least one credential kind",
+            ));
         }
         if a.currency.len() != 3 || !a.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(VaultError::refuse(ErrorCode::BadRequest, "`currency` must be three upper-case letters (ISO 4217)"));
+            return Err(VaultError::refuse(
+                ErrorCode::BadRequest,
+                "`currency` must be three upper-case letters (ISO 4217)",
+            ));
         }
         if let Some(e) = &a.authenticated_eci
             && (e.len() != 2 || !e.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(VaultError::refuse(ErrorCode::BadRequest, "`authenticated_eci` must be two digits"));
+            return Err(VaultError::refuse(
+                ErrorCode::BadRequest,
+                "`authenticated_eci` must be two digits",
+            ));
         }
         let v = self.alias_of_tenant(&a.tenant, &a.alias)?;
         let wants_token = a.accept.contains(&CredentialKind::NetworkToken);
         let wants_pan = a.accept.contains(&CredentialKind::Pan);
 
-        let token_active = v.token.as_ref().is_some_and(|t| t.status == TokenStatus::Active);
+        let token_active = v
+            .token
+            .as_ref()
+            .is_some_and(|t| t.status == TokenStatus::Active);
         if wants_token
             && token_active
-            && let (Some(t), Some(token_ref)) = (&v.token, v.rec.nt.as_ref().and_then(|n| n.token_ref.clone()))
+            && let (Some(t), Some(token_ref)) = (
+                &v.token,
+                v.rec.nt.as_ref().and_then(|n| n.token_ref.clone()),
+            )
         {
             let audit = caller.audit("credentials", Some(a.alias.clone()), "ok network_token");
             match a.initiator {
@@ -119,7 +148,9 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                         .hsm(move |h| h.open(&alias, "token", &ct))
                         .await
                         .map(|p| Pan::from_bytes(&p))?
-                        .ok_or_else(|| VaultError::refuse(ErrorCode::Internal, "stored token is not text"))?;
+                        .ok_or_else(|| {
+                            VaultError::refuse(ErrorCode::Internal, "stored token is not text")
+                        })?;
                     return Ok(Credentials::NetworkToken {
                         scheme: t.scheme.clone(),
                         network_token: number,
@@ -138,16 +169,27 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                             .authenticated_eci
                             .clone()
                             .unwrap_or_else(|| default_eci(&token.scheme).to_owned());
-                        let (alias, ct, r) = (a.alias.clone(), token.token_ct.clone(), token_ref.clone());
+                        let (alias, ct, r) =
+                            (a.alias.clone(), token.token_ct.clone(), token_ref.clone());
                         let yymm = format!("{:02}{:02}", token.exp_year % 100, token.exp_month);
-                        let (amount, currency, eci2) = (a.amount_minor, a.currency.clone(), eci.clone());
+                        let (amount, currency, eci2) =
+                            (a.amount_minor, a.currency.clone(), eci.clone());
                         let (number, cryptogram) = self
                             .hsm(move |h| {
                                 let mut un = [0u8; 4];
                                 h.random(&mut un)?;
                                 let raw = h.open(&alias, "token", &ct)?;
-                                let number = Pan::from_bytes(&raw).ok_or(vault_hsm::HsmError::Integrity)?;
-                                let d = cryptogram_data(number.expose(), &yymm, amount, &currency, atc, un, &eci2);
+                                let number =
+                                    Pan::from_bytes(&raw).ok_or(vault_hsm::HsmError::Integrity)?;
+                                let d = cryptogram_data(
+                                    number.expose(),
+                                    &yymm,
+                                    amount,
+                                    &currency,
+                                    atc,
+                                    un,
+                                    &eci2,
+                                );
                                 let mac = h.cryptogram_mac(&r, atc, &d)?;
                                 Ok((number, cryptogram_string(atc, un, &mac)))
                             })
@@ -174,13 +216,19 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             FallbackReason::ReceiverPanOnly
         } else {
             match v.token.as_ref().map(|t| t.status) {
-                None | Some(TokenStatus::Pending | TokenStatus::NotEligible | TokenStatus::Failed) => {
+                None
+                | Some(TokenStatus::Pending | TokenStatus::NotEligible | TokenStatus::Failed) => {
                     FallbackReason::NoToken
                 }
                 Some(_) => FallbackReason::TokenNotActive,
             }
         };
-        let none = || VaultError::refuse(ErrorCode::NoUsableCredential, "nothing this receiver accepts is available for the alias");
+        let none = || {
+            VaultError::refuse(
+                ErrorCode::NoUsableCredential,
+                "nothing this receiver accepts is available for the alias",
+            )
+        };
         if !wants_pan || v.rec.pan_removed {
             return Err(none());
         }
@@ -195,11 +243,17 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                     alias: Some(a.alias.clone()),
                     scheme: Some(v.rec.scheme.clone()),
                     kind: "pan_rate_limited".into(),
-                    detail: format!("client {} passed {limit} PAN answers per minute", caller.client),
+                    detail: format!(
+                        "client {} passed {limit} PAN answers per minute",
+                        caller.client
+                    ),
                 })
                 .await;
             tracing::warn!(client = %caller.client, limit, "PAN de-tokenization rate limit reached");
-            return Err(VaultError::refuse(ErrorCode::RateLimited, "too many PAN answers for this client; retry later"));
+            return Err(VaultError::refuse(
+                ErrorCode::RateLimited,
+                "too many PAN answers for this client; retry later",
+            ));
         }
         let reason_str = match reason {
             FallbackReason::ReceiverPanOnly => "receiver_pan_only",
@@ -208,7 +262,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         };
         // The PAN leaves only after the call is on the audit trail.
         self.store
-            .audit(caller.audit("credentials", Some(a.alias.clone()), format!("ok pan {reason_str}")))
+            .audit(caller.audit(
+                "credentials",
+                Some(a.alias.clone()),
+                format!("ok pan {reason_str}"),
+            ))
             .await?;
         let alias = a.alias.clone();
         let pan = self
@@ -232,7 +290,15 @@ mod tests {
 
     #[test]
     fn data_layout_matches_design_vector() {
-        let d = cryptogram_data("4895370012345678", "2911", 1250, "CHF", 7, [0xa1, 0xb2, 0xc3, 0xd4], "07");
+        let d = cryptogram_data(
+            "4895370012345678",
+            "2911",
+            1250,
+            "CHF",
+            7,
+            [0xa1, 0xb2, 0xc3, 0xd4],
+            "07",
+        );
         assert_eq!(d[0], 0x01);
         assert_eq!(d[1], 16);
         assert_eq!(&d[2..18], b"4895370012345678");
@@ -243,7 +309,12 @@ mod tests {
         assert_eq!(&d[35..39], &[0xa1, 0xb2, 0xc3, 0xd4]);
         assert_eq!(&d[39..], b"07");
         // With the MAC of the test vector, the string is the vector's.
-        let mac: [u8; 16] = [0x20, 0x4e, 0x31, 0x10, 0x37, 0xa9, 0xe8, 0xd6, 0x0a, 0x6e, 0x3f, 0xb5, 0x12, 0, 0, 0];
-        assert_eq!(cryptogram_string(7, [0xa1, 0xb2, 0xc3, 0xd4], &mac), "AQAHobLD1CBOMRA3qejWCm4/tRI=");
+        let mac: [u8; 16] = [
+            0x20, 0x4e, 0x31, 0x10, 0x37, 0xa9, 0xe8, 0xd6, 0x0a, 0x6e, 0x3f, 0xb5, 0x12, 0, 0, 0,
+        ];
+        assert_eq!(
+            cryptogram_string(7, [0xa1, 0xb2, 0xc3, 0xd4], &mac),
+            "AQAHobLD1CBOMRA3qejWCm4/tRI="
+        );
     }
 }

@@ -177,7 +177,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(tokens.clone().run(stop_rx.clone()));
         for scheme in cfg.schemes.keys() {
-            tasks.spawn(crate::tokens::lifecycle::follow(tokens.clone(), scheme.clone(), stop_rx.clone()));
+            tasks.spawn(crate::tokens::lifecycle::follow(
+                tokens.clone(),
+                scheme.clone(),
+                stop_rx.clone(),
+            ));
         }
         let vault = Vault {
             store,
@@ -303,7 +307,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             audit: caller.audit("tokenize", None, "ok"),
         };
         if self.store.find_by_fingerprint(&tenant, &fp)?.is_none() {
-            write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now).await?);
+            write.new = Some(
+                self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now)
+                    .await?,
+            );
         }
         loop {
             let retry = TokenizeWrite {
@@ -332,7 +339,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 // The alias was deleted between our lookup and the write.
                 TokenizeOutcome::NeedsNew => {
                     write = retry;
-                    write.new = Some(self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now).await?);
+                    write.new = Some(
+                        self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now)
+                            .await?,
+                    );
                 }
             }
         }
@@ -375,7 +385,17 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 );
                 match self
                     .tokens
-                    .provision_now(&alias, &w.tenant, scheme, pan, w.exp_month, w.exp_year, &key)
+                    .provision_now(
+                        &crate::tokens::CardToTokenize {
+                            alias: &alias,
+                            tenant: &w.tenant,
+                            scheme,
+                            pan,
+                            exp_month: w.exp_month,
+                            exp_year: w.exp_year,
+                        },
+                        &key,
+                    )
                     .await
                 {
                     Ok(t) => Some(t),

@@ -1,0 +1,377 @@
+//! Network token provisioning end to end: real vaultd, SoftHSM2 and
+//! scheme-sim processes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use vault_e2e::{AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, pan, tokenize};
+use vault_proto::ops::{self, JobState, NoArgs, TokenStatus};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn every_scheme_reaches_active_with_token_info_and_keys_in_the_hsm() {
+    let t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    let trids = [
+        ("visa", "40010030273"),
+        ("mastercard", "50110030273"),
+        ("amex", "34010030273"),
+        ("discover", "60110030273"),
+    ];
+    let mut secrets: Vec<String> = Vec::new();
+    for (p, (scheme, trid)) in [VISA, MASTERCARD, AMEX, DISCOVER].into_iter().zip(trids) {
+        let r = tokenize(&mut c, p, 12, 2030);
+        let ti = r.record.token_info.clone().expect("token_info");
+        assert_eq!(ti.status, TokenStatus::Pending);
+        assert_eq!(ti.scheme, scheme);
+        let done = t.wait_status(&mut c, &r.record.alias, LONG);
+        let ti = done.token_info.expect("token_info");
+        assert_eq!(
+            ti.status,
+            TokenStatus::Active,
+            "{scheme}: {:?}",
+            ti.last_error
+        );
+        let token_ref = ti.token_ref.clone().expect("token_ref");
+        let sim = t.sim.get(&format!("/sim/tokens/{token_ref}"));
+        let number = sim["token"].as_str().unwrap().to_owned();
+        assert_eq!(ti.token_last4.as_deref(), Some(&number[number.len() - 4..]));
+        assert_eq!(ti.exp_month, Some(sim["exp_month"].as_u64().unwrap() as u8));
+        assert_eq!(ti.exp_year, Some(sim["exp_year"].as_u64().unwrap() as u16));
+        assert_eq!(ti.par.as_deref(), sim["par"].as_str());
+        assert_eq!(ti.token_requestor_id.as_deref(), Some(trid));
+        assert!(ti.last_error.is_none());
+        secrets.push(number);
+        secrets.push(sim["token_key_hex"].as_str().unwrap().to_owned());
+
+        // The token key is in the HSM: sensitive, not extractable, derive only.
+        let keys = t.env.vaultd_cmd(&["keys", "list"]);
+        let line = keys
+            .lines()
+            .find(|l| l.starts_with(&format!("nt.{token_ref} ")))
+            .unwrap_or_else(|| panic!("nt.{token_ref} not in the HSM:\n{keys}"));
+        assert!(line.contains("sensitive=true extractable=false"), "{line}");
+        assert!(line.trim_end().ends_with("derive"), "{line}");
+    }
+    let stats = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+    assert_eq!(stats.tokens.get("active"), Some(&4));
+    assert_eq!(stats.schemes["visa"].provisioned, 1);
+    assert_eq!(t.sim.get("/sim/stats")["tokens_issued"], 4);
+
+    // Neither token numbers, token keys nor PANs in the redb file or logs.
+    let mut all: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    all.extend([VISA, MASTERCARD, AMEX, DISCOVER]);
+    // Key hex as stored would be binary; check the raw key bytes too.
+    let raw_keys: Vec<Vec<u8>> = secrets
+        .iter()
+        .filter(|s| s.len() == 32)
+        .map(|h| {
+            (0..16)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    let db = std::fs::read(t.env.db()).unwrap();
+    for k in &raw_keys {
+        assert!(
+            !vault_e2e::contains(&db, k),
+            "a token key appears in the redb file"
+        );
+    }
+    t.env.assert_absent_everywhere(&all);
+}
+
+#[test]
+fn not_participating_issuer_ends_not_eligible_without_retries() {
+    let t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    t.sim.post(
+        "/sim/issuers",
+        &json!({"bin_prefix": "400012", "participating": false}),
+    );
+    let p = pan("400012", 7);
+    let r = tokenize(&mut c, &p, 1, 2031);
+    let done = t.wait_status(&mut c, &r.record.alias, LONG);
+    let ti = done.token_info.unwrap();
+    assert_eq!(ti.status, TokenStatus::NotEligible);
+    assert!(ti.last_error.is_some());
+    assert!(!ti.last_error.as_deref().unwrap().contains(&p[6..]));
+    assert_eq!(
+        t.sim.get("/sim/stats")["provision_requests"],
+        1,
+        "no retries"
+    );
+    let q = c
+        .op::<ops::QueueListOp>(&ops::QueueListArgs::default())
+        .unwrap();
+    assert!(q.jobs.is_empty(), "no job left: {:?}", q.jobs);
+    let ev = c.op::<ops::EventsOp>(&ops::PageArgs::default()).unwrap();
+    assert!(
+        ev.events
+            .iter()
+            .any(|e| e.kind == "provision_not_eligible"
+                && e.alias.as_deref() == Some(&r.record.alias))
+    );
+    // The PAN stays the credential.
+    assert!(!done.card.pan_removed);
+}
+
+#[test]
+fn half_the_calls_failing_still_gives_exactly_one_token_per_card() {
+    let t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    t.sim.post(
+        "/sim/faults",
+        &json!({"scheme": null, "fail_rate": 0.5, "latency_ms": 0, "kind": "http_503"}),
+    );
+    let mut aliases = Vec::new();
+    for i in 0..500u64 {
+        aliases.push(
+            tokenize(&mut c, &pan("4000", 10_000 + i), 12, 2030)
+                .record
+                .alias,
+        );
+    }
+    let stats = t.wait_queue_empty(&mut c, Duration::from_secs(120));
+    assert_eq!(stats.tokens.get("active"), Some(&500), "{stats:?}");
+    for a in &aliases {
+        let r = c
+            .op::<ops::AliasStatus>(&ops::AliasArgs { alias: a.clone() })
+            .unwrap();
+        assert_eq!(r.token_info.unwrap().status, TokenStatus::Active);
+    }
+    let s = t.sim.get("/sim/stats");
+    assert_eq!(s["tokens_issued"], 500, "{s}");
+    assert!(stats.schemes["visa"].errors > 0, "the 503s were seen");
+}
+
+#[test]
+fn scheme_outage_backs_off_opens_the_breaker_and_recovers_alone() {
+    let mut t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    let port = t.sim.port;
+    t.sim.stop();
+    let mut aliases = Vec::new();
+    for i in 0..40u64 {
+        aliases.push(
+            tokenize(&mut c, &pan("5100", 20_000 + i), 12, 2030)
+                .record
+                .alias,
+        );
+    }
+    // Backing off: jobs become scheduled with attempts and an error; the
+    // breaker opens.
+    let deadline = std::time::Instant::now() + LONG;
+    let mut opened = false;
+    while std::time::Instant::now() < deadline {
+        let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+        if s.schemes["mastercard"].breaker.as_deref() == Some("open") {
+            opened = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(opened, "the breaker never opened");
+    let q = c
+        .op::<ops::QueueListOp>(&ops::QueueListArgs {
+            state: None,
+            limit: 100,
+            after: None,
+        })
+        .unwrap();
+    assert!(
+        q.jobs
+            .iter()
+            .any(|j| j.attempts > 0 && j.last_error.is_some())
+    );
+    assert!(q.jobs.iter().all(|j| j.state != JobState::Failed));
+
+    // The scheme comes back (same KEKs, same port): everything completes.
+    t.sim = vault_e2e::SchemeSim::start_on(&t.env, port);
+    let stats = t.wait_queue_empty(&mut c, LONG);
+    assert_eq!(stats.tokens.get("active"), Some(&40), "{stats:?}");
+    assert_eq!(t.sim.get("/sim/stats")["tokens_issued"], 40);
+    let _ = t.daemon();
+}
+
+#[test]
+fn paused_scheme_waits_and_failed_jobs_can_be_retried() {
+    let opts = TokenOpts {
+        provisioning: "backoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\nmax_attempts = 2\n",
+        ..TokenOpts::default()
+    };
+    let t = TokenEnv::start(opts);
+    let mut c = t.client();
+    let p = c
+        .op::<ops::SchemePause>(&ops::SchemeArgs {
+            scheme: "amex".into(),
+        })
+        .unwrap();
+    assert!(p.paused);
+    let r = tokenize(&mut c, AMEX, 5, 2030);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        t.sim.get("/sim/stats")["provision_requests"],
+        0,
+        "paused: nothing sent"
+    );
+    let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+    assert!(s.schemes["amex"].paused);
+    assert_eq!(s.queue.due, 1);
+    c.op::<ops::SchemeResume>(&ops::SchemeArgs {
+        scheme: "amex".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        t.wait_status(&mut c, &r.record.alias, LONG)
+            .token_info
+            .unwrap()
+            .status,
+        TokenStatus::Active
+    );
+
+    // Every call fails: after max_attempts the job is failed...
+    t.sim.post(
+        "/sim/faults",
+        &json!({"scheme": "discover", "fail_rate": 1.0, "latency_ms": 0, "kind": "http_503"}),
+    );
+    let r = tokenize(&mut c, DISCOVER, 5, 2030);
+    let done = t.wait_status(&mut c, &r.record.alias, LONG);
+    assert_eq!(done.token_info.unwrap().status, TokenStatus::Failed);
+    let q = c
+        .op::<ops::QueueListOp>(&ops::QueueListArgs {
+            state: Some(JobState::Failed),
+            limit: 10,
+            after: None,
+        })
+        .unwrap();
+    assert_eq!(q.jobs.len(), 1);
+    assert_eq!(q.jobs[0].attempts, 2);
+    // ...and queue_retry revives it once the scheme is healthy.
+    t.sim.post(
+        "/sim/faults",
+        &json!({"scheme": null, "fail_rate": 0.0, "latency_ms": 0, "kind": "http_503"}),
+    );
+    let rr = c
+        .op::<ops::QueueRetry>(&ops::JobArgs {
+            job_id: q.jobs[0].job_id.clone(),
+        })
+        .unwrap();
+    assert!(matches!(rr.state, JobState::Due | JobState::InFlight));
+    assert_eq!(
+        t.wait_status(&mut c, &r.record.alias, LONG)
+            .token_info
+            .unwrap()
+            .status,
+        TokenStatus::Active
+    );
+    // Admin actions are audited.
+    let audit = c
+        .op::<ops::AuditOp>(&ops::PageArgs {
+            after: None,
+            limit: 1000,
+        })
+        .unwrap();
+    assert!(audit.chain_ok);
+    for op in ["scheme_pause", "scheme_resume", "queue_retry"] {
+        assert!(audit.records.iter().any(|r| r.op == op), "{op} not audited");
+    }
+}
+
+#[test]
+fn sigkill_with_a_thousand_jobs_in_flight_loses_nothing_and_issues_once() {
+    let mut t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    t.sim.post(
+        "/sim/faults",
+        &json!({"scheme": null, "fail_rate": 0.0, "latency_ms": 20, "kind": "http_503"}),
+    );
+    // Queue the thousand jobs while visa is paused, then let them go and
+    // kill the daemon while they are in flight.
+    c.op::<ops::SchemePause>(&ops::SchemeArgs {
+        scheme: "visa".into(),
+    })
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut aliases = HashSet::new();
+    for i in 0..1000u64 {
+        aliases.insert(
+            tokenize(&mut c, &pan("4000", 50_000 + i), 12, 2030)
+                .record
+                .alias,
+        );
+    }
+    c.op::<ops::SchemeResume>(&ops::SchemeArgs {
+        scheme: "visa".into(),
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let in_flight = c.op::<ops::StatsOp>(&NoArgs {}).unwrap().queue.in_flight;
+    assert!(in_flight > 0, "nothing in flight at the kill");
+    let issued_before = t.sim.get("/sim/stats")["tokens_issued"].as_u64().unwrap();
+    assert!(issued_before < 1000, "kill came too late to test anything");
+    eprintln!("tokenized and in flight after {:?}", t0.elapsed());
+    t.daemon().kill9();
+    drop(c);
+    t.restart();
+    eprintln!("restarted after {:?}", t0.elapsed());
+    let mut c = t.client();
+    let stats = t.wait_queue_empty(&mut c, Duration::from_secs(120));
+    eprintln!("drained after {:?}", t0.elapsed());
+    assert_eq!(stats.tokens.get("active"), Some(&1000), "{stats:?}");
+    assert_eq!(stats.queue.failed, 0);
+    for a in &aliases {
+        let r = c
+            .op::<ops::AliasStatus>(&ops::AliasArgs { alias: a.clone() })
+            .unwrap();
+        assert_eq!(r.token_info.unwrap().status, TokenStatus::Active);
+    }
+    let s = t.sim.get("/sim/stats");
+    assert_eq!(s["tokens_issued"], 1000, "exactly one token per card: {s}");
+}
+
+#[test]
+fn tenant_without_pan_storage_provisions_synchronously_and_never_writes_the_pan() {
+    let opts = TokenOpts {
+        tenants: "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = true\n[[tenant]]\nid = \"t-none\"\nnetwork_tokens = true\npan_retention = \"none\"\n",
+        clients: "[[client]]\nname = \"strict-shop\"\nuid = 1101\ntenant = \"t-none\"\nroles = [\"merchant\"]\n",
+        ..TokenOpts::default()
+    };
+    let mut t = TokenEnv::start(opts);
+    let call = |t: &TokenEnv, p: &str| {
+        t.env.call_as(
+            1101,
+            "tokenize",
+            &json!({"pan": p, "exp_month": 9, "exp_year": 2030}),
+        )
+    };
+    let r = call(&t, VISA).unwrap();
+    assert_eq!(r["token_info"]["status"], "active");
+    assert_eq!(r["card"]["pan_removed"], true);
+    // Same card again: same alias, no second token.
+    let again = call(&t, VISA).unwrap();
+    assert_eq!(again["alias"], r["alias"]);
+    assert_eq!(again["created"], false);
+    // Not eligible: refused, nothing stored.
+    t.sim.post(
+        "/sim/issuers",
+        &json!({"bin_prefix": "5555", "participating": false}),
+    );
+    assert_eq!(
+        call(&t, MASTERCARD).unwrap_err().0,
+        "network_token_required"
+    );
+    // Token service down: unavailable, nothing stored.
+    t.sim.stop();
+    assert_eq!(call(&t, AMEX).unwrap_err().0, "unavailable");
+    let mut c = t.client();
+    let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+    assert_eq!(s.aliases, 1);
+    assert_eq!(s.pans_retained, 0);
+    // Crash and restart: still nothing of any PAN on disk.
+    t.daemon().kill9();
+    t.restart();
+    t.env.assert_absent_everywhere(&[VISA, MASTERCARD, AMEX]);
+}
