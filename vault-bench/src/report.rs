@@ -231,12 +231,20 @@ impl Report {
                 let _ = writeln!(o, "{:<26} skipped: {why}", s.name);
                 continue;
             }
-            let (p50, p99, p999, max) = s.latency.map_or((0.0, 0.0, 0.0, 0.0), |l| {
-                (l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms)
-            });
+            let lat = |f: fn(&Latency) -> f64, prec: usize| {
+                s.latency
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |l| format!("{:.prec$}", f(l)))
+            };
+            let (p50, p99, p999, max) = (
+                lat(|l| l.p50_ms, 2),
+                lat(|l| l.p99_ms, 2),
+                lat(|l| l.p999_ms, 2),
+                lat(|l| l.max_ms, 1),
+            );
             let _ = writeln!(
                 o,
-                "{:<26} {:>11} {:>8} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>6} {:>5}",
+                "{:<26} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>5}",
                 s.name,
                 thousands(s.ok),
                 thousands(s.errors),

@@ -16,6 +16,8 @@
 //! At process exit, after every instance and pool is dropped,
 //! [`pkcs11::finalize_module`] calls `C_Finalize`.
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faulty;
 pub mod keys;
 pub mod pkcs11;
 pub mod pool;

@@ -71,6 +71,8 @@ pub struct Config {
     pub schemes: BTreeMap<String, Scheme>,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub retention: RetentionSchedule,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<Tenant>,
     #[serde(default, rename = "client")]
@@ -112,15 +114,30 @@ pub struct Storage {
     pub path: PathBuf,
     /// redb two-phase commit: a second fsync per commit, so a commit never
     /// relies on a (non-cryptographic) checksum to be recognised as complete.
-    #[serde(default = "yes")]
+    /// Off by default: redb's one-phase commit with checksums is crash-safe,
+    /// and the second fsync halves the commit rate (BENCHMARKS.md).
+    #[serde(default)]
     pub two_phase_commit: bool,
+    /// redb page cache in bytes (default 64 MiB): bounds the daemon's memory.
+    #[serde(default = "default_cache")]
+    pub cache_size: usize,
     /// Most mutations one group commit takes.
     #[serde(default = "default_batch")]
     pub max_batch: usize,
 }
 
-fn yes() -> bool {
-    true
+fn default_cache() -> usize {
+    64 * 1024 * 1024
+}
+
+impl Storage {
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            two_phase_commit: self.two_phase_commit,
+            max_batch: self.max_batch,
+            cache_size: self.cache_size,
+        }
+    }
 }
 fn default_batch() -> usize {
     2048
@@ -183,6 +200,21 @@ impl Default for Provisioning {
 pub struct Scheme {
     pub url: String,
     pub token_requestor_id: String,
+}
+
+/// `[retention]`: how often the scheduler looks for PANs that fell due.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSchedule {
+    pub check_interval: Dur,
+}
+
+impl Default for RetentionSchedule {
+    fn default() -> Self {
+        RetentionSchedule {
+            check_interval: Dur(Duration::from_secs(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -50,21 +50,17 @@ type ServingDispatcher = Dispatcher<RedbStore, Pkcs11Hsm>;
 /// SIGHUP.
 pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), StartError> {
     let hsm = Arc::new(open_hsm(&cfg)?);
-    let store = RedbStore::open(
-        &cfg.storage.path,
-        hsm.clone(),
-        cfg.storage.two_phase_commit,
-        cfg.storage.max_batch,
-    )
-    .map_err(|e| {
-        StartError(format!(
-            "[storage].path {}: {e}",
-            cfg.storage.path.display()
-        ))
-    })?;
+    let store =
+        RedbStore::open(&cfg.storage.path, hsm.clone(), &cfg.storage.options()).map_err(|e| {
+            StartError(format!(
+                "[storage].path {}: {e}",
+                cfg.storage.path.display()
+            ))
+        })?;
     let store = Arc::new(store);
     let pool = HsmPool::new(hsm.clone(), cfg.hsm.threads);
     let vault = Arc::new(Vault::new(&cfg, store.clone(), pool).map_err(StartError)?);
+    vault.start_retention(cfg.retention.check_interval.0);
     let dispatcher = Arc::new(Dispatcher::new(
         vault.clone(),
         ClientTable::from_config(&cfg),

@@ -5,8 +5,13 @@
 //! `Store` is the seam for a replicated backend one day: the vault only
 //! sees these domain operations, never redb.
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faulty;
+pub mod lifecycle;
 pub mod queue;
 pub mod records;
+pub mod retention;
+pub mod slots;
 pub mod tokens;
 pub mod writer;
 
@@ -17,15 +22,15 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use vault_hsm::{Hsm, HsmError};
 
+pub use lifecycle::{Change, ChangeKind, LifecycleStore};
 pub use queue::{JobFinish, QueueStore};
 use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
+pub use retention::RetentionStore;
 pub use tokens::{AtcOutcome, TokenStore};
 pub use writer::{WriteCtx, Writer, WriterStats};
 
 /// alias → [`AliasRec`]
 pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
-/// alias → sealed PAN (`version ‖ iv ‖ ct ‖ tag`). Absent once erased.
-pub(crate) const PANS: TableDefinition<&str, &[u8]> = TableDefinition::new("pans");
 /// tenant ‖ 0x00 ‖ fingerprint → alias: the convergent lookup.
 pub(crate) const FINGERPRINTS: TableDefinition<&[u8], &str> = TableDefinition::new("fingerprints");
 /// token_ref → [`TokenRec`]
@@ -42,6 +47,12 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Schema version, counters, cursors, key versions.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// tenant ‖ 0x00 ‖ created_at (BE) ‖ alias → (): every retained PAN, oldest first.
+pub(crate) const RETAINED: TableDefinition<&[u8], ()> = TableDefinition::new("retained");
+/// tenant ‖ 0x00 ‖ active_since (BE) ‖ alias → (): retained PANs whose
+/// token became active: what `transition` retention erases, in due order.
+pub(crate) const ACTIVE_RETAINED: TableDefinition<&[u8], ()> =
+    TableDefinition::new("active_retained");
 
 /// Layout version of the whole database. The store refuses any other.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -153,7 +164,9 @@ pub struct Counts {
 
 /// The vault's storage, whatever holds it: aliases here, the job queue in
 /// [`QueueStore`], network tokens in [`TokenStore`].
-pub trait Store: QueueStore + TokenStore + Send + Sync + 'static {
+pub trait Store:
+    QueueStore + TokenStore + RetentionStore + LifecycleStore + Send + Sync + 'static
+{
     fn find_by_fingerprint(&self, tenant: &str, fp: &[u8]) -> StoreResult<Option<String>>;
     fn alias(&self, alias: &str) -> StoreResult<Option<AliasView>>;
     fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>>;
@@ -194,35 +207,65 @@ pub struct AuditPage {
 /// The redb implementation.
 pub struct RedbStore {
     db: Arc<Database>,
+    slots: Arc<slots::SlotFile>,
     writer: Writer,
     pub stats: Arc<WriterStats>,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database, refuses an unknown schema version,
-    /// and starts the writer thread.
-    pub fn open(
-        path: &Path,
-        hsm: Arc<dyn Hsm>,
-        two_phase: bool,
-        max_batch: usize,
-    ) -> StoreResult<RedbStore> {
-        let db = Database::create(path)
+    /// Opens (or creates) the database and its PAN slot file beside it,
+    /// refuses an unknown schema version, and starts the writer thread.
+    pub fn open(path: &Path, hsm: Arc<dyn Hsm>, opts: &StoreOptions) -> StoreResult<RedbStore> {
+        let db = Database::builder()
+            .set_cache_size(opts.cache_size)
+            .create(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Self::start(db, &slot_path(path), hsm, opts)
+    }
+
+    /// Like [`RedbStore::open`], on any redb storage backend: the fault
+    /// tests run the store on a backend that fails the Nth write or sync.
+    /// `slots` is the PAN slot file's path.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        slots: &Path,
+        hsm: Arc<dyn Hsm>,
+        opts: &StoreOptions,
+    ) -> StoreResult<RedbStore> {
+        let db = Database::builder()
+            .set_cache_size(opts.cache_size)
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open the database: {e}")))?;
+        Self::start(db, slots, hsm, opts)
+    }
+
+    fn start(
+        db: Database,
+        slots: &Path,
+        hsm: Arc<dyn Hsm>,
+        opts: &StoreOptions,
+    ) -> StoreResult<RedbStore> {
         init_schema(&db)?;
         let counters = writer::load_counters(&db)?;
+        let slots = Arc::new(slots::SlotFile::open(slots, &used_slots(&db)?)?);
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
         let writer = Writer::start(
             db.clone(),
+            slots.clone(),
             hsm,
             counters,
-            two_phase,
-            max_batch,
+            opts.two_phase_commit,
+            opts.max_batch,
             stats.clone(),
         )
         .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
-        Ok(RedbStore { db, writer, stats })
+        Ok(RedbStore {
+            db,
+            slots,
+            writer,
+            stats,
+        })
     }
 
     pub fn writer(&self) -> &Writer {
@@ -232,6 +275,36 @@ impl RedbStore {
     pub fn db(&self) -> &Database {
         &self.db
     }
+}
+
+/// How the store is opened (from `[storage]`).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub two_phase_commit: bool,
+    pub max_batch: usize,
+    /// redb's page cache, bytes.
+    pub cache_size: usize,
+}
+
+/// The PAN slot file beside the database: `vault.redb` → `vault.redb.pans`.
+pub fn slot_path(db: &Path) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".pans");
+    p.into()
+}
+
+/// Slots referenced by aliases (read once at start-up).
+fn used_slots(db: &Database) -> StoreResult<std::collections::HashSet<u64>> {
+    let r = db.begin_read()?;
+    let mut used = std::collections::HashSet::new();
+    for item in r.open_table(ALIASES)?.iter()? {
+        let (_, v) = item?;
+        let rec: AliasRec = decode("alias", v.value())?;
+        if let Some(s) = rec.pan_slot {
+            used.insert(s);
+        }
+    }
+    Ok(used)
 }
 
 fn init_schema(db: &Database) -> StoreResult<()> {
@@ -255,7 +328,6 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         }
         // Create every table so readers never meet a missing one.
         txn.open_table(ALIASES)?;
-        txn.open_table(PANS)?;
         txn.open_table(FINGERPRINTS)?;
         txn.open_table(TOKENS)?;
         txn.open_table(JOBS)?;
@@ -263,6 +335,8 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         txn.open_table(TRANSACTIONS)?;
         txn.open_table(EVENTS)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(RETAINED)?;
+        txn.open_table(ACTIVE_RETAINED)?;
     }
     txn.commit()?;
     Ok(())
@@ -346,7 +420,14 @@ impl Store for RedbStore {
 
     fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>> {
         let r = self.db.begin_read()?;
-        Ok(r.open_table(PANS)?.get(alias)?.map(|v| v.value().to_vec()))
+        let Some(raw) = r.open_table(ALIASES)?.get(alias)? else {
+            return Ok(None);
+        };
+        let rec: AliasRec = decode("alias", raw.value())?;
+        match rec.pan_slot {
+            Some(slot) => self.slots.get(slot),
+            None => Ok(None),
+        }
     }
 
     fn transaction(&self, tenant: &str, txid: &str, now: u64) -> StoreResult<Option<String>> {
@@ -371,7 +452,7 @@ impl Store for RedbStore {
         }
         Ok(Counts {
             aliases: r.open_table(ALIASES)?.len()?,
-            pans_retained: r.open_table(PANS)?.len()?,
+            pans_retained: r.open_table(RETAINED)?.len()?,
             tokens,
         })
     }
@@ -441,17 +522,23 @@ impl Store for RedbStore {
                             nt.job = job_id;
                             count_status(ctx, None, Some(nt.status))?;
                         }
+                        if let Some(ct) = &new.pan_ct {
+                            let slot = retention::keep_pan(
+                                ctx,
+                                &w.tenant,
+                                &new.alias,
+                                new.rec.created_at,
+                                ct,
+                            )?;
+                            new.rec.pan_slot = Some(slot);
+                        }
                         fps.insert(fkey.as_slice(), new.alias.as_str())?;
                         aliases.insert(new.alias.as_str(), encode(&new.rec)?.as_slice())?;
                         if let Some((r, t)) = &new.token {
                             txn.open_table(TOKENS)?
                                 .insert(r.as_str(), encode(t)?.as_slice())?;
                         }
-                        if let Some(ct) = &new.pan_ct {
-                            ctx.txn
-                                .open_table(PANS)?
-                                .insert(new.alias.as_str(), ct.as_slice())?;
-                        }
+
                         if let Some(id) = job_id {
                             let job = records::JobRec {
                                 id,
@@ -529,7 +616,8 @@ impl Store for RedbStore {
                 }
                 aliases.remove(alias.as_str())?;
                 drop(aliases);
-                ctx.txn.open_table(PANS)?.remove(alias.as_str())?;
+                let mut rec = rec;
+                retention::erase_pan(ctx, &alias, &mut rec, retention::Erasure::Deleted)?;
                 ctx.txn
                     .open_table(FINGERPRINTS)?
                     .remove(fingerprint_key(&tenant, &rec.fingerprint).as_slice())?;

@@ -85,13 +85,18 @@ pub(crate) fn set_alias_status(
 ) -> StoreResult<()> {
     let now = now_ms();
     let from = rec.nt.as_ref().map(|n| n.status);
+    let mut became_active = false;
     if let Some(nt) = rec.nt.as_mut() {
         nt.status = status;
         nt.updated_at = now;
         nt.last_error = last_error;
         if status == TokenStatus::Active && nt.active_since.is_none() {
             nt.active_since = Some(now);
+            became_active = true;
         }
+    }
+    if became_active && !rec.pan_removed {
+        super::retention::mark_active(ctx, &rec.tenant, alias, now)?;
     }
     count_status(ctx, from, Some(status))?;
     save_alias(ctx, alias, rec)

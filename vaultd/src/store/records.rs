@@ -46,6 +46,9 @@ pub struct AliasRec {
     /// True once the encrypted PAN was erased (remove_pan, retention, or
     /// never stored under `pan_retention = "none"`).
     pub pan_removed: bool,
+    /// Where the sealed PAN is in the slot file (`None` once erased).
+    #[serde(default)]
+    pub pan_slot: Option<u64>,
     /// Network token state as merchants see it; `None` when network tokens
     /// are off for the tenant or the scheme has no token service.
     pub nt: Option<NtState>,

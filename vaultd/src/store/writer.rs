@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use vault_hsm::Hsm;
 
 use super::records::{AuditRec, EventRec, encode};
+use super::slots::SlotFile;
 use super::{AUDIT, EVENTS, META, StoreError};
 
 /// What the writer keeps between transactions: the audit chain head and the
@@ -29,9 +30,24 @@ pub struct WriteCtx<'a> {
     pub txn: &'a WriteTransaction,
     pub(crate) counters: &'a mut Counters,
     hsm: &'a dyn Hsm,
+    slots: &'a SlotFile,
+    slot_writes: Vec<u64>,
+    slot_frees: Vec<u64>,
 }
 
 impl WriteCtx<'_> {
+    /// Puts a sealed PAN into a fresh slot; synced before this batch commits.
+    pub fn put_slot(&mut self, sealed: &[u8]) -> Result<u64, StoreError> {
+        let slot = self.slots.put(sealed)?;
+        self.slot_writes.push(slot);
+        Ok(slot)
+    }
+
+    /// Marks a slot for zeroing once this batch's commit is durable.
+    pub fn free_slot(&mut self, slot: u64) {
+        self.slot_frees.push(slot);
+    }
+
     /// Appends an audit record, chained to the previous one.
     pub fn audit(&mut self, rec: &AuditRec) -> Result<u64, StoreError> {
         let body = encode(rec)?;
@@ -87,6 +103,7 @@ pub struct WriterStats {
 impl Writer {
     pub(crate) fn start(
         db: Arc<Database>,
+        slots: Arc<SlotFile>,
         hsm: Arc<dyn Hsm>,
         counters: Counters,
         two_phase: bool,
@@ -96,7 +113,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, hsm, counters, two_phase, max_batch, rx, stats))?;
+            .spawn(move || run(db, slots, hsm, counters, two_phase, max_batch, rx, stats))?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
@@ -145,8 +162,10 @@ impl Drop for Writer {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     db: Arc<Database>,
+    slots: Arc<SlotFile>,
     hsm: Arc<dyn Hsm>,
     mut counters: Counters,
     two_phase: bool,
@@ -167,6 +186,8 @@ fn run(
         let n = batch.len() as u64;
         let saved = counters.clone();
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let mut slot_writes = Vec::new();
+        let mut slot_frees = Vec::new();
         let outcome = (|| -> Result<(), StoreError> {
             let mut txn = db.begin_write()?;
             txn.set_two_phase_commit(two_phase);
@@ -175,14 +196,38 @@ fn run(
                     txn: &txn,
                     counters: &mut counters,
                     hsm: hsm.as_ref(),
+                    slots: &slots,
+                    slot_writes: Vec::new(),
+                    slot_frees: Vec::new(),
                 };
-                for job in batch.drain(..) {
-                    completions.push(job(&mut ctx)?);
-                }
+                let run_all = (|| {
+                    for job in batch.drain(..) {
+                        completions.push(job(&mut ctx)?);
+                    }
+                    Ok::<(), StoreError>(())
+                })();
+                slot_writes = std::mem::take(&mut ctx.slot_writes);
+                slot_frees = std::mem::take(&mut ctx.slot_frees);
+                run_all?;
+            }
+            // New PANs are on disk before the commit that points at them.
+            if !slot_writes.is_empty() {
+                slots.sync()?;
             }
             txn.commit()?;
             Ok(())
         })();
+        // Erased PANs are zeroed in place once their erasure is durable
+        // (a crash before this is finished at start-up); slots written by a
+        // batch that did not commit are zeroed and reused.
+        let to_zero = if outcome.is_ok() {
+            &slot_frees
+        } else {
+            &slot_writes
+        };
+        if let Err(e) = slots.erase(to_zero) {
+            tracing::error!(error = %e, "could not zero PAN slots; start-up will");
+        }
         // Jobs not run (after a failure) drop their reply senders: their
         // callers see "write batch aborted".
         batch.clear();

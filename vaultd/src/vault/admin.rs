@@ -188,24 +188,3 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         Ok(alias_record(&v, &policy))
     }
 }
-
-impl<S: Store, H: Hsm> Vault<S, H> {
-    /// PAN retention per tenant (issue: lifecycle and retention).
-    pub fn retention(&self) -> VaultResult<vault_proto::ops::Retention> {
-        Err(VaultError::refuse(
-            ErrorCode::Internal,
-            "retention is not built yet",
-        ))
-    }
-
-    pub async fn purge_due(
-        &self,
-        _caller: &Caller,
-        _tenant: Option<String>,
-    ) -> VaultResult<vault_proto::ops::PurgeResult> {
-        Err(VaultError::refuse(
-            ErrorCode::Internal,
-            "purge_due is not built yet",
-        ))
-    }
-}

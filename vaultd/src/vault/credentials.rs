@@ -16,6 +16,7 @@ use vault_proto::ops::{
     CredentialKind, Credentials, CredentialsArgs, FallbackReason, Initiator, TokenStatus,
 };
 use vault_proto::{ErrorCode, Pan};
+use zeroize::Zeroizing;
 
 use super::cards::now_ms;
 use super::{Caller, Vault, VaultError, VaultResult};
@@ -47,7 +48,8 @@ impl PanLimiter {
     }
 }
 
-/// The payment data the MAC covers (DESIGN.md "Cryptograms").
+/// The payment data the MAC covers (DESIGN.md "Cryptograms"). It holds the
+/// token number in clear, so it is wiped when dropped.
 pub fn cryptogram_data(
     token: &str,
     exp_yymm: &str,
@@ -56,8 +58,8 @@ pub fn cryptogram_data(
     atc: u16,
     un: [u8; 4],
     eci: &str,
-) -> Vec<u8> {
-    let mut d = Vec::with_capacity(2 + token.len() + 4 + 8 + 3 + 2 + 4 + 2);
+) -> Zeroizing<Vec<u8>> {
+    let mut d = Zeroizing::new(Vec::with_capacity(2 + token.len() + 4 + 8 + 3 + 2 + 4 + 2));
     d.push(0x01);
     d.push(token.len() as u8);
     d.extend_from_slice(token.as_bytes());

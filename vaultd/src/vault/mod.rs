@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cards;
 pub mod credentials;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -176,6 +177,8 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(tokens.clone().run(stop_rx.clone()));
+        // The retention scheduler needs the vault itself: started by
+        // `start_retention` once the vault is in an Arc.
         for scheme in cfg.schemes.keys() {
             tasks.spawn(crate::tokens::lifecycle::follow(
                 tokens.clone(),
@@ -193,6 +196,17 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             limiter: credentials::PanLimiter::default(),
         };
         Ok(vault)
+    }
+
+    /// Starts the retention scheduler (it needs the vault in an `Arc`).
+    pub fn start_retention(self: &Arc<Self>, tick: std::time::Duration) {
+        if let Ok(mut bg) = self.background.lock()
+            && let Some(bg) = bg.as_mut()
+        {
+            let stop = bg.stop.subscribe();
+            bg.tasks
+                .spawn(retention::run_scheduler(self.clone(), tick, stop));
+        }
     }
 
     /// Stops the background tasks and waits for running jobs to end.
@@ -428,6 +442,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             scheme: scheme.unwrap_or("unknown").to_owned(),
             created_at: now,
             pan_removed: !store_pan,
+            pan_slot: None,
             nt: tokens_on.then(|| NtState {
                 status: token
                     .as_ref()
@@ -520,25 +535,6 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 Ok(())
             }
         }
-    }
-
-    pub async fn remove_pan(&self, caller: &Caller, alias: &str) -> VaultResult<AliasRecord> {
-        let tenant = caller.tenant.clone().unwrap_or_default();
-        let v = self.alias_of_tenant(&tenant, alias)?;
-        let active = v
-            .token
-            .as_ref()
-            .is_some_and(|t| t.status == vault_proto::ops::TokenStatus::Active);
-        if !active {
-            return Err(VaultError::refuse(
-                ErrorCode::PanRequired,
-                "the alias has no active network token; its PAN is its only credential",
-            ));
-        }
-        Err(VaultError::refuse(
-            ErrorCode::Internal,
-            "remove_pan with an active token is not built yet",
-        ))
     }
 
     // ------------------------------------------------------------ admin

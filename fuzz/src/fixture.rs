@@ -1,0 +1,197 @@
+//! An in-process vault for the request-path target: a SoftHSM2 token made
+//! in a temp dir (its own `SOFTHSM2_CONF`), the vault keys, a redb file, and
+//! the daemon's own `Vault` and `Dispatcher`, built as `daemon::run` builds
+//! them. One per fuzzing process; state persists across inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use vault_hsm::keys::init_keys;
+use vault_hsm::{HsmConfig, HsmPool, Pkcs11Hsm};
+use vault_proto::frame;
+use vault_proto::ops::{self, op};
+use vault_proto::Pan;
+use vaultd::config::Config;
+use vaultd::dispatch::{ClientTable, Dispatcher, Peer};
+use vaultd::store::{RedbStore, Store};
+use vaultd::vault::Vault;
+use zeroize::Zeroizing;
+
+use crate::{ALIAS_PLACEHOLDER, SEED_PAN};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const LABEL: &str = "vaultd-fuzz";
+const PIN: &str = "1234-fuzz-pin";
+
+pub struct Fixture {
+    pub rt: tokio::runtime::Runtime,
+    pub dispatcher: Arc<Dispatcher<RedbStore, Pkcs11Hsm>>,
+    pub store: Arc<RedbStore>,
+    /// A live alias of tenant `t-a` holding [`SEED_PAN`].
+    pub alias: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A temp dir on tmpfs when there is one: every commit fsyncs.
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let b = tempfile::Builder::new().prefix("vaultd-fuzz-").tempdir_in(if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    });
+    b.expect("temp dir")
+}
+
+fn config(dir: &Path) -> Config {
+    let text = format!(
+        r#"[server]
+socket = "{sock}"
+[storage]
+path = "{db}"
+max_batch = 64
+[hsm]
+module = "{MODULE}"
+token_label = "{LABEL}"
+threads = 1
+[[tenant]]
+id = "t-a"
+[[tenant]]
+id = "t-b"
+pan_retention = "none"
+[[client]]
+name = "all-roles"
+uid = 0
+tenant = "t-a"
+tenants = ["*"]
+roles = ["merchant", "admin", "forwarder"]
+pan_credentials_per_minute = 1000000
+[[client]]
+name = "fields-b"
+uid = 1001
+tenant = "t-b"
+roles = ["collector"]
+"#,
+        sock = dir.join("unused.sock").display(),
+        db = dir.join("vault.redb").display(),
+    );
+    Config::parse(&text).expect("fuzz config")
+}
+
+fn make_token(dir: &Path) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir(&tokens).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", LABEL, "--pin", PIN])
+        .args(["--so-pin", "5678-fuzz-so"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("run softhsm2-util");
+    assert!(out.status.success(), "softhsm2-util --init-token failed");
+    conf
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = scratch();
+        let conf = make_token(dir.path());
+        // SAFETY: set once, before the PKCS#11 module is loaded and before
+        // any other thread of this process reads the environment.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        let cfg = config(dir.path());
+        let hsm_cfg = HsmConfig {
+            module: PathBuf::from(MODULE),
+            token_label: LABEL.into(),
+            pin: Zeroizing::new(PIN.into()),
+        };
+        let admin = Pkcs11Hsm::open_admin(&hsm_cfg).expect("open admin");
+        init_keys(&admin).expect("init keys");
+        drop(admin);
+        let hsm = Arc::new(Pkcs11Hsm::open(&hsm_cfg).expect("open HSM"));
+        let store = Arc::new(
+            RedbStore::open(&cfg.storage.path, hsm.clone(), true, cfg.storage.max_batch)
+                .expect("open store"),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dispatcher = rt.block_on(async {
+            let pool = HsmPool::new(hsm.clone(), cfg.hsm.threads);
+            let vault = Arc::new(Vault::new(&cfg, store.clone(), pool).expect("vault"));
+            Arc::new(Dispatcher::new(vault, ClientTable::from_config(&cfg)))
+        });
+        let mut f = Fixture {
+            rt,
+            dispatcher,
+            store,
+            alias: String::new(),
+            _dir: dir,
+        };
+        f.ensure_alias();
+        f
+    }
+
+    /// Makes sure [`Fixture::alias`] exists (an input may have deleted it).
+    pub fn ensure_alias(&mut self) {
+        if !self.alias.is_empty() && matches!(self.store.alias(&self.alias), Ok(Some(_))) {
+            return;
+        }
+        let body = frame::encode_request(
+            1,
+            op::TOKENIZE,
+            &ops::TokenizeArgs {
+                pan: Pan::new(SEED_PAN.into()),
+                exp_month: 12,
+                exp_year: 2035,
+                transaction_id: None,
+            },
+        );
+        let resp = self.handle(0, &body[frame::HEADER_LEN..]);
+        let r: ops::TokenizeResult =
+            vault_proto::client::decode_result(&resp[frame::HEADER_LEN..]).expect("seed tokenize");
+        self.alias = r.record.alias;
+    }
+
+    /// One request body through the dispatcher, as the server would pass it.
+    pub fn handle(&self, uid: u32, body: &[u8]) -> Vec<u8> {
+        let peer = Peer { uid, gid: uid, pid: 4242 };
+        self.rt.block_on(self.dispatcher.handle(peer, body))
+    }
+
+    /// `body` with every [`ALIAS_PLACEHOLDER`] replaced by the live alias
+    /// (same length, so MessagePack string headers stay valid).
+    pub fn with_alias(&self, body: &[u8]) -> Vec<u8> {
+        let needle = ALIAS_PLACEHOLDER.as_bytes();
+        let mut out = body.to_vec();
+        if self.alias.len() != needle.len() {
+            return out;
+        }
+        let mut i = 0;
+        while i + needle.len() <= out.len() {
+            if &out[i..i + needle.len()] == needle {
+                out[i..i + needle.len()].copy_from_slice(self.alias.as_bytes());
+                i += needle.len();
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Fixture::new()
+    }
+}

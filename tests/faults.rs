@@ -1,0 +1,1 @@
+//! Disk and HSM faults (in-process).

@@ -1,0 +1,147 @@
+//! The PAN slot file: sealed PANs live here, in fixed 64-byte slots, not in
+//! redb. redb copies pages on write, so an erased value would linger in
+//! freed pages of the database file; a slot is overwritten with zeros in
+//! place once the commit that erased it is durable, so an erased PAN's
+//! ciphertext is gone from the disk, not just unreferenced.
+//!
+//! Order of writes: a new slot is written and synced before the commit that
+//! references it; a freed slot is zeroed and synced after the commit that
+//! dropped it. At start-up every slot no alias references is zeroed, which
+//! finishes any erasure a crash interrupted.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::{StoreError, StoreResult};
+
+/// Bytes per slot: one length byte and up to 63 bytes of sealed PAN
+/// (`version 4 ‖ iv 12 ‖ up to 19 digits ‖ tag 16` = 51 at most).
+pub const SLOT: usize = 64;
+
+pub struct SlotFile {
+    file: File,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Slots in the file.
+    len: u64,
+    free: Vec<u64>,
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("PAN slot file: {e}"))
+}
+
+impl SlotFile {
+    /// Opens (or creates, mode 0600) the slot file and zeroes every slot not
+    /// in `used`.
+    pub fn open(path: &Path, used: &HashSet<u64>) -> StoreResult<SlotFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
+        let len = bytes / SLOT as u64;
+        let mut free = Vec::new();
+        let mut buf = [0u8; SLOT];
+        let mut zeroed = 0;
+        for slot in (0..len).rev() {
+            if used.contains(&slot) {
+                continue;
+            }
+            file.read_exact_at(&mut buf, slot * SLOT as u64)
+                .map_err(io)?;
+            if buf.iter().any(|b| *b != 0) {
+                file.write_all_at(&[0u8; SLOT], slot * SLOT as u64)
+                    .map_err(io)?;
+                zeroed += 1;
+            }
+            free.push(slot);
+        }
+        if zeroed > 0 {
+            file.sync_data().map_err(io)?;
+            tracing::info!(
+                slots = zeroed,
+                "finished PAN erasures interrupted by a crash"
+            );
+        }
+        Ok(SlotFile {
+            file,
+            state: Mutex::new(State { len, free }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `sealed` into a free slot (not synced) and returns it.
+    pub fn put(&self, sealed: &[u8]) -> StoreResult<u64> {
+        if sealed.is_empty() || sealed.len() >= SLOT {
+            return Err(StoreError::Corrupt(format!(
+                "sealed PAN of {} bytes does not fit a slot",
+                sealed.len()
+            )));
+        }
+        let slot = {
+            let mut st = self.state();
+            match st.free.pop() {
+                Some(s) => s,
+                None => {
+                    st.len += 1;
+                    st.len - 1
+                }
+            }
+        };
+        let mut buf = [0u8; SLOT];
+        buf[0] = sealed.len() as u8;
+        buf[1..=sealed.len()].copy_from_slice(sealed);
+        if let Err(e) = self.file.write_all_at(&buf, slot * SLOT as u64) {
+            self.state().free.push(slot);
+            return Err(io(e));
+        }
+        Ok(slot)
+    }
+
+    /// The sealed PAN in `slot`, if the slot holds one.
+    pub fn get(&self, slot: u64) -> StoreResult<Option<Vec<u8>>> {
+        let mut buf = [0u8; SLOT];
+        match self.file.read_exact_at(&mut buf, slot * SLOT as u64) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io(e)),
+        }
+        let n = usize::from(buf[0]);
+        if n == 0 || n >= SLOT {
+            return Ok(None);
+        }
+        Ok(Some(buf[1..=n].to_vec()))
+    }
+
+    pub fn sync(&self) -> StoreResult<()> {
+        self.file.sync_data().map_err(io)
+    }
+
+    /// Zeroes `slots` in place, syncs, and makes them free again.
+    pub fn erase(&self, slots: &[u64]) -> StoreResult<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        for s in slots {
+            self.file
+                .write_all_at(&[0u8; SLOT], s * SLOT as u64)
+                .map_err(io)?;
+        }
+        self.sync()?;
+        self.state().free.extend_from_slice(slots);
+        Ok(())
+    }
+}
