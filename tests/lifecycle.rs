@@ -351,3 +351,46 @@ fn transition_retention_erases_pans_for_good_and_audits_it() {
     );
     assert_eq!(stored_ciphertexts(&t.env.db()).len(), 1);
 }
+
+#[test]
+fn vaultctl_shows_retention_events_and_purges() {
+    let opts = TokenOpts {
+        tenants: "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = true\npan_retention = { transition = \"90d\" }\n",
+        ..TokenOpts::default()
+    };
+    let t = TokenEnv::start(opts);
+    let mut c = t.client();
+    let (alias, _) = active_alias(&t, &mut c, VISA);
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(vault_e2e::bin_dir().join("vaultctl"))
+            .arg("--socket")
+            .arg(t.env.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vaultctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let r: serde_json::Value = serde_json::from_str(&ctl(&["--json", "retention"])).unwrap();
+    let ta = &r["tenants"][0];
+    assert_eq!(ta["tenant"], "t-a");
+    assert_eq!(ta["policy"], "transition 90d");
+    assert_eq!(ta["pans_retained"], 1);
+    assert_eq!(ta["due_now"], 0);
+    assert_eq!(ta["due_30d"], 0, "falls due in 90 days");
+    assert!(r["next_purge_at"].as_u64().unwrap() > 80 * 86_400_000);
+    let human = ctl(&["retention"]);
+    assert!(human.contains("transition 90d"), "{human}");
+    let events = ctl(&["events", "--limit", "100"]);
+    assert!(
+        events.contains("provisioned") && events.contains(&alias),
+        "{events}"
+    );
+    assert_eq!(ctl(&["purge-due"]).trim(), "purged 0");
+    assert!(ctl(&["queue"]).trim().is_empty());
+    assert!(!human.contains(VISA) && !events.contains(VISA));
+}

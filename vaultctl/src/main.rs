@@ -80,6 +80,46 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Lifecycle and provisioning events.
+    Events {
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// PAN retention per tenant: policy, retained, falling due, purged.
+    Retention,
+    /// Erase the PANs that fell due now (one tenant, or all).
+    PurgeDue {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The provisioning queue, a page at a time.
+    Queue {
+        /// due, scheduled, in_flight or failed
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Job id to continue after (the previous page's `next`).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Make a failed job due again.
+    Retry { job_id: String },
+    /// Stop provisioning for a scheme.
+    Pause { scheme: String },
+    /// Resume provisioning for a scheme.
+    Resume { scheme: String },
+    /// Queue network token provisioning for an alias.
+    Provision { alias: String },
+    /// Erase an alias's PAN (it keeps working through its active token).
+    RemovePan { alias: String },
+}
+
+fn fmt_ms(ms: u64) -> String {
+    // Seconds since the epoch are enough for operators and scripts alike.
+    format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
 fn main() -> ExitCode {
@@ -413,6 +453,115 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 }
                 println!("chain {}", if a.chain_ok { "OK" } else { "BROKEN" });
             });
+        }
+        Cmd::Events { after, limit } => {
+            let e = c.op::<ops::EventsOp>(&ops::PageArgs { after, limit })?;
+            print(json, &e, |e| {
+                for ev in &e.events {
+                    println!(
+                        "{:>8} {} {:<10} {:<24} {:<32} {}",
+                        ev.seq,
+                        fmt_ms(ev.at),
+                        ev.scheme.as_deref().unwrap_or("-"),
+                        ev.kind,
+                        ev.alias.as_deref().unwrap_or("-"),
+                        ev.detail
+                    );
+                }
+            });
+        }
+        Cmd::Retention => {
+            let r = c.op::<ops::RetentionOp>(&NoArgs {})?;
+            print(json, &r, |r| {
+                println!(
+                    "{:<16} {:<20} {:>9} {:>8} {:>8} {:>8} {:>8}  oldest retained",
+                    "tenant", "policy", "retained", "due now", "due 7d", "due 30d", "purged"
+                );
+                for t in &r.tenants {
+                    println!(
+                        "{:<16} {:<20} {:>9} {:>8} {:>8} {:>8} {:>8}  {}",
+                        t.tenant,
+                        t.policy,
+                        t.pans_retained,
+                        t.due_now,
+                        t.due_7d,
+                        t.due_30d,
+                        t.purged_total,
+                        t.oldest_retained_at
+                            .map(fmt_ms)
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+                println!(
+                    "next purge at {}",
+                    r.next_purge_at.map(fmt_ms).unwrap_or_else(|| "-".into())
+                );
+            });
+        }
+        Cmd::PurgeDue { tenant } => {
+            let r = c.op::<ops::PurgeDue>(&ops::PurgeArgs { tenant })?;
+            print(json, &r, |r| println!("purged {}", r.purged));
+        }
+        Cmd::Queue {
+            state,
+            limit,
+            after,
+        } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some("due") => Some(ops::JobState::Due),
+                Some("scheduled") => Some(ops::JobState::Scheduled),
+                Some("in_flight") => Some(ops::JobState::InFlight),
+                Some("failed") => Some(ops::JobState::Failed),
+                Some(other) => {
+                    return Err(Failure::Usage(format!(
+                        "--state {other:?}: due, scheduled, in_flight or failed"
+                    )));
+                }
+            };
+            let q = c.op::<ops::QueueListOp>(&ops::QueueListArgs {
+                state,
+                limit,
+                after,
+            })?;
+            print(json, &q, |q| {
+                for j in &q.jobs {
+                    println!(
+                        "{} {:<11} {:<10} {:<9} attempts {:<3} next {} {:<32} {}",
+                        j.job_id,
+                        j.kind,
+                        j.scheme,
+                        j.state.as_str(),
+                        j.attempts,
+                        fmt_ms(j.next_at),
+                        j.alias,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                if let Some(n) = &q.next {
+                    println!("more: --after {n}");
+                }
+            });
+        }
+        Cmd::Retry { job_id } => {
+            let r = c.op::<ops::QueueRetry>(&ops::JobArgs { job_id })?;
+            print(json, &r, |r| println!("{} {}", r.job_id, r.state.as_str()));
+        }
+        Cmd::Pause { scheme } => {
+            let r = c.op::<ops::SchemePause>(&ops::SchemeArgs { scheme })?;
+            print(json, &r, |r| println!("{} paused {}", r.scheme, r.paused));
+        }
+        Cmd::Resume { scheme } => {
+            let r = c.op::<ops::SchemeResume>(&ops::SchemeArgs { scheme })?;
+            print(json, &r, |r| println!("{} paused {}", r.scheme, r.paused));
+        }
+        Cmd::Provision { alias } => {
+            let r = c.op::<ops::Provision>(&ops::AliasArgs { alias })?;
+            print(json, &r, show_record);
+        }
+        Cmd::RemovePan { alias } => {
+            let r = c.op::<ops::RemovePan>(&ops::AliasArgs { alias })?;
+            print(json, &r, show_record);
         }
     }
     Ok(())

@@ -66,6 +66,11 @@ impl DiskFaults {
         });
     }
 
+    /// Disarms a fault that has not tripped yet (a tripped disk stays gone).
+    pub fn disarm(&self) {
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Counts one `op` and says whether it must fail (and whether torn).
     fn check(&self, op: DiskOp) -> Result<(), bool> {
         if self.tripped() {

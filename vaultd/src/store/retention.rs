@@ -122,6 +122,8 @@ pub struct TenantFigures {
     /// `active_since` of retained PANs with an active(-once) token, oldest
     /// first, up to the bound asked for.
     pub active_since: Vec<u64>,
+    /// The oldest `active_since` of all, whatever the bound.
+    pub first_active_since: Option<u64>,
 }
 
 pub enum EraseOutcome {
@@ -163,12 +165,16 @@ impl RetentionStore for RedbStore {
             .next()
             .transpose()?
             .and_then(|(k, _)| alias_of_key(k.value(), tenant).map(|(at, _)| at));
+        let active = r.open_table(ACTIVE_RETAINED)?;
+        let (lo, hi) = tenant_range(tenant, u64::MAX);
+        let first_active_since = active
+            .range(lo.as_slice()..hi.as_slice())?
+            .next()
+            .transpose()?
+            .and_then(|(k, _)| alias_of_key(k.value(), tenant).map(|(at, _)| at));
         let (lo, hi) = tenant_range(tenant, active_upto);
         let mut active_since = Vec::new();
-        for item in r
-            .open_table(ACTIVE_RETAINED)?
-            .range(lo.as_slice()..hi.as_slice())?
-        {
+        for item in active.range(lo.as_slice()..hi.as_slice())? {
             let (k, _) = item?;
             if let Some((at, _)) = alias_of_key(k.value(), tenant) {
                 active_since.push(at);
@@ -179,6 +185,7 @@ impl RetentionStore for RedbStore {
             purged_total: meta_u64(&meta, &format!("purged.{tenant}"))?,
             oldest_retained_at: oldest,
             active_since,
+            first_active_since,
         })
     }
 

@@ -73,17 +73,30 @@ pub fn valid_alias(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// In ASCII order, so that aliases sort like the numbers they start with.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// Turns random bytes into alias characters by rejection sampling (no
-/// modulo bias). Returns `None` when the bytes ran out before 32 characters.
-pub fn alias_from_random(bytes: &[u8]) -> Option<String> {
-    let mut out = String::with_capacity(32);
+/// Characters of an alias that encode its creation time.
+const TIME_CHARS: usize = 8;
+
+/// A new alias: 8 characters of creation time (milliseconds, base 62, so
+/// aliases of one moment sort together and B-tree inserts land at the
+/// right edge of the tree instead of on a random page each) followed by 24
+/// random characters (143 bits) drawn from `bytes` by rejection sampling
+/// (no modulo bias). Nothing in it derives from the PAN. Returns `None`
+/// when the bytes ran out before 24 random characters.
+pub fn alias_from_random(now_ms: u64, bytes: &[u8]) -> Option<String> {
+    let mut out = vec![b'0'; TIME_CHARS];
+    let mut t = now_ms;
+    for c in out.iter_mut().rev() {
+        *c = ALPHABET[(t % 62) as usize];
+        t /= 62;
+    }
     for &b in bytes {
         if b < 248 {
-            out.push(ALPHABET[usize::from(b % 62)] as char);
+            out.push(ALPHABET[usize::from(b % 62)]);
             if out.len() == 32 {
-                return Some(out);
+                return String::from_utf8(out).ok();
             }
         }
     }
@@ -126,8 +139,13 @@ mod tests {
 
     #[test]
     fn aliases() {
-        let a = alias_from_random(&[0u8; 32]).unwrap();
+        let a = alias_from_random(1_795_564_800_000, &[0u8; 32]).unwrap();
         assert!(valid_alias(&a));
-        assert!(alias_from_random(&[250u8; 64]).is_none());
+        assert!(alias_from_random(0, &[250u8; 64]).is_none());
+        // Later aliases sort after earlier ones, whatever the random part.
+        let b = alias_from_random(1_795_564_800_001, &[1u8; 32]).unwrap();
+        let c = alias_from_random(1_795_564_900_000, &[0u8; 32]).unwrap();
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert_ne!(&a[8..], &b[8..]);
     }
 }

@@ -377,7 +377,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 let mut rnd = [0u8; 48];
                 let alias = loop {
                     h.random(&mut rnd)?;
-                    if let Some(a) = cards::alias_from_random(&rnd) {
+                    if let Some(a) = cards::alias_from_random(now, &rnd) {
                         break a;
                     }
                 };

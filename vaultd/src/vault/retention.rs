@@ -67,7 +67,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                     due_7d += u64::from(due <= now + 7 * DAY_MS);
                     due_30d += u64::from(due <= now + 30 * DAY_MS);
                 }
-                if let Some(first) = f.active_since.first() {
+                if let Some(first) = f.first_active_since {
                     let at = first + d;
                     next_purge_at = Some(next_purge_at.map_or(at, |n| n.min(at)));
                 }
