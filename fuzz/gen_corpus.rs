@@ -1,7 +1,7 @@
 //! Writes the seed corpus: `seeds/frame_decoder/` (request bodies of every
 //! op and sample responses) and `seeds/request_path/` (the same requests,
 //! each prefixed with the peer byte). Run from `fuzz/`:
-//! `cargo run --bin gen_corpus`.
+//! `cargo run --example gen_corpus`.
 
 use std::path::Path;
 

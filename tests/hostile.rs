@@ -93,7 +93,7 @@ impl Probe {
         self.stop.store(true, Ordering::Relaxed);
         let r = self.thread.join().expect("probe thread");
         assert!(r.failures.is_empty(), "the probe failed: {:?}", r.failures);
-        assert!(r.answers >= 10, "the probe got too few answers: {r:?}");
+        assert!(r.answers >= 5, "the probe got too few answers: {r:?}");
         assert!(
             r.max < PROBE_BOUND,
             "a health answer took {:?} (bound {PROBE_BOUND:?})",
@@ -247,12 +247,21 @@ fn connections_beyond_max_connections_get_overloaded_and_are_closed() {
     let (env, d) = start("max_connections = 8\nidle_timeout = \"30s\"\n");
     let probe = Probe::start(&env);
     // The probe holds one slot; fill the other seven.
-    let mut held: Vec<BlockingClient> = (0..7).map(|_| env.client()).collect();
-    for h in &mut held {
-        assert!(h.op::<ops::HealthOp>(&NoArgs {}).is_ok());
+    // (Connections closed just before, like start-up's readiness check, may
+    // hold their slot a moment longer: retry those refused meanwhile.)
+    let mut held: Vec<BlockingClient> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while held.len() < 7 {
+        let mut c = env.client();
+        if c.op::<ops::HealthOp>(&NoArgs {}).is_ok() {
+            held.push(c);
+        } else {
+            assert!(Instant::now() < deadline, "could not fill max_connections");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
-    for _ in 0..50 {
+    for _ in 0..200 {
         let mut extra = UnixStream::connect(env.socket()).unwrap();
         extra
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -275,7 +284,7 @@ fn connections_beyond_max_connections_get_overloaded_and_are_closed() {
         .map(|_| {
             let socket = env.socket();
             std::thread::spawn(move || {
-                for _ in 0..250 {
+                for _ in 0..1000 {
                     if let Ok(s) = UnixStream::connect(&socket) {
                         drop(s);
                     }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use vault_hsm::keys::init_keys;
 use vault_hsm::{HsmConfig, HsmPool, Pkcs11Hsm};
+use vault_proto::Pan;
 use vault_proto::frame;
 use vault_proto::ops::{self, op};
-use vault_proto::Pan;
 use vaultd::config::Config;
 use vaultd::dispatch::{ClientTable, Dispatcher, Peer};
 use vaultd::store::{RedbStore, Store};
@@ -36,11 +36,13 @@ pub struct Fixture {
 /// A temp dir on tmpfs when there is one: every commit fsyncs.
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let b = tempfile::Builder::new().prefix("vaultd-fuzz-").tempdir_in(if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    });
+    let b = tempfile::Builder::new()
+        .prefix("vaultd-fuzz-")
+        .tempdir_in(if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        });
     b.expect("temp dir")
 }
 
@@ -119,7 +121,7 @@ impl Fixture {
         drop(admin);
         let hsm = Arc::new(Pkcs11Hsm::open(&hsm_cfg).expect("open HSM"));
         let store = Arc::new(
-            RedbStore::open(&cfg.storage.path, hsm.clone(), true, cfg.storage.max_batch)
+            RedbStore::open(&cfg.storage.path, hsm.clone(), &cfg.storage.options())
                 .expect("open store"),
         );
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -165,7 +167,11 @@ impl Fixture {
 
     /// One request body through the dispatcher, as the server would pass it.
     pub fn handle(&self, uid: u32, body: &[u8]) -> Vec<u8> {
-        let peer = Peer { uid, gid: uid, pid: 4242 };
+        let peer = Peer {
+            uid,
+            gid: uid,
+            pid: 4242,
+        };
         self.rt.block_on(self.dispatcher.handle(peer, body))
     }
 

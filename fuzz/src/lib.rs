@@ -68,10 +68,16 @@ pub fn seed_requests() -> Vec<(String, Vec<u8>)> {
             },
         ),
     );
-    add("alias_status", encode_request(5, op::ALIAS_STATUS, &alias()));
+    add(
+        "alias_status",
+        encode_request(5, op::ALIAS_STATUS, &alias()),
+    );
     add("provision", encode_request(6, op::PROVISION, &alias()));
     add("remove_pan", encode_request(7, op::REMOVE_PAN, &alias()));
-    add("delete_alias", encode_request(8, op::DELETE_ALIAS, &alias()));
+    add(
+        "delete_alias",
+        encode_request(8, op::DELETE_ALIAS, &alias()),
+    );
     for (name, accept) in [
         ("credentials_pan", vec![ops::CredentialKind::Pan]),
         (
@@ -122,12 +128,18 @@ pub fn seed_requests() -> Vec<(String, Vec<u8>)> {
     let scheme = ops::SchemeArgs {
         scheme: "visa".into(),
     };
-    add("scheme_pause", encode_request(13, op::SCHEME_PAUSE, &scheme));
+    add(
+        "scheme_pause",
+        encode_request(13, op::SCHEME_PAUSE, &scheme),
+    );
     add(
         "scheme_resume",
         encode_request(14, op::SCHEME_RESUME, &scheme),
     );
-    add("retention", encode_request(15, op::RETENTION, &ops::NoArgs {}));
+    add(
+        "retention",
+        encode_request(15, op::RETENTION, &ops::NoArgs {}),
+    );
     add(
         "purge_due",
         encode_request(

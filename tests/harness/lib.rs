@@ -3,6 +3,7 @@
 //! file, the daemon's socket and logs; [`Vaultd`] and [`SchemeSim`] are the
 //! real binaries started from the workspace's target directory.
 
+pub mod console;
 pub mod sim;
 pub mod systemd;
 

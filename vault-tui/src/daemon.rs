@@ -4,7 +4,7 @@
 //! daemon is away it posts [`Update::Disconnected`] on every attempt.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
@@ -29,6 +29,11 @@ pub struct WorkerConfig {
     pub poll_every: Duration,
     /// A request not answered in this time counts as a dead connection.
     pub request_timeout: Duration,
+    /// How often the audit log is read while the Audit tab is not on
+    /// screen. vaultd audits every `audit` call (reading the trail is
+    /// itself audited), so tailing it every poll would add a record a
+    /// second to the very log the staff read.
+    pub audit_idle_every: Duration,
 }
 
 impl WorkerConfig {
@@ -37,6 +42,7 @@ impl WorkerConfig {
             socket,
             poll_every: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            audit_idle_every: Duration::from_secs(30),
         }
     }
 }
@@ -55,6 +61,8 @@ pub fn spawn(
         query: QueueQuery::default(),
         events_after: None,
         audit_after: None,
+        audit_live: false,
+        audit_read_at: None,
         down_since: None,
     };
     (tx, tokio::spawn(worker.run(rx)))
@@ -75,6 +83,10 @@ struct Worker {
     query: QueueQuery,
     events_after: Option<u64>,
     audit_after: Option<u64>,
+    /// The Audit tab is on screen: tail the log every poll.
+    audit_live: bool,
+    /// When the audit log was last read (`None`: not yet).
+    audit_read_at: Option<Instant>,
     /// When the connection was lost (kept across failed reconnects).
     down_since: Option<u64>,
 }
@@ -153,10 +165,18 @@ impl Worker {
         }
     }
 
+    fn audit_wanted(&self) -> bool {
+        self.audit_live
+            || self
+                .audit_read_at
+                .is_none_or(|at| at.elapsed() >= self.config.audit_idle_every)
+    }
+
     async fn poll(&mut self) {
         if !self.ensure_connected().await {
             return;
         }
+        let read_audit = self.audit_wanted();
         let Some(client) = &self.client else { return };
         let t = self.config.request_timeout;
         let events_args = PageArgs {
@@ -177,7 +197,13 @@ impl Worker {
             call::<RetentionOp>(client, &no_args, t),
             call::<QueueListOp>(client, &queue_args, t),
             call::<EventsOp>(client, &events_args, t),
-            call::<AuditOp>(client, &audit_args, t),
+            async {
+                if read_audit {
+                    Some(call::<AuditOp>(client, &audit_args, t).await)
+                } else {
+                    None
+                }
+            },
         );
         let at_ms = now_ms();
         if let Some(h) = self.check("health", health) {
@@ -201,7 +227,10 @@ impl Worker {
             self.take_events(page.events);
         }
         let mut audit_full = false;
-        if let Some(page) = self.check("audit", audit) {
+        if audit.is_some() {
+            self.audit_read_at = Some(Instant::now());
+        }
+        if let Some(page) = audit.and_then(|a| self.check("audit", a)) {
             audit_full = page.records.len() >= LOG_PAGE as usize;
             self.take_audit(page);
         }
@@ -275,10 +304,22 @@ impl Worker {
     }
 
     async fn handle(&mut self, command: Command) {
-        if let Command::ShowQueue(query) = command {
-            self.query = query;
-            self.refresh_queue().await;
-            return;
+        match command {
+            Command::ShowQueue(query) => {
+                self.query = query;
+                self.refresh_queue().await;
+                return;
+            }
+            Command::AuditLive(live) => {
+                self.audit_live = live;
+                // The tab just opened: show what happened since, now.
+                if live && self.ensure_connected().await {
+                    self.more_audit().await;
+                    self.audit_read_at = Some(Instant::now());
+                }
+                return;
+            }
+            _ => {}
         }
         if !self.ensure_connected().await {
             self.post(Update::ActionDone {
@@ -325,7 +366,7 @@ impl Worker {
                     .await
                     .map(|r| format!("purged {} PAN(s) of {whose}", r.purged))
             }
-            Command::ShowQueue(_) => return,
+            Command::ShowQueue(_) | Command::AuditLive(_) => return,
         };
         let (ok, text) = match outcome {
             Ok(text) => (true, text),
@@ -370,6 +411,7 @@ fn paused_text(scheme: &str, paused: bool) -> String {
 fn action_name(command: &Command) -> &'static str {
     match command {
         Command::ShowQueue(_) => "queue_list",
+        Command::AuditLive(_) => "audit",
         Command::RetryJob { .. } => "queue_retry",
         Command::PauseScheme { .. } => "scheme_pause",
         Command::ResumeScheme { .. } => "scheme_resume",

@@ -12,6 +12,15 @@ const LOG_PAGE: usize = 10;
 
 /// Handles one key press.
 pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
+    let was = app.tab;
+    let mut commands = dispatch(app, key);
+    if (was == Tab::Audit) != (app.tab == Tab::Audit) {
+        commands.push(Command::AuditLive(app.tab == Tab::Audit));
+    }
+    commands
+}
+
+fn dispatch(app: &mut App, key: KeyEvent) -> Vec<Command> {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
         app.should_quit = true;
         return Vec::new();

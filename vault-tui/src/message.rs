@@ -71,6 +71,9 @@ pub enum Update {
 pub enum Command {
     /// Show (and keep refreshing) this page of the queue.
     ShowQueue(QueueQuery),
+    /// Whether the Audit tab is on screen (its log is tailed every poll
+    /// only then).
+    AuditLive(bool),
     RetryJob {
         job_id: String,
     },

@@ -22,6 +22,7 @@ fn config(path: &std::path::Path) -> WorkerConfig {
         socket: path.to_owned(),
         poll_every: Duration::from_millis(100),
         request_timeout: Duration::from_secs(2),
+        audit_idle_every: Duration::from_secs(30),
     }
 }
 
@@ -168,6 +169,67 @@ async fn pause_is_sent_and_its_outcome_reported() {
     .await;
     assert!(!ok);
     assert!(text.contains("scheme_pause refused: bad_request"), "{text}");
+    task.abort();
+    fake.stop().await;
+}
+
+fn audit_reads(fake: &FakeDaemon) -> usize {
+    fake.seen().iter().filter(|s| s.op == "audit").count()
+}
+
+fn stats_reads(fake: &FakeDaemon) -> usize {
+    fake.seen().iter().filter(|s| s.op == "stats").count()
+}
+
+/// vaultd audits every read of the audit log, so the console tails it
+/// every poll only while the Audit tab is on screen.
+#[tokio::test]
+async fn the_audit_log_is_tailed_only_while_its_tab_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeDaemon::start(&dir.path().join("vaultd.sock"), Arc::new(big_queue));
+    let (tx, mut updates) = unbounded_channel();
+    let (commands, task) = daemon::spawn(config(&fake.path), tx);
+
+    // A few polls (100 ms apart): one read for the chain verdict, no more.
+    for _ in 0..4 {
+        expect(&mut updates, |u| {
+            matches!(u, Update::QueuePage { .. }).then_some(())
+        })
+        .await;
+    }
+    assert!(stats_reads(&fake) >= 4);
+    assert_eq!(audit_reads(&fake), 1);
+
+    // The tab opens: read at once, then on every poll.
+    commands.send(Command::AuditLive(true)).expect("send");
+    let polled = stats_reads(&fake);
+    for _ in 0..4 {
+        expect(&mut updates, |u| {
+            matches!(u, Update::QueuePage { .. }).then_some(())
+        })
+        .await;
+    }
+    let live_reads = audit_reads(&fake) - 1;
+    let live_polls = stats_reads(&fake) - polled;
+    assert!(
+        live_reads > live_polls,
+        "{live_reads} reads in {live_polls} polls"
+    );
+
+    // It closes: back to idle.
+    commands.send(Command::AuditLive(false)).expect("send");
+    expect(&mut updates, |u| {
+        matches!(u, Update::QueuePage { .. }).then_some(())
+    })
+    .await;
+    let closed_at = audit_reads(&fake);
+    for _ in 0..4 {
+        expect(&mut updates, |u| {
+            matches!(u, Update::QueuePage { .. }).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(audit_reads(&fake), closed_at);
     task.abort();
     fake.stop().await;
 }

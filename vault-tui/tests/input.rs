@@ -34,6 +34,7 @@ async fn keys_are_handled_while_the_daemon_hangs() {
         socket: fake.path.clone(),
         poll_every: Duration::from_millis(50),
         request_timeout: Duration::from_secs(60),
+        audit_idle_every: Duration::from_secs(30),
     };
     let (commands, task) = daemon::spawn(config, update_tx);
     // Wait until the daemon task is stuck waiting on an answer.
@@ -154,5 +155,24 @@ fn retry_needs_a_failed_job_and_a_confirmation() {
         [Command::RetryJob {
             job_id: "job-120007".into()
         }]
+    );
+}
+
+#[test]
+fn opening_and_leaving_the_audit_tab_switches_the_live_tail() {
+    let mut app = App::new("/run/vaultd/vaultd.sock", 0);
+    let press = |app: &mut App, code| handle_key(app, KeyEvent::from(code));
+    assert!(press(&mut app, KeyCode::Char('5')).is_empty());
+    assert_eq!(
+        press(&mut app, KeyCode::Char('6')),
+        [Command::AuditLive(true)]
+    );
+    assert!(press(&mut app, KeyCode::Char('6')).is_empty());
+    assert!(press(&mut app, KeyCode::Char('j')).is_empty());
+    assert_eq!(press(&mut app, KeyCode::Tab), [Command::AuditLive(false)]);
+    assert_eq!(app.tab, Tab::Overview);
+    assert_eq!(
+        press(&mut app, KeyCode::BackTab),
+        [Command::AuditLive(true)]
     );
 }

@@ -106,17 +106,18 @@ pub(super) async fn serve<D: Handler>(
             },
             _ = stop.changed(), if !stopping => { stopping = true; continue; }
         };
-        let busy = in_flight.available_permits() + 1 < limits.max_in_flight;
+        // Draining: take what the client already sent, then close. A
+        // connection idle while requests are in flight is kept (the Idle
+        // arm below), so a slow answer never costs the client its socket.
         let idle = if stopping {
-            // Draining: take what the client already sent, then close.
             Duration::from_millis(20)
-        } else if busy {
-            Duration::from_secs(3600)
         } else {
             limits.idle_timeout
         };
         let next = tokio::select! {
             n = next_frame(&mut rd, &limits, idle) => n,
+            // The writer gave up on a client that stopped reading its answers.
+            _ = tx.closed() => break,
             _ = stop.changed(), if !stopping => { stopping = true; continue; }
         };
         match next {

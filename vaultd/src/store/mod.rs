@@ -173,6 +173,8 @@ pub trait Store:
     /// The alias remembered under a transaction id, if not expired at `now`.
     fn transaction(&self, tenant: &str, txid: &str, now: u64) -> StoreResult<Option<String>>;
     fn counts(&self) -> StoreResult<Counts>;
+    /// Whether writes are going through (the last commit succeeded).
+    fn writable(&self) -> bool;
     /// Audit records after `after` (up to `limit`), each with its MAC, and
     /// the MAC of the record just before the first one (zeros at the start).
     fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage>;
@@ -438,6 +440,13 @@ impl Store for RedbStore {
         };
         let rec: TxnRec = decode("transaction", raw.value())?;
         Ok((rec.expires_at > now).then_some(rec.alias))
+    }
+
+    fn writable(&self) -> bool {
+        !self
+            .stats
+            .failing
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn counts(&self) -> StoreResult<Counts> {

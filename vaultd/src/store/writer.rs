@@ -98,6 +98,9 @@ pub struct Writer {
 pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub mutations: std::sync::atomic::AtomicU64,
+    /// The last commit failed (redb keeps an I/O error latched: writes stay
+    /// refused until the database is reopened, so `health` must say so).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl Writer {
@@ -188,6 +191,7 @@ fn run(
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
         let mut slot_writes = Vec::new();
         let mut slot_frees = Vec::new();
+        let t0 = std::time::Instant::now();
         let outcome = (|| -> Result<(), StoreError> {
             let mut txn = db.begin_write()?;
             txn.set_two_phase_commit(two_phase);
@@ -210,11 +214,20 @@ fn run(
                 slot_frees = std::mem::take(&mut ctx.slot_frees);
                 run_all?;
             }
+            let t_run = t0.elapsed();
             // New PANs are on disk before the commit that points at them.
             if !slot_writes.is_empty() {
                 slots.sync()?;
             }
+            let t_slots = t0.elapsed();
             txn.commit()?;
+            tracing::trace!(
+                mutations = n,
+                run_us = t_run.as_micros() as u64,
+                slots_us = (t_slots - t_run).as_micros() as u64,
+                commit_us = (t0.elapsed() - t_slots).as_micros() as u64,
+                "group commit"
+            );
             Ok(())
         })();
         // Erased PANs are zeroed in place once their erasure is durable
@@ -234,6 +247,7 @@ fn run(
         match outcome {
             Ok(()) => {
                 stats.commits.fetch_add(1, Relaxed);
+                stats.failing.store(false, Relaxed);
                 stats.mutations.fetch_add(n, Relaxed);
                 for c in completions {
                     c(Ok(()));
@@ -242,9 +256,10 @@ fn run(
             Err(e) => {
                 tracing::error!(error = %e, mutations = n, "group commit failed; batch rolled back");
                 counters = saved;
+                stats.failing.store(true, Relaxed);
                 for c in completions {
                     c(Err(StoreError::Unavailable(
-                        "the store could not commit; nothing was written".into(),
+                        "the store could not commit this batch".into(),
                     )));
                 }
             }

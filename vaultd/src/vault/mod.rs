@@ -79,7 +79,7 @@ impl VaultError {
                 tracing::warn!(error = %m, "store unavailable");
                 WireError::new(
                     ErrorCode::Unavailable,
-                    "storage temporarily unavailable; nothing was written",
+                    "storage temporarily unavailable; the write may not have been applied, retrying is safe",
                 )
             }
             VaultError::Store(StoreError::Hsm(e)) | VaultError::Hsm(e) => hsm_wire(e),
@@ -251,7 +251,8 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             Ok(Err(e)) | Err(e) => e.to_string(),
         };
         let store = match self.store.counts() {
-            Ok(_) => "ok".to_owned(),
+            Ok(_) if self.store.writable() => "ok".to_owned(),
+            Ok(_) => "commits failing: reads work, writes are refused (check the disk, then restart vaultd)".to_owned(),
             Err(e) => e.to_string(),
         };
         Health {
