@@ -5,6 +5,7 @@
 //! `Store` is the seam for a replicated backend one day: the vault only
 //! sees these domain operations, never redb.
 
+pub mod audit;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
 pub mod lifecycle;
@@ -43,8 +44,10 @@ pub(crate) const JOB_QUEUE: TableDefinition<(u64, u64), ()> = TableDefinition::n
 pub(crate) const TRANSACTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("transactions");
 /// seq → [`records::EventRec`]
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// seq → encoded [`AuditRec`] ‖ chain MAC (32 bytes)
+/// seq → encoded [`AuditRec`] ‖ chain hash (32 bytes), see [`audit`].
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// seq of a commit's last audit record → HSM seal of the chain there.
+pub(crate) const AUDIT_SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seals");
 /// Schema version, counters, cursors, key versions.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// tenant ‖ 0x00 ‖ created_at (BE) ‖ alias → (): every retained PAN, oldest first.
@@ -201,10 +204,7 @@ pub trait Store:
     fn events_page(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, records::EventRec)>>;
 }
 
-pub struct AuditPage {
-    pub prev_mac: [u8; 32],
-    pub records: Vec<(u64, AuditRec, Vec<u8>, [u8; 32])>,
-}
+pub use audit::AuditPage;
 
 /// The redb implementation.
 pub struct RedbStore {
@@ -337,6 +337,7 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         txn.open_table(TRANSACTIONS)?;
         txn.open_table(EVENTS)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(AUDIT_SEALS)?;
         txn.open_table(RETAINED)?;
         txn.open_table(ACTIVE_RETAINED)?;
     }
@@ -467,33 +468,7 @@ impl Store for RedbStore {
     }
 
     fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(AUDIT)?;
-        let split = |v: &[u8]| -> StoreResult<(Vec<u8>, [u8; 32])> {
-            if v.len() < 33 {
-                return Err(StoreError::Corrupt("short audit record".into()));
-            }
-            let (body, mac) = v.split_at(v.len() - 32);
-            let mut m = [0u8; 32];
-            m.copy_from_slice(mac);
-            Ok((body.to_vec(), m))
-        };
-        let prev_mac = if after == 0 {
-            [0u8; 32]
-        } else {
-            match t.get(after)? {
-                Some(v) => split(v.value())?.1,
-                None => [0u8; 32],
-            }
-        };
-        let mut records = Vec::new();
-        for item in t.range(after.saturating_add(1)..)?.take(limit) {
-            let (k, v) = item?;
-            let (body, mac) = split(v.value())?;
-            let rec: AuditRec = decode("audit", &body)?;
-            records.push((k.value(), rec, body, mac));
-        }
-        Ok(AuditPage { prev_mac, records })
+        self.read_audit_page(after, limit)
     }
 
     async fn tokenize(&self, w: TokenizeWrite) -> StoreResult<TokenizeOutcome> {

@@ -12,14 +12,15 @@ use vault_hsm::Hsm;
 
 use super::records::{AuditRec, EventRec, encode};
 use super::slots::SlotFile;
-use super::{AUDIT, EVENTS, META, StoreError};
+use super::{AUDIT, AUDIT_SEALS, EVENTS, META, StoreError};
 
 /// What the writer keeps between transactions: the audit chain head and the
 /// id counters. Copied before each batch and restored if its commit fails.
 #[derive(Debug, Clone)]
 pub(crate) struct Counters {
     pub audit_seq: u64,
-    pub audit_mac: [u8; 32],
+    /// Hash of the chain's last record.
+    pub audit_hash: [u8; 32],
     pub event_seq: u64,
     pub job_id: u64,
 }
@@ -29,7 +30,6 @@ pub(crate) struct Counters {
 pub struct WriteCtx<'a> {
     pub txn: &'a WriteTransaction,
     pub(crate) counters: &'a mut Counters,
-    hsm: &'a dyn Hsm,
     slots: &'a SlotFile,
     slot_writes: Vec<u64>,
     slot_frees: Vec<u64>,
@@ -48,19 +48,17 @@ impl WriteCtx<'_> {
         self.slot_frees.push(slot);
     }
 
-    /// Appends an audit record, chained to the previous one.
+    /// Appends an audit record, chained to the previous one (the batch's
+    /// commit seals the chain with the HSM).
     pub fn audit(&mut self, rec: &AuditRec) -> Result<u64, StoreError> {
         let body = encode(rec)?;
-        let mac = self
-            .hsm
-            .audit_mac(&self.counters.audit_mac, &body)
-            .map_err(StoreError::Hsm)?;
+        let hash = super::audit::chain(&self.counters.audit_hash, &body);
         let seq = self.counters.audit_seq + 1;
         let mut stored = body;
-        stored.extend_from_slice(&mac);
+        stored.extend_from_slice(&hash);
         self.txn.open_table(AUDIT)?.insert(seq, stored.as_slice())?;
         self.counters.audit_seq = seq;
-        self.counters.audit_mac = mac;
+        self.counters.audit_hash = hash;
         Ok(seq)
     }
 
@@ -199,7 +197,6 @@ fn run(
                 let mut ctx = WriteCtx {
                     txn: &txn,
                     counters: &mut counters,
-                    hsm: hsm.as_ref(),
                     slots: &slots,
                     slot_writes: Vec::new(),
                     slot_frees: Vec::new(),
@@ -213,6 +210,14 @@ fn run(
                 slot_writes = std::mem::take(&mut ctx.slot_writes);
                 slot_frees = std::mem::take(&mut ctx.slot_frees);
                 run_all?;
+            }
+            // Seal the audit chain at this commit's last record.
+            if counters.audit_seq != saved.audit_seq {
+                let seq = counters.audit_seq;
+                let seal = hsm
+                    .audit_mac(&counters.audit_hash, &super::audit::seal_input(seq))
+                    .map_err(StoreError::Hsm)?;
+                txn.open_table(AUDIT_SEALS)?.insert(seq, seal.as_slice())?;
             }
             let t_run = t0.elapsed();
             // New PANs are on disk before the commit that points at them.
@@ -256,7 +261,11 @@ fn run(
             Err(e) => {
                 tracing::error!(error = %e, mutations = n, "group commit failed; batch rolled back");
                 counters = saved;
-                stats.failing.store(true, Relaxed);
+                // An HSM refusal (the audit seal) is the HSM's state, which
+                // health reports on its own; only storage failures latch.
+                if !matches!(e, StoreError::Hsm(_)) {
+                    stats.failing.store(true, Relaxed);
+                }
                 for c in completions {
                     c(Err(StoreError::Unavailable(
                         "the store could not commit this batch".into(),
@@ -271,7 +280,7 @@ fn run(
 pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
     let r = db.begin_read()?;
     let audit = r.open_table(AUDIT)?;
-    let (audit_seq, audit_mac) = match audit.last()? {
+    let (audit_seq, audit_hash) = match audit.last()? {
         Some((k, v)) => {
             let v = v.value();
             if v.len() < 32 {
@@ -295,7 +304,7 @@ pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
         .unwrap_or(0);
     Ok(Counters {
         audit_seq,
-        audit_mac,
+        audit_hash,
         event_seq,
         job_id,
     })
