@@ -32,6 +32,8 @@ pub fn vault_tui_bin() -> &'static Path {
 pub struct Tmux {
     server: String,
     session: String,
+    /// The server's socket file, removed on drop (tmux leaves it behind).
+    socket_path: Option<PathBuf>,
 }
 
 impl Tmux {
@@ -39,9 +41,10 @@ impl Tmux {
     pub fn start(shell_cmd: &str, width: u16, height: u16) -> Tmux {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let t = Tmux {
+        let mut t = Tmux {
             server: format!("vault-e2e-{}-{n}", std::process::id()),
             session: "console".to_owned(),
+            socket_path: None,
         };
         let out = t.tmux(&[
             "new-session",
@@ -59,6 +62,9 @@ impl Tmux {
             "tmux new-session: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let out = t.tmux(&["display-message", "-p", "#{socket_path}"]);
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        t.socket_path = (out.status.success() && !path.is_empty()).then(|| path.into());
         t
     }
 
@@ -128,5 +134,8 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         // Ends the console too; fails harmlessly if the server is gone.
         let _ = self.tmux(&["kill-server"]);
+        if let Some(path) = &self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
