@@ -163,9 +163,38 @@ impl<H: Hsm> Hsm for FaultyHsm<H> {
         self.inner.cryptogram_mac(token_ref, atc, data)
     }
 
+    fn audit_key_version(&self) -> u32 {
+        self.inner.audit_key_version()
+    }
+
+    fn audit_mac_with(&self, version: u32, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]> {
+        self.faults.next()?;
+        self.inner.audit_mac_with(version, prev, record)
+    }
+
     /// Not a PKCS#11 call (the version is read at start-up): never fails.
     fn pan_key_version(&self) -> u32 {
         self.inner.pan_key_version()
+    }
+
+    fn refresh_key_versions(&self) -> HsmResult<u32> {
+        self.faults.next()?;
+        self.inner.refresh_key_versions()
+    }
+
+    fn rotate_pan_key(&self) -> HsmResult<u32> {
+        self.faults.next()?;
+        self.inner.rotate_pan_key()
+    }
+
+    fn rotate_audit_key(&self) -> HsmResult<u32> {
+        self.faults.next()?;
+        self.inner.rotate_audit_key()
+    }
+
+    fn retire_pan_key(&self, version: u32) -> HsmResult<bool> {
+        self.faults.next()?;
+        self.inner.retire_pan_key(version)
     }
 
     fn check(&self) -> HsmResult<()> {

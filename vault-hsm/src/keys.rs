@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::pkcs11::CallError;
 use crate::pkcs11::{
-    AUDIT_LABEL, FP_LABEL, Pkcs11Hsm, find_all, kek_label, pan_label, token_key_label,
+    AUDIT_LABEL, FP_LABEL, Pkcs11Hsm, audit_label, find_all, kek_label, pan_label, token_key_label,
     zeroize_template,
 };
 use crate::{Hsm, HsmError, HsmResult};
@@ -54,31 +54,57 @@ pub fn init_keys(hsm: &Pkcs11Hsm) -> Result<Vec<(String, bool)>, HsmError> {
             if !find_all(s, label)?.is_empty() {
                 return Ok(false);
             }
-            s.generate_key(
-                &Mechanism::GenericSecretKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::GENERIC_SECRET),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Sign(true),
-                    Attribute::Verify(true),
-                    Attribute::Encrypt(false),
-                    Attribute::Decrypt(false),
-                    Attribute::Wrap(false),
-                    Attribute::Unwrap(false),
-                    Attribute::Derive(false),
-                ],
-            )?;
+            generate_hmac_key(s, label)?;
             Ok(true)
         })?;
         report.push((label.to_owned(), created));
     }
+    hsm.refresh_audit_version()?;
     Ok(report)
+}
+
+/// Creates the next audit key (`vault.audit.v<newest+1>`) and makes it the
+/// key new audit seals use. Older audit keys stay: every seal names the
+/// version that made it, so the whole chain still verifies. Never destroys
+/// an audit key. A running vaultd picks the new version up within
+/// `[keys].refresh_interval`.
+pub fn rotate_audit_key(hsm: &Pkcs11Hsm) -> Result<u32, HsmError> {
+    let newest = hsm.refresh_audit_version()?;
+    if newest == 0 {
+        return Err(HsmError::KeyMissing(AUDIT_LABEL.to_owned()));
+    }
+    let next = newest
+        .checked_add(1)
+        .ok_or_else(|| HsmError::Other("audit key version overflow".to_owned()))?;
+    let label = audit_label(next);
+    hsm.session("rotate audit key", |s| generate_hmac_key(s, &label))?;
+    hsm.set_audit_version(next);
+    Ok(next)
+}
+
+/// A sensitive, non-extractable HMAC-SHA-256 key (sign and verify only).
+fn generate_hmac_key(s: &Session, label: &str) -> Result<(), CallError> {
+    s.generate_key(
+        &Mechanism::GenericSecretKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Creates `vault.pan.v<newest+1>` and makes it the key new seals use.

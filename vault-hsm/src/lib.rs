@@ -11,7 +11,8 @@
 //! - [`pkcs11::Pkcs11Hsm`]: the implementation (open with
 //!   [`pkcs11::Pkcs11Hsm::open`] in the daemon, `open_admin` for key commands).
 //! - [`pool::HsmPool`]: runs HSM calls for async code on named threads.
-//! - [`keys`]: `vaultd keys ...`: init, import-kek, rotate, list.
+//! - [`keys`]: `vaultd keys ...`: init, import-kek, rotate, retire,
+//!   rotate-audit, list.
 //!
 //! At process exit, after every instance and pool is dropped,
 //! [`pkcs11::finalize_module`] calls `C_Finalize`.
@@ -74,6 +75,22 @@ pub trait Hsm: Send + Sync + 'static {
     /// HMAC-SHA-256 under `vault.audit` of `prev ‖ record`: the audit chain.
     fn audit_mac(&self, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]>;
 
+    /// The newest audit key version: 1 is `vault.audit`, N > 1 is
+    /// `vault.audit.v<N>` (made by `vaultd keys rotate-audit`).
+    fn audit_key_version(&self) -> u32 {
+        1
+    }
+
+    /// [`Hsm::audit_mac`] under audit key `version`: seals record which key
+    /// made them, so a chain stays verifiable across audit key rotations.
+    fn audit_mac_with(&self, version: u32, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]> {
+        if version == 1 {
+            self.audit_mac(prev, record)
+        } else {
+            Err(HsmError::KeyMissing(format!("vault.audit.v{version}")))
+        }
+    }
+
     /// Random bytes from the HSM's RNG.
     fn random(&self, out: &mut [u8]) -> HsmResult<()>;
 
@@ -92,6 +109,29 @@ pub trait Hsm: Send + Sync + 'static {
 
     /// The newest `vault.pan` key version.
     fn pan_key_version(&self) -> u32;
+
+    /// Rescans the token for the newest PAN and audit key versions (another
+    /// process may have rotated them) and returns the newest PAN version.
+    fn refresh_key_versions(&self) -> HsmResult<u32> {
+        Ok(self.pan_key_version())
+    }
+
+    /// Creates `vault.pan.v<newest+1>` and seals with it from now on.
+    fn rotate_pan_key(&self) -> HsmResult<u32> {
+        Err(HsmError::Other("this HSM cannot rotate keys".to_owned()))
+    }
+
+    /// Destroys `vault.pan.v<version>` (never the newest); whether it existed.
+    /// The caller first makes sure nothing is sealed under it any more.
+    fn retire_pan_key(&self, version: u32) -> HsmResult<bool> {
+        let _ = version;
+        Err(HsmError::Other("this HSM cannot retire keys".to_owned()))
+    }
+
+    /// Creates the next audit key version and seals with it from now on.
+    fn rotate_audit_key(&self) -> HsmResult<u32> {
+        Err(HsmError::Other("this HSM cannot rotate keys".to_owned()))
+    }
 
     /// A cheap liveness check (e.g. `C_GetSessionInfo` on this thread's session).
     fn check(&self) -> HsmResult<()>;

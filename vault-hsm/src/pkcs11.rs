@@ -34,8 +34,19 @@ pub const PIN_ENV: &str = "VAULTD_HSM_PIN";
 
 /// Label of the fingerprint key.
 pub const FP_LABEL: &str = "vault.fp";
-/// Label of the audit-chain key.
+/// Label of the audit-chain key (version 1; later versions are
+/// `vault.audit.v<N>`, see [`audit_label`]).
 pub const AUDIT_LABEL: &str = "vault.audit";
+
+/// Label of audit key version `version`: `vault.audit` for 1 (the label
+/// vaults made before audit key rotation use), `vault.audit.v<N>` after.
+pub fn audit_label(version: u32) -> String {
+    if version <= 1 {
+        AUDIT_LABEL.to_owned()
+    } else {
+        format!("{AUDIT_LABEL}.v{version}")
+    }
+}
 
 /// Card schemes that may have a transport key (`tsp.<scheme>.kek`).
 pub const SCHEMES: [&str; 4] = ["visa", "mastercard", "amex", "discover"];
@@ -107,6 +118,8 @@ pub struct Pkcs11Hsm {
     handles: HandleCache,
     /// Newest `vault.pan.v<N>`; 0 when none exists (admin mode only).
     pan_version: AtomicU32,
+    /// Newest audit key version (see [`audit_label`]); 0 when none exists.
+    audit_version: AtomicU32,
 }
 
 impl std::fmt::Debug for Pkcs11Hsm {
@@ -152,6 +165,7 @@ impl Pkcs11Hsm {
             token_label: cfg.token_label.clone(),
             handles: HandleCache::default(),
             pan_version: AtomicU32::new(0),
+            audit_version: AtomicU32::new(0),
         };
         // First login on this thread, so a wrong PIN is reported at start-up
         // with a message that says what to do. (If this process is already
@@ -163,6 +177,7 @@ impl Pkcs11Hsm {
         })?;
         hsm.source.put_back(session);
         hsm.refresh_pan_version()?;
+        hsm.refresh_audit_version()?;
         Ok(hsm)
     }
 
@@ -200,6 +215,32 @@ impl Pkcs11Hsm {
         Ok(newest)
     }
 
+    /// Rescans the token for audit keys and makes the newest version the
+    /// one [`Hsm::audit_mac`] uses. Returns it (0 if none).
+    pub fn refresh_audit_version(&self) -> HsmResult<u32> {
+        let newest = self.session("scan audit keys", |s| {
+            let candidates = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Sign(true),
+            ])?;
+            let mut newest = 0;
+            for handle in candidates {
+                if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_audit_label) {
+                    newest = newest.max(v);
+                }
+            }
+            Ok(newest)
+        })?;
+        self.audit_version.store(newest, Ordering::Release);
+        Ok(newest)
+    }
+
+    pub(crate) fn set_audit_version(&self, version: u32) {
+        self.audit_version.store(version, Ordering::Release);
+    }
+
     /// The vault keys `open` requires that are not in the token.
     fn missing_vault_keys(&self) -> HsmResult<Vec<String>> {
         let version = self.pan_key_version();
@@ -208,10 +249,11 @@ impl Pkcs11Hsm {
             if version == 0 {
                 missing.push(pan_label(1));
             }
-            for label in [FP_LABEL, AUDIT_LABEL] {
-                if find_all(s, label)?.is_empty() {
-                    missing.push(label.to_owned());
-                }
+            if find_all(s, FP_LABEL)?.is_empty() {
+                missing.push(FP_LABEL.to_owned());
+            }
+            if self.audit_version.load(Ordering::Acquire) == 0 {
+                missing.push(AUDIT_LABEL.to_owned());
             }
             Ok(missing)
         })
@@ -374,10 +416,20 @@ impl Hsm for Pkcs11Hsm {
     }
 
     fn audit_mac(&self, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]> {
+        self.audit_mac_with(self.audit_key_version(), prev, record)
+    }
+
+    fn audit_key_version(&self) -> u32 {
+        // An admin instance may run before `keys init`: version 1 then
+        // names the (missing) `vault.audit`.
+        self.audit_version.load(Ordering::Acquire).max(1)
+    }
+
+    fn audit_mac_with(&self, version: u32, prev: &[u8; 32], record: &[u8]) -> HsmResult<[u8; 32]> {
         let mut data = Vec::with_capacity(32 + record.len());
         data.extend_from_slice(prev);
         data.extend_from_slice(record);
-        self.hmac("audit_mac", AUDIT_LABEL, &data)
+        self.hmac("audit_mac", &audit_label(version), &data)
     }
 
     fn random(&self, out: &mut [u8]) -> HsmResult<()> {
@@ -473,6 +525,23 @@ impl Hsm for Pkcs11Hsm {
         self.pan_version.load(Ordering::Acquire)
     }
 
+    fn refresh_key_versions(&self) -> HsmResult<u32> {
+        self.refresh_audit_version()?;
+        self.refresh_pan_version()
+    }
+
+    fn rotate_pan_key(&self) -> HsmResult<u32> {
+        crate::keys::rotate_pan_key(self)
+    }
+
+    fn rotate_audit_key(&self) -> HsmResult<u32> {
+        crate::keys::rotate_audit_key(self)
+    }
+
+    fn retire_pan_key(&self, version: u32) -> HsmResult<bool> {
+        crate::keys::destroy_pan_key(self, version)
+    }
+
     fn check(&self) -> HsmResult<()> {
         // `session` already asks C_GetSessionInfo whether we are logged in.
         self.session("check", |_| Ok(()))
@@ -545,6 +614,17 @@ pub fn token_key_label(token_ref: &str) -> HsmResult<String> {
             "invalid token reference (1-64 printable ASCII characters)".to_owned(),
         ))
     }
+}
+
+fn parse_audit_label(label: &str) -> Option<u32> {
+    if label == AUDIT_LABEL {
+        return Some(1);
+    }
+    label
+        .strip_prefix("vault.audit.v")?
+        .parse()
+        .ok()
+        .filter(|v| *v > 1)
 }
 
 fn parse_pan_label(label: &str) -> Option<u32> {

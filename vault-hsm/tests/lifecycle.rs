@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{MODULE, shared_hsm};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use vault_hsm::keys::{destroy_pan_key, rotate_pan_key};
+use vault_hsm::keys::{destroy_pan_key, rotate_audit_key, rotate_pan_key};
 use vault_hsm::{Hsm, HsmError};
 
 #[test]
@@ -52,6 +52,26 @@ fn rotation_destruction_and_recovery() {
     // A fresh open finds v2 as the newest.
     let reopened = vault_hsm::Pkcs11Hsm::open(&token.config()).expect("reopen");
     assert_eq!(reopened.pan_key_version(), 2);
+
+    // Audit key rotation: new MACs use v2, v1 MACs can still be checked,
+    // and the two keys differ.
+    let prev = [5u8; 32];
+    assert_eq!(hsm.audit_key_version(), 1);
+    let mac_v1 = hsm.audit_mac(&prev, b"seal").expect("mac v1");
+    assert_eq!(rotate_audit_key(hsm).expect("rotate audit"), 2);
+    assert_eq!(hsm.audit_key_version(), 2);
+    let mac_v2 = hsm.audit_mac(&prev, b"seal").expect("mac v2");
+    assert_ne!(mac_v1, mac_v2);
+    assert_eq!(hsm.audit_mac_with(1, &prev, b"seal").expect("v1"), mac_v1);
+    assert_eq!(hsm.audit_mac_with(2, &prev, b"seal").expect("v2"), mac_v2);
+    assert!(matches!(
+        hsm.audit_mac_with(3, &prev, b"seal"),
+        Err(HsmError::KeyMissing(label)) if label == "vault.audit.v3"
+    ));
+    // Another process's rotation is seen after a refresh.
+    assert_eq!(reopened.audit_key_version(), 1);
+    assert_eq!(reopened.refresh_key_versions().expect("refresh"), 2);
+    assert_eq!(reopened.audit_key_version(), 2);
 
     // Recovery: log the whole process out behind the HSM's back (PKCS#11
     // login state is per process). The next call fails as Unavailable and

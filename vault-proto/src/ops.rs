@@ -27,6 +27,12 @@ pub mod op {
     pub const PURGE_DUE: &str = "purge_due";
     pub const EVENTS: &str = "events";
     pub const AUDIT: &str = "audit";
+    /// Extension (admin): rotate the PAN or the audit key through the daemon.
+    pub const KEY_ROTATE: &str = "key_rotate";
+    /// Extension (admin): destroy an old PAN key nothing uses any more.
+    pub const KEY_RETIRE: &str = "key_retire";
+    /// Extension (admin): write a consistent copy of the database.
+    pub const BACKUP: &str = "backup";
 }
 
 /// For ops that take no arguments: an empty map, nothing else.
@@ -281,6 +287,69 @@ pub struct Stats {
     pub queue: QueueCounts,
     pub schemes: BTreeMap<String, SchemeStats>,
     pub uptime_ms: u64,
+    /// Key versions and re-encryption progress (optional field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeyStats>,
+}
+
+/// `stats.keys`: which key versions new writes use and how many
+/// ciphertexts still wait for re-encryption under the newest PAN key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyStats {
+    pub pan_key_version: u32,
+    pub audit_key_version: u32,
+    /// PAN and token-number ciphertexts under an older PAN key, as of the
+    /// re-encryption job's last count.
+    pub reencrypt_remaining: u64,
+    /// Ciphertexts re-encrypted since the daemon started.
+    pub reencrypted: u64,
+}
+
+// ---------------------------------------------------------------- keys
+
+/// `key_rotate` args: which key (`"pan"`, the default, or `"audit"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotateArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotateResult {
+    pub key: String,
+    /// The new newest version.
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRetireArgs {
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRetireResult {
+    pub label: String,
+    /// False when no such key was left in the HSM.
+    pub destroyed: bool,
+}
+
+/// `backup` args: where the daemon writes the copy (absolute; the PAN
+/// slots go to `path` + ".pans").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupArgs {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupResult {
+    pub path: String,
+    pub aliases: u64,
+    pub pans: u64,
+    /// Sequence number of the last audit record in the copy.
+    pub audit_seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,4 +540,7 @@ ops! {
     PurgeDue = op::PURGE_DUE, PurgeArgs => PurgeResult;
     EventsOp = op::EVENTS, PageArgs => Events;
     AuditOp = op::AUDIT, PageArgs => Audit;
+    KeyRotate = op::KEY_ROTATE, KeyRotateArgs => KeyRotateResult;
+    KeyRetire = op::KEY_RETIRE, KeyRetireArgs => KeyRetireResult;
+    BackupOp = op::BACKUP, BackupArgs => BackupResult;
 }

@@ -115,6 +115,24 @@ enum Cmd {
     Provision { alias: String },
     /// Erase an alias's PAN (it keeps working through its active token).
     RemovePan { alias: String },
+    /// Rotate the PAN key (or, with --audit, the audit key) through the
+    /// daemon: new writes use the new version at once; PANs and token
+    /// numbers are re-encrypted in the background (see `stats`).
+    KeyRotate {
+        #[arg(long)]
+        audit: bool,
+    },
+    /// Destroy vault.pan.v<N> in the HSM; refused while any record uses it.
+    KeyRetire {
+        #[arg(long)]
+        version: u32,
+    },
+    /// Have the daemon write a consistent copy of its database to FILE
+    /// (absolute path, written by the daemon) and FILE.pans.
+    Backup {
+        #[arg(long = "to")]
+        to: PathBuf,
+    },
 }
 
 fn fmt_ms(ms: u64) -> String {
@@ -405,6 +423,15 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                         if sc.paused { " PAUSED" } else { "" }
                     );
                 }
+                if let Some(k) = &s.keys {
+                    println!(
+                        "keys           pan v{} audit v{} reencrypt_remaining {} reencrypted {}",
+                        k.pan_key_version,
+                        k.audit_key_version,
+                        k.reencrypt_remaining,
+                        k.reencrypted
+                    );
+                }
                 println!("uptime         {} s", s.uptime_ms / 1000);
             });
         }
@@ -562,6 +589,40 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
         Cmd::RemovePan { alias } => {
             let r = c.op::<ops::RemovePan>(&ops::AliasArgs { alias })?;
             print(json, &r, show_record);
+        }
+        Cmd::KeyRotate { audit } => {
+            let key = audit.then(|| "audit".to_owned());
+            let r = c.op::<ops::KeyRotate>(&ops::KeyRotateArgs { key })?;
+            print(json, &r, |r| {
+                println!("{} key now at version {}", r.key, r.version)
+            });
+        }
+        Cmd::KeyRetire { version } => {
+            let r = c.op::<ops::KeyRetire>(&ops::KeyRetireArgs { version })?;
+            print(json, &r, |r| {
+                println!(
+                    "{} {}",
+                    r.label,
+                    if r.destroyed {
+                        "destroyed"
+                    } else {
+                        "not present"
+                    }
+                )
+            });
+        }
+        Cmd::Backup { to } => {
+            let path = std::path::absolute(&to)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", to.display())))?;
+            let r = c.op::<ops::BackupOp>(&ops::BackupArgs {
+                path: path.to_string_lossy().into_owned(),
+            })?;
+            print(json, &r, |r| {
+                println!(
+                    "backup {} (+ .pans): {} aliases, {} PANs, audit up to #{}",
+                    r.path, r.aliases, r.pans, r.audit_seq
+                )
+            });
         }
     }
     Ok(())

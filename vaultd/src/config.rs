@@ -73,6 +73,8 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub retention: RetentionSchedule,
+    #[serde(default)]
+    pub keys: Keys,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<Tenant>,
     #[serde(default, rename = "client")]
@@ -217,6 +219,29 @@ impl Default for RetentionSchedule {
     }
 }
 
+/// `[keys]`: the re-encryption job after a PAN key rotation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    /// Ciphertexts re-encrypted per group commit.
+    pub reencrypt_batch: usize,
+    /// Pause between two batches, so clients keep most of the writer.
+    pub reencrypt_pause: Dur,
+    /// How often the daemon looks for key versions rotated by
+    /// `vaultd keys rotate` / `rotate-audit` (the `key_rotate` op switches at once).
+    pub refresh_interval: Dur,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            reencrypt_batch: 500,
+            reencrypt_pause: Dur(Duration::from_millis(20)),
+            refresh_interval: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -347,6 +372,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.reencrypt_batch == 0 || self.keys.reencrypt_batch > 10_000 {
+            return Err(err("[keys].reencrypt_batch", "must be between 1 and 10000"));
+        }
+        if self.keys.refresh_interval.0.is_zero() {
+            return Err(err("[keys].refresh_interval", "must be more than 0"));
+        }
         let s = &self.server;
         if s.max_frame < 64 || s.max_frame > 64 * 1024 * 1024 {
             return Err(err(

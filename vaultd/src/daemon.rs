@@ -61,6 +61,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), StartError> {
     let pool = HsmPool::new(hsm.clone(), cfg.hsm.threads);
     let vault = Arc::new(Vault::new(&cfg, store.clone(), pool).map_err(StartError)?);
     vault.start_retention(cfg.retention.check_interval.0);
+    vault.start_key_job();
     let dispatcher = Arc::new(Dispatcher::new(
         vault.clone(),
         ClientTable::from_config(&cfg),

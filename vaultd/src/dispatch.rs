@@ -90,7 +90,10 @@ fn allowed_roles(op_name: &str) -> Option<&'static [Role]> {
         | op::RETENTION
         | op::PURGE_DUE
         | op::EVENTS
-        | op::AUDIT => &[Admin],
+        | op::AUDIT
+        | op::KEY_ROTATE
+        | op::KEY_RETIRE
+        | op::BACKUP => &[Admin],
         _ => return None,
     })
 }
@@ -270,6 +273,18 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
             op::PURGE_DUE => {
                 let a: ops::PurgeArgs = decode(args)?;
                 ok(&v.purge_due(who, a.tenant).await?)
+            }
+            op::KEY_ROTATE => {
+                let a: ops::KeyRotateArgs = decode(args)?;
+                ok(&v.key_rotate(who, a.key).await?)
+            }
+            op::KEY_RETIRE => {
+                let a: ops::KeyRetireArgs = decode(args)?;
+                ok(&v.key_retire(who, a.version).await?)
+            }
+            op::BACKUP => {
+                let a: ops::BackupArgs = decode(args)?;
+                ok(&v.backup(who, a.path).await?)
             }
             other => {
                 return Err(VaultError::refuse(

@@ -39,6 +39,19 @@ enum Cmd {
     /// HSM key management.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Write a consistent copy of the database while vaultd serves (asks
+    /// the running daemon: the `backup` op; needs an admin client).
+    Backup {
+        /// Absolute path of the copy; its PAN slots go to FILE.pans.
+        #[arg(long = "to")]
+        to: PathBuf,
+    },
+    /// Replace the database with a backup. vaultd must be stopped.
+    Restore {
+        /// The backup (FILE and FILE.pans).
+        #[arg(long = "from")]
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,6 +70,19 @@ enum KeysCmd {
     },
     /// List the vault's keys in the HSM (labels and attributes, never values).
     List,
+    /// Create vault.pan.v<N+1>. A running vaultd seals with it within
+    /// [keys].refresh_interval and re-encrypts in the background
+    /// (`vaultctl key-rotate` does the same through the daemon, at once).
+    Rotate,
+    /// Create the next audit key (vault.audit.v<N+1>); old ones are kept.
+    RotateAudit,
+    /// Destroy vault.pan.v<N> once no record uses it. vaultd must be
+    /// stopped (it scans the database); while it runs, use
+    /// `vaultctl key-retire --version N`.
+    Retire {
+        #[arg(long)]
+        version: u32,
+    },
 }
 
 fn load(path: &Path) -> Result<Config, String> {
@@ -114,6 +140,8 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }),
         Cmd::Keys(k) => load(&cli.config).and_then(|cfg| keys(&cfg, k)),
+        Cmd::Backup { to } => load(&cli.config).and_then(|cfg| backup(&cfg, &to)),
+        Cmd::Restore { from } => load(&cli.config).and_then(|cfg| restore(&cfg, &from)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,10 +152,115 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a vaultd answers on the configured socket.
+fn daemon_running(cfg: &Config) -> bool {
+    std::os::unix::net::UnixStream::connect(&cfg.server.socket).is_ok()
+}
+
+fn backup(cfg: &Config, to: &Path) -> Result<(), String> {
+    let to = std::path::absolute(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut client = vault_proto::BlockingClient::connect(&cfg.server.socket).map_err(|e| {
+        format!(
+            "cannot reach vaultd at {} ({e}); with vaultd stopped, copy [storage].path and its .pans file instead",
+            cfg.server.socket.display()
+        )
+    })?;
+    let r = client
+        .op::<vault_proto::ops::BackupOp>(&vault_proto::ops::BackupArgs {
+            path: to.to_string_lossy().into_owned(),
+        })
+        .map_err(|e| e.to_string())?;
+    println!(
+        "backup written to {} (+ .pans): {} aliases, {} PANs, audit up to #{}",
+        r.path, r.aliases, r.pans, r.audit_seq
+    );
+    Ok(())
+}
+
+fn restore(cfg: &Config, from: &Path) -> Result<(), String> {
+    if daemon_running(cfg) {
+        return Err(format!(
+            "vaultd answers on {}: stop it before restoring",
+            cfg.server.socket.display()
+        ));
+    }
+    // Taking redb's lock also proves no other process has the file open.
+    if cfg.storage.path.exists() {
+        drop(redb::Database::open(&cfg.storage.path).map_err(|e| {
+            format!(
+                "{} is in use or unreadable ({e}); stop vaultd first",
+                cfg.storage.path.display()
+            )
+        })?);
+    }
+    let s = vaultd::store::backup::restore(from, &cfg.storage.path).map_err(|e| e.to_string())?;
+    println!(
+        "restored {} into {}: {} aliases, {} PANs, audit up to #{}",
+        from.display(),
+        cfg.storage.path.display(),
+        s.aliases,
+        s.pans,
+        s.audit_seq
+    );
+    Ok(())
+}
+
+/// `keys retire` on a stopped daemon: scan the database for the version.
+fn retire_offline(cfg: &Config, hsm: vault_hsm::Pkcs11Hsm, version: u32) -> Result<(), String> {
+    use vaultd::store::{KeyStore, RedbStore};
+    if daemon_running(cfg) {
+        return Err(format!(
+            "vaultd answers on {}: use `vaultctl key-retire --version {version}` (or stop it)",
+            cfg.server.socket.display()
+        ));
+    }
+    let newest = hsm.refresh_pan_version().map_err(|e| e.to_string())?;
+    if version == 0 || version >= newest {
+        return Err(format!(
+            "cannot retire version {version}: the newest PAN key is v{newest}"
+        ));
+    }
+    let hsm = std::sync::Arc::new(hsm);
+    let counts = {
+        let store = RedbStore::open(&cfg.storage.path, hsm.clone(), &cfg.storage.options())
+            .map_err(|e| format!("[storage].path {}: {e}", cfg.storage.path.display()))?;
+        store.key_versions().map_err(|e| e.to_string())?
+    };
+    if let Some(n) = counts.get(&version).filter(|n| **n > 0) {
+        return Err(format!(
+            "{n} ciphertexts still use vault.pan.v{version}: start vaultd and let it re-encrypt first"
+        ));
+    }
+    let destroyed = vault_hsm::keys::destroy_pan_key(&hsm, version).map_err(|e| e.to_string())?;
+    println!(
+        "vault.pan.v{version}: {}",
+        if destroyed {
+            "destroyed"
+        } else {
+            "not present"
+        }
+    );
+    Ok(())
+}
+
 fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
     use vault_hsm::keys;
     let hsm = daemon::open_hsm_admin(cfg).map_err(|e| e.to_string())?;
     match cmd {
+        KeysCmd::Rotate => {
+            let v = keys::rotate_pan_key(&hsm).map_err(|e| e.to_string())?;
+            println!(
+                "vault.pan.v{v}: created; new writes use it (a running vaultd within [keys].refresh_interval)"
+            );
+        }
+        KeysCmd::RotateAudit => {
+            let v = keys::rotate_audit_key(&hsm).map_err(|e| e.to_string())?;
+            println!(
+                "{}: created; audit seals use it (a running vaultd within [keys].refresh_interval)",
+                vault_hsm::pkcs11::audit_label(v)
+            );
+        }
+        KeysCmd::Retire { version } => return retire_offline(cfg, hsm, version),
         KeysCmd::Init => {
             for (label, created) in keys::init_keys(&hsm).map_err(|e| e.to_string())? {
                 println!("{label}: {}", if created { "created" } else { "present" });

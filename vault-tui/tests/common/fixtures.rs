@@ -122,6 +122,7 @@ pub fn stats(k: u64) -> Stats {
         },
         schemes,
         uptime_ms: health().uptime_ms,
+        keys: None,
     }
 }
 

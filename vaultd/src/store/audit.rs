@@ -6,6 +6,11 @@
 //! changes every later hash and so breaks the next seal, which no one
 //! without the HSM key can recompute; one HSM call per commit instead of
 //! one per record keeps the audit trail off the tokenize hot path.
+//!
+//! The audit key can be rotated (`vault.audit` is version 1,
+//! `vault.audit.v<N>` later ones): a seal made under version 1 is stored as
+//! the bare 32-byte MAC, one made under N > 1 as `N (u32 BE) ‖ MAC`, so the
+//! chain verifies across rotations with each seal's own key.
 
 use redb::ReadableDatabase;
 use sha2::{Digest, Sha256};
@@ -29,6 +34,31 @@ pub fn seal_input(seq: u64) -> [u8; 12] {
     d
 }
 
+/// The stored form of a seal made with audit key `version`.
+pub fn encode_seal(version: u32, mac: &[u8; 32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(36);
+    if version > 1 {
+        v.extend_from_slice(&version.to_be_bytes());
+    }
+    v.extend_from_slice(mac);
+    v
+}
+
+/// A stored seal: the audit key version that made it and the MAC.
+pub fn decode_seal(v: &[u8]) -> StoreResult<(u32, [u8; 32])> {
+    let (version, mac) = match v.len() {
+        32 => (1, v),
+        36 => {
+            let (ver, mac) = v.split_at(4);
+            (u32::from_be_bytes([ver[0], ver[1], ver[2], ver[3]]), mac)
+        }
+        _ => return Err(StoreError::Corrupt("bad audit seal".into())),
+    };
+    let mut m = [0u8; 32];
+    m.copy_from_slice(mac);
+    Ok((version, m))
+}
+
 /// Splits a stored audit value into the record and its chain hash.
 pub fn split(v: &[u8]) -> StoreResult<(&[u8], [u8; 32])> {
     if v.len() < 33 {
@@ -48,17 +78,19 @@ pub struct AuditPage {
     pub records: Vec<(u64, AuditRec, Vec<u8>, [u8; 32])>,
     /// Records after the page up to the sealing record (bodies and hashes).
     pub tail: Vec<(u64, Vec<u8>, [u8; 32])>,
-    pub seals: Vec<(u64, [u8; 32])>,
+    /// (seq, audit key version, MAC)
+    pub seals: Vec<(u64, u32, [u8; 32])>,
 }
 
 impl AuditPage {
     /// Checks the page: consecutive sequence numbers from `after + 1`, every
     /// stored hash equal to the recomputed chain, every seal in range valid
-    /// (`mac` computes the HSM MAC), and the page covered by a seal.
+    /// (`mac(version, prev, data)` computes the HSM MAC under the audit key
+    /// version the seal names), and the page covered by a seal.
     pub fn verify<E>(
         &self,
         after: u64,
-        mut mac: impl FnMut(&[u8; 32], &[u8]) -> Result<[u8; 32], E>,
+        mut mac: impl FnMut(u32, &[u8; 32], &[u8]) -> Result<[u8; 32], E>,
     ) -> Result<bool, E> {
         let mut h = self.prev_hash;
         let mut hashes = std::collections::HashMap::new();
@@ -76,11 +108,11 @@ impl AuditPage {
         }
         let last = self.records.last().map(|r| r.0);
         let mut covered = last.is_none();
-        for (seq, seal) in &self.seals {
+        for (seq, version, seal) in &self.seals {
             let Some(h) = hashes.get(seq) else {
                 return Ok(false);
             };
-            if mac(h, &seal_input(*seq))? != *seal {
+            if mac(*version, h, &seal_input(*seq))? != *seal {
                 return Ok(false);
             }
             if last.is_some_and(|l| *seq >= l) {
@@ -125,13 +157,8 @@ impl RedbStore {
             let upto = end_seal.unwrap_or(last);
             for item in seals_t.range(first..=upto)? {
                 let (k, v) = item?;
-                let mut m = [0u8; 32];
-                let v = v.value();
-                if v.len() != 32 {
-                    return Err(StoreError::Corrupt("bad audit seal".into()));
-                }
-                m.copy_from_slice(v);
-                seals.push((k.value(), m));
+                let (version, m) = decode_seal(v.value())?;
+                seals.push((k.value(), version, m));
             }
             if upto > last {
                 for item in t.range(last + 1..=upto)? {
@@ -155,8 +182,8 @@ mod tests {
     use super::*;
 
     /// Stands in for the HSM's HMAC: keyed, and the key is not the attacker's.
-    fn mac(prev: &[u8; 32], data: &[u8]) -> Result<[u8; 32], ()> {
-        Ok(chain(&chain(&[7u8; 32], prev), data))
+    fn mac(version: u32, prev: &[u8; 32], data: &[u8]) -> Result<[u8; 32], ()> {
+        Ok(chain(&chain(&[version as u8; 32], prev), data))
     }
 
     fn rec(i: u64) -> AuditRec {
@@ -180,8 +207,10 @@ mod tests {
             let body = super::super::records::encode(&rec(i)).unwrap();
             h = chain(&h, &body);
             records.push((i, rec(i), body, h));
+            // The audit key was rotated between the two commits.
             if i == 4 || i == 10 {
-                seals.push((i, mac(&h, &seal_input(i)).unwrap()));
+                let version = if i == 4 { 1 } else { 2 };
+                seals.push((i, version, mac(version, &h, &seal_input(i)).unwrap()));
             }
         }
         AuditPage {
@@ -210,6 +239,22 @@ mod tests {
             r.3 = h;
         }
         assert_eq!(t.verify(0, mac), Ok(false));
+    }
+
+    #[test]
+    fn a_seal_checked_under_another_key_version_fails() {
+        let mut t = trail();
+        t.seals[1].1 = 1;
+        assert_eq!(t.verify(0, mac), Ok(false));
+    }
+
+    #[test]
+    fn seals_round_trip_with_their_key_version() {
+        let m = [9u8; 32];
+        assert_eq!(encode_seal(1, &m).len(), 32, "version 1 keeps the old form");
+        assert_eq!(decode_seal(&encode_seal(1, &m)).unwrap(), (1, m));
+        assert_eq!(decode_seal(&encode_seal(3, &m)).unwrap(), (3, m));
+        assert!(decode_seal(&[0u8; 33]).is_err());
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! sees these domain operations, never redb.
 
 pub mod audit;
+pub mod backup;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
 pub mod lifecycle;
 pub mod queue;
 pub mod records;
+pub mod rekey;
 pub mod retention;
 pub mod slots;
 pub mod tokens;
@@ -23,9 +25,11 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use vault_hsm::{Hsm, HsmError};
 
+pub use backup::{BackupStore, BackupSummary};
 pub use lifecycle::{Change, ChangeKind, LifecycleStore};
 pub use queue::{JobFinish, QueueStore};
 use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
+pub use rekey::KeyStore;
 pub use retention::RetentionStore;
 pub use tokens::{AtcOutcome, TokenStore};
 pub use writer::{WriteCtx, Writer, WriterStats};
@@ -168,7 +172,15 @@ pub struct Counts {
 /// The vault's storage, whatever holds it: aliases here, the job queue in
 /// [`QueueStore`], network tokens in [`TokenStore`].
 pub trait Store:
-    QueueStore + TokenStore + RetentionStore + LifecycleStore + Send + Sync + 'static
+    QueueStore
+    + TokenStore
+    + RetentionStore
+    + LifecycleStore
+    + KeyStore
+    + BackupStore
+    + Send
+    + Sync
+    + 'static
 {
     fn find_by_fingerprint(&self, tenant: &str, fp: &[u8]) -> StoreResult<Option<String>>;
     fn alias(&self, alias: &str) -> StoreResult<Option<AliasView>>;
@@ -274,6 +286,19 @@ impl RedbStore {
         &self.writer
     }
 
+    pub(crate) fn slots(&self) -> &slots::SlotFile {
+        &self.slots
+    }
+
+    fn pan_slot_of(&self, alias: &str) -> StoreResult<Option<u64>> {
+        let r = self.db.begin_read()?;
+        let Some(raw) = r.open_table(ALIASES)?.get(alias)? else {
+            return Ok(None);
+        };
+        let rec: AliasRec = decode("alias", raw.value())?;
+        Ok(rec.pan_slot)
+    }
+
     pub fn db(&self) -> &Database {
         &self.db
     }
@@ -355,16 +380,10 @@ pub(crate) fn count_status(
     if from == to {
         return Ok(());
     }
-    let mut meta = ctx.txn.open_table(META)?;
     for (status, delta) in [(from, -1i64), (to, 1i64)] {
-        let Some(status) = status else { continue };
-        let key = format!("nt.{}", status.as_str());
-        let cur = meta
-            .get(key.as_str())?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        let new = cur.saturating_add_signed(delta);
-        meta.insert(key.as_str(), new.to_be_bytes().as_slice())?;
+        if let Some(status) = status {
+            ctx.bump(format!("nt.{}", status.as_str()), delta);
+        }
     }
     Ok(())
 }
@@ -422,14 +441,18 @@ impl Store for RedbStore {
     }
 
     fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>> {
-        let r = self.db.begin_read()?;
-        let Some(raw) = r.open_table(ALIASES)?.get(alias)? else {
-            return Ok(None);
-        };
-        let rec: AliasRec = decode("alias", raw.value())?;
-        match rec.pan_slot {
-            Some(slot) => self.slots.get(slot),
-            None => Ok(None),
+        // Re-encryption moves a live PAN to a new slot and zeroes the old
+        // one after its commit: a read that raced with that finds the record
+        // pointing elsewhere afterwards, and reads again.
+        let mut tries = 0;
+        loop {
+            let slot = self.pan_slot_of(alias)?;
+            let Some(slot) = slot else { return Ok(None) };
+            let ct = self.slots.get(slot)?;
+            tries += 1;
+            if tries >= 4 || self.pan_slot_of(alias)? == Some(slot) {
+                return Ok(ct);
+            }
         }
     }
 

@@ -36,13 +36,8 @@ fn alias_of_key(k: &[u8], tenant: &str) -> Option<(u64, String)> {
     Some((at, alias))
 }
 
-fn bump(ctx: &WriteCtx<'_>, key: &str, delta: i64) -> StoreResult<()> {
-    let mut meta = ctx.txn.open_table(META)?;
-    let cur = meta_u64(&meta, key)?;
-    meta.insert(
-        key,
-        cur.saturating_add_signed(delta).to_be_bytes().as_slice(),
-    )?;
+fn bump(ctx: &mut WriteCtx<'_>, key: &str, delta: i64) -> StoreResult<()> {
+    ctx.bump(key.to_owned(), delta);
     Ok(())
 }
 

@@ -30,6 +30,11 @@ struct State {
     /// Slots in the file.
     len: u64,
     free: Vec<u64>,
+    /// Backups in progress: while any runs, freed slots are neither zeroed
+    /// nor reused, so every slot its snapshot references keeps its bytes.
+    holds: usize,
+    /// Slots freed while held, zeroed when the last hold ends.
+    deferred: Vec<u64>,
 }
 
 fn io(e: std::io::Error) -> StoreError {
@@ -75,7 +80,12 @@ impl SlotFile {
         }
         Ok(SlotFile {
             file,
-            state: Mutex::new(State { len, free }),
+            state: Mutex::new(State {
+                len,
+                free,
+                holds: 0,
+                deferred: Vec::new(),
+            }),
         })
     }
 
@@ -83,8 +93,9 @@ impl SlotFile {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `sealed` into a free slot (not synced) and returns it.
-    pub fn put(&self, sealed: &[u8]) -> StoreResult<u64> {
+    /// Takes a free slot for `sealed` and returns it with the bytes to
+    /// write there ([`SlotFile::write_all`] writes a batch's slots at once).
+    pub fn alloc(&self, sealed: &[u8]) -> StoreResult<(u64, [u8; SLOT])> {
         if sealed.is_empty() || sealed.len() >= SLOT {
             return Err(StoreError::Corrupt(format!(
                 "sealed PAN of {} bytes does not fit a slot",
@@ -104,11 +115,33 @@ impl SlotFile {
         let mut buf = [0u8; SLOT];
         buf[0] = sealed.len() as u8;
         buf[1..=sealed.len()].copy_from_slice(sealed);
-        if let Err(e) = self.file.write_all_at(&buf, slot * SLOT as u64) {
-            self.state().free.push(slot);
-            return Err(io(e));
+        Ok((slot, buf))
+    }
+
+    /// Writes allocated slots, neighbours in one call each, and syncs.
+    pub fn write_all(&self, slots: &mut [(u64, [u8; SLOT])]) -> StoreResult<()> {
+        slots.sort_unstable_by_key(|(s, _)| *s);
+        let mut run: Vec<u8> = Vec::with_capacity(slots.len() * SLOT);
+        let mut start = None;
+        let mut next = 0;
+        for (slot, bytes) in slots.iter() {
+            if start.is_some() && *slot != next {
+                let at = start.unwrap_or(0) * SLOT as u64;
+                self.file.write_all_at(&run, at).map_err(io)?;
+                run.clear();
+                start = None;
+            }
+            if start.is_none() {
+                start = Some(*slot);
+            }
+            run.extend_from_slice(bytes);
+            next = slot + 1;
         }
-        Ok(slot)
+        if let Some(s) = start {
+            self.file.write_all_at(&run, s * SLOT as u64).map_err(io)?;
+        }
+        run.fill(0);
+        self.sync()
     }
 
     /// The sealed PAN in `slot`, if the slot holds one.
@@ -130,8 +163,47 @@ impl SlotFile {
         self.file.sync_data().map_err(io)
     }
 
-    /// Zeroes `slots` in place, syncs, and makes them free again.
+    /// Zeroes `slots` in place, syncs, and makes them free again (later,
+    /// when a backup holds the file: see [`SlotFile::hold`]).
     pub fn erase(&self, slots: &[u64]) -> StoreResult<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut st = self.state();
+            if st.holds > 0 {
+                st.deferred.extend_from_slice(slots);
+                return Ok(());
+            }
+        }
+        self.zero(slots)
+    }
+
+    /// Keeps every slot's bytes as they are (freed slots are not zeroed nor
+    /// reused) until the returned guard drops. Taken before a backup's read
+    /// transaction begins, so each slot that snapshot references can still
+    /// be read: an erasure committed meanwhile is finished when the guard drops.
+    pub fn hold(&self) -> SlotHold<'_> {
+        self.state().holds += 1;
+        SlotHold { file: self }
+    }
+
+    fn release(&self) {
+        let deferred = {
+            let mut st = self.state();
+            st.holds = st.holds.saturating_sub(1);
+            if st.holds > 0 {
+                return;
+            }
+            std::mem::take(&mut st.deferred)
+        };
+        if let Err(e) = self.zero(&deferred) {
+            // Start-up zeroes every unreferenced slot; nothing is lost.
+            tracing::error!(error = %e, "could not zero PAN slots freed during a backup");
+        }
+    }
+
+    fn zero(&self, slots: &[u64]) -> StoreResult<()> {
         if slots.is_empty() {
             return Ok(());
         }
@@ -143,5 +215,16 @@ impl SlotFile {
         self.sync()?;
         self.state().free.extend_from_slice(slots);
         Ok(())
+    }
+}
+
+/// See [`SlotFile::hold`].
+pub struct SlotHold<'a> {
+    file: &'a SlotFile,
+}
+
+impl Drop for SlotHold<'_> {
+    fn drop(&mut self) {
+        self.file.release();
     }
 }

@@ -31,16 +31,30 @@ pub struct WriteCtx<'a> {
     pub txn: &'a WriteTransaction,
     pub(crate) counters: &'a mut Counters,
     slots: &'a SlotFile,
-    slot_writes: Vec<u64>,
+    /// New slots and their bytes, written in one pass before the commit.
+    slot_writes: Vec<(u64, [u8; super::slots::SLOT])>,
     slot_frees: Vec<u64>,
+    /// Counter changes in `meta`, applied once per batch.
+    deltas: std::collections::BTreeMap<String, i64>,
 }
 
 impl WriteCtx<'_> {
-    /// Puts a sealed PAN into a fresh slot; synced before this batch commits.
+    /// Puts a sealed PAN into a fresh slot; written and synced before this
+    /// batch commits.
     pub fn put_slot(&mut self, sealed: &[u8]) -> Result<u64, StoreError> {
-        let slot = self.slots.put(sealed)?;
-        self.slot_writes.push(slot);
+        let (slot, bytes) = self.slots.alloc(sealed)?;
+        self.slot_writes.push((slot, bytes));
         Ok(slot)
+    }
+
+    /// Adds `delta` to the counter `key` in `meta` (applied at commit).
+    pub fn bump(&mut self, key: String, delta: i64) {
+        *self.deltas.entry(key).or_insert(0) += delta;
+    }
+
+    /// The sealed PAN in `slot` (a slot is never rewritten while referenced).
+    pub fn read_slot(&self, slot: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.slots.get(slot)
     }
 
     /// Marks a slot for zeroing once this batch's commit is durable.
@@ -75,10 +89,26 @@ impl WriteCtx<'_> {
     /// A fresh job id.
     pub fn next_job_id(&mut self) -> Result<u64, StoreError> {
         self.counters.job_id += 1;
-        self.txn
-            .open_table(META)?
-            .insert("job_id", self.counters.job_id.to_be_bytes().as_slice())?;
         Ok(self.counters.job_id)
+    }
+
+    /// Writes the batch's counter changes and the job id counter.
+    fn flush_counters(&mut self, job_id_before: u64) -> Result<(), StoreError> {
+        let mut meta = self.txn.open_table(META)?;
+        for (key, delta) in std::mem::take(&mut self.deltas) {
+            if delta == 0 {
+                continue;
+            }
+            let cur = super::meta_u64(&meta, &key)?;
+            meta.insert(
+                key.as_str(),
+                cur.saturating_add_signed(delta).to_be_bytes().as_slice(),
+            )?;
+        }
+        if self.counters.job_id != job_id_before {
+            meta.insert("job_id", self.counters.job_id.to_be_bytes().as_slice())?;
+        }
+        Ok(())
     }
 }
 
@@ -187,7 +217,7 @@ fn run(
         let n = batch.len() as u64;
         let saved = counters.clone();
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        let mut slot_writes = Vec::new();
+        let mut slot_writes: Vec<(u64, [u8; super::slots::SLOT])> = Vec::new();
         let mut slot_frees = Vec::new();
         let t0 = std::time::Instant::now();
         let outcome = (|| -> Result<(), StoreError> {
@@ -200,12 +230,13 @@ fn run(
                     slots: &slots,
                     slot_writes: Vec::new(),
                     slot_frees: Vec::new(),
+                    deltas: std::collections::BTreeMap::new(),
                 };
                 let run_all = (|| {
                     for job in batch.drain(..) {
                         completions.push(job(&mut ctx)?);
                     }
-                    Ok::<(), StoreError>(())
+                    ctx.flush_counters(saved.job_id)
                 })();
                 slot_writes = std::mem::take(&mut ctx.slot_writes);
                 slot_frees = std::mem::take(&mut ctx.slot_frees);
@@ -214,15 +245,22 @@ fn run(
             // Seal the audit chain at this commit's last record.
             if counters.audit_seq != saved.audit_seq {
                 let seq = counters.audit_seq;
+                // The newest audit key; the seal records which one it was.
+                let version = hsm.audit_key_version();
                 let seal = hsm
-                    .audit_mac(&counters.audit_hash, &super::audit::seal_input(seq))
+                    .audit_mac_with(
+                        version,
+                        &counters.audit_hash,
+                        &super::audit::seal_input(seq),
+                    )
                     .map_err(StoreError::Hsm)?;
-                txn.open_table(AUDIT_SEALS)?.insert(seq, seal.as_slice())?;
+                txn.open_table(AUDIT_SEALS)?
+                    .insert(seq, super::audit::encode_seal(version, &seal).as_slice())?;
             }
             let t_run = t0.elapsed();
             // New PANs are on disk before the commit that points at them.
             if !slot_writes.is_empty() {
-                slots.sync()?;
+                slots.write_all(&mut slot_writes)?;
             }
             let t_slots = t0.elapsed();
             txn.commit()?;
@@ -238,10 +276,11 @@ fn run(
         // Erased PANs are zeroed in place once their erasure is durable
         // (a crash before this is finished at start-up); slots written by a
         // batch that did not commit are zeroed and reused.
+        let written: Vec<u64> = slot_writes.iter().map(|(s, _)| *s).collect();
         let to_zero = if outcome.is_ok() {
             &slot_frees
         } else {
-            &slot_writes
+            &written
         };
         if let Err(e) = slots.erase(to_zero) {
             tracing::error!(error = %e, "could not zero PAN slots; start-up will");

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cards;
 pub mod credentials;
+pub mod keys;
 pub mod retention;
 
 use std::collections::HashMap;
@@ -159,6 +160,7 @@ pub struct Vault<S: Store, H: Hsm> {
     started: Instant,
     background: std::sync::Mutex<Option<Background>>,
     limiter: credentials::PanLimiter,
+    keys: keys::KeyJob,
 }
 
 /// The background tasks (provisioning worker, lifecycle feeds) and the
@@ -194,6 +196,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             started: Instant::now(),
             background: std::sync::Mutex::new(Some(Background { stop, tasks })),
             limiter: credentials::PanLimiter::default(),
+            keys: keys::KeyJob::new(&cfg.keys),
         };
         Ok(vault)
     }
@@ -375,9 +378,13 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let pan2 = pan.clone();
         let (alias, pan_ct) = self
             .hsm(move |h| {
+                // The alias's randomness comes from the kernel's CSPRNG: it
+                // protects nothing secret (it is handed out), and every HSM
+                // call costs a round through SoftHSM's global lock.
                 let mut rnd = [0u8; 48];
                 let alias = loop {
-                    h.random(&mut rnd)?;
+                    getrandom::fill(&mut rnd)
+                        .map_err(|e| HsmError::Other(format!("OS random source: {e}")))?;
                     if let Some(a) = cards::alias_from_random(now, &rnd) {
                         break a;
                     }
@@ -558,6 +565,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             },
             schemes: self.tokens.scheme_stats(),
             uptime_ms: self.uptime_ms(),
+            keys: Some(self.keys.stats(self.hsm.hsm().as_ref())),
         })
     }
 
@@ -573,7 +581,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let (page, chain_ok) = self
             .hsm
             .run(move |h| {
-                let ok = page.verify(after, |prev, data| h.audit_mac(prev, data));
+                let ok = page.verify(after, |v, prev, data| h.audit_mac_with(v, prev, data));
                 (page, ok)
             })
             .await?;
