@@ -271,6 +271,9 @@ pub async fn provision_handler(
 pub async fn delete_handler(
     State(sim): State<Arc<Sim>>,
     p: Result<Path<(String, String)>, PathRejection>,
+    // Read (and ignored): a request body left unread makes the server drop
+    // the connection, which a pooling client then finds closed.
+    _body: Bytes,
 ) -> Result<Json<StatusResponse>, ApiError> {
     let (scheme, token_ref) = path_params(p)?;
     sim.requestor_action(scheme, &token_ref, Action::Delete)
@@ -280,6 +283,9 @@ pub async fn delete_handler(
 pub async fn suspend_handler(
     State(sim): State<Arc<Sim>>,
     p: Result<Path<(String, String)>, PathRejection>,
+    // Read (and ignored): a request body left unread makes the server drop
+    // the connection, which a pooling client then finds closed.
+    _body: Bytes,
 ) -> Result<Json<StatusResponse>, ApiError> {
     let (scheme, token_ref) = path_params(p)?;
     sim.requestor_action(scheme, &token_ref, Action::Suspend)
@@ -289,6 +295,9 @@ pub async fn suspend_handler(
 pub async fn resume_handler(
     State(sim): State<Arc<Sim>>,
     p: Result<Path<(String, String)>, PathRejection>,
+    // Read (and ignored): a request body left unread makes the server drop
+    // the connection, which a pooling client then finds closed.
+    _body: Bytes,
 ) -> Result<Json<StatusResponse>, ApiError> {
     let (scheme, token_ref) = path_params(p)?;
     sim.requestor_action(scheme, &token_ref, Action::Resume)
@@ -298,6 +307,9 @@ pub async fn resume_handler(
 pub async fn key_handler(
     State(sim): State<Arc<Sim>>,
     p: Result<Path<(String, String)>, PathRejection>,
+    // Read (and ignored): a request body left unread makes the server drop
+    // the connection, which a pooling client then finds closed.
+    _body: Bytes,
 ) -> Result<Json<KeyResponse>, ApiError> {
     let (scheme, token_ref) = path_params(p)?;
     sim.refresh_key(scheme, &token_ref).map(Json)

@@ -604,7 +604,7 @@ tenants = ["*"]
         let e = Config::parse(&GOOD.replace("\"90d\"", "\"90 days\"")).unwrap_err();
         assert!(e.key.contains("pan_retention"), "{e}");
         let e = Config::parse(&GOOD.replace("[storage]", "[storage]\ncolour = 1")).unwrap_err();
-        assert_eq!(e.key, "[storage]", "{e}");
+        assert_eq!(e.key, "[storage].colour", "{e}");
         assert!(e.problem.contains("colour"), "{e}");
         let e = Config::parse(&GOOD.replace("tenant = \"m-1\"", "tenant = \"m-9\"")).unwrap_err();
         assert_eq!(e.key, "[[client]] shop.tenant", "{e}");

@@ -81,7 +81,13 @@ impl SimProcess {
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k);
         }
-        answer(req.send_json(body).expect("HTTP exchange"))
+        match req.send_json(body) {
+            Ok(r) => answer(r),
+            Err(e) => panic!(
+                "HTTP exchange with {path}: {e:?}; scheme-sim log:\n{}",
+                self.stderr_log()
+            ),
+        }
     }
 
     pub fn get(&self, path: &str) -> Answer {
