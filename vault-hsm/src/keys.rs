@@ -84,26 +84,28 @@ pub fn rotate_audit_key(hsm: &Pkcs11Hsm) -> Result<u32, HsmError> {
 
 /// A sensitive, non-extractable HMAC-SHA-256 key (sign and verify only).
 fn generate_hmac_key(s: &Session, label: &str) -> Result<(), CallError> {
-    s.generate_key(
-        &Mechanism::GenericSecretKeyGen,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::ValueLen(32.into()),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Verify(true),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-        ],
-    )?;
+    crate::pkcs11::creating_token_object(|| {
+        s.generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::ValueLen(32.into()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Derive(false),
+            ],
+        )
+    })?;
     Ok(())
 }
 
@@ -144,26 +146,28 @@ pub fn destroy_pan_key(hsm: &Pkcs11Hsm, version: u32) -> Result<bool, HsmError> 
 fn generate_pan_key(hsm: &Pkcs11Hsm, version: u32) -> HsmResult<()> {
     let label = pan_label(version);
     hsm.session("generate pan key", |s| {
-        s.generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Sign(false),
-                Attribute::Verify(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-                Attribute::Derive(false),
-            ],
-        )?;
+        crate::pkcs11::creating_token_object(|| {
+            s.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Derive(false),
+                ],
+            )
+        })?;
         Ok(())
     })
 }
@@ -232,7 +236,7 @@ pub fn import_kek(
             Attribute::Verify(false),
             Attribute::Derive(false),
         ];
-        let created = s.create_object(&template);
+        let created = crate::pkcs11::creating_token_object(|| s.create_object(&template));
         zeroize_template(&mut template);
         created?;
         Ok(hex(&kcv))
@@ -427,7 +431,7 @@ pub fn import_token_key_for_test(
             Attribute::Extractable(false),
             Attribute::Derive(true),
         ];
-        let created = s.create_object(&template);
+        let created = crate::pkcs11::creating_token_object(|| s.create_object(&template));
         zeroize_template(&mut template);
         created?;
         Ok(())

@@ -471,7 +471,7 @@ impl Hsm for Pkcs11Hsm {
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
             ];
-            s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
+            creating_token_object(|| s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template))
                 .map_err(|e| authentication_failed(s, e))
         })?;
         self.handles.insert_named(&label, handle);
@@ -590,6 +590,16 @@ impl Aad {
 }
 
 /// `tsp.<scheme>.kek`, for a known scheme only.
+/// Token objects are created one at a time in this process: SoftHSM2's
+/// file backend answers CKR_GENERAL_ERROR when two sessions create token
+/// objects at the same moment. Creation is rare (key ceremony, one token
+/// key per provisioned token), so the lock costs nothing on the hot path.
+pub(crate) fn creating_token_object<T>(f: impl FnOnce() -> T) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}
+
 pub fn kek_label(scheme: &str) -> HsmResult<String> {
     if SCHEMES.contains(&scheme) {
         Ok(format!("tsp.{scheme}.kek"))
