@@ -137,7 +137,7 @@ pub fn destroy_pan_key(hsm: &Pkcs11Hsm, version: u32) -> Result<bool, HsmError> 
     hsm.session("destroy pan key", |s| {
         let found = find_all(s, &label)?;
         for handle in &found {
-            s.destroy_object(*handle)?;
+            crate::pkcs11::creating_token_object(|| s.destroy_object(*handle))?;
         }
         Ok(!found.is_empty())
     })
@@ -215,7 +215,7 @@ pub fn import_kek(
                 .into());
             }
             for handle in existing {
-                s.destroy_object(handle)?;
+                crate::pkcs11::creating_token_object(|| s.destroy_object(handle))?;
             }
         }
         let mut template = vec![

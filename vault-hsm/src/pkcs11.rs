@@ -452,7 +452,7 @@ impl Hsm for Pkcs11Hsm {
         let handle = self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
             ensure_logged_in(s)?;
             for old in find_all(s, &label)? {
-                s.destroy_object(old)?;
+                creating_token_object(|| s.destroy_object(old))?;
             }
             self.handles.evict_named(&label);
             let template = [
@@ -483,7 +483,7 @@ impl Hsm for Pkcs11Hsm {
         self.handles.evict_named(&label);
         self.session("destroy_token_key", |s| {
             for handle in find_all(s, &label)? {
-                s.destroy_object(handle)?;
+                creating_token_object(|| s.destroy_object(handle))?;
             }
             Ok(())
         })
@@ -590,10 +590,11 @@ impl Aad {
 }
 
 /// `tsp.<scheme>.kek`, for a known scheme only.
-/// Token objects are created one at a time in this process: SoftHSM2's
-/// file backend answers CKR_GENERAL_ERROR when two sessions create token
-/// objects at the same moment. Creation is rare (key ceremony, one token
-/// key per provisioned token), so the lock costs nothing on the hot path.
+/// Token objects are created and destroyed one at a time in this process:
+/// SoftHSM2's file backend answers CKR_GENERAL_ERROR when two sessions
+/// change the token's objects at the same moment. Changes are rare (key
+/// ceremony, one token key per provisioned or deleted token), so the lock
+/// costs nothing on the hot path.
 pub(crate) fn creating_token_object<T>(f: impl FnOnce() -> T) -> T {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
