@@ -428,7 +428,7 @@ fn every_error_code_from_real_bad_requests() {
         libc::kill(d.pid() as i32, libc::SIGTERM);
     }
     let mut saw_shutting_down = false;
-    for _ in 0..200 {
+    for _ in 0..5000 {
         match late.op::<ops::HealthOp>(&NoArgs {}) {
             Ok(_) => std::thread::sleep(Duration::from_millis(1)),
             Err(ClientError::Server(e)) if e.code == ErrorCode::ShuttingDown => {

@@ -29,6 +29,10 @@ pub(super) async fn refuse_overloaded(mut stream: UnixStream) {
     .await;
 }
 
+/// While stopping, a connection is closed once its client has been quiet
+/// this long (requests that do arrive are answered `shutting_down`).
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
 enum Next {
     Frame(Vec<u8>),
     TooLarge,
@@ -110,7 +114,7 @@ pub(super) async fn serve<D: Handler>(
         // connection idle while requests are in flight is kept (the Idle
         // arm below), so a slow answer never costs the client its socket.
         let idle = if stopping {
-            Duration::from_millis(20)
+            DRAIN_QUIET
         } else {
             limits.idle_timeout
         };
