@@ -502,7 +502,7 @@ impl Store for RedbStore {
                 let mut aliases = txn.open_table(ALIASES)?;
                 let mut fps = txn.open_table(FINGERPRINTS)?;
                 let existing = fps.get(fkey.as_slice())?.map(|v| v.value().to_owned());
-                let (alias, created) = match (existing, w.new) {
+                let (view, created) = match (existing, w.new) {
                     (Some(alias), _) => {
                         let raw = aliases
                             .get(alias.as_str())?
@@ -517,7 +517,15 @@ impl Store for RedbStore {
                             rec.exp_month = w.exp_month;
                             aliases.insert(alias.as_str(), encode(&rec)?.as_slice())?;
                         }
-                        (alias, false)
+                        let token = match rec.nt.as_ref().and_then(|n| n.token_ref.as_deref()) {
+                            Some(r) => txn
+                                .open_table(TOKENS)?
+                                .get(r)?
+                                .map(|v| decode::<TokenRec>("token", v.value()))
+                                .transpose()?,
+                            None => None,
+                        };
+                        (AliasView { alias, rec, token }, false)
                     }
                     (None, Some(mut new)) => {
                         let job_id = if new.provision {
@@ -567,10 +575,16 @@ impl Store for RedbStore {
                                 .open_table(JOB_QUEUE)?
                                 .insert((job.next_at, id), ())?;
                         }
-                        (new.alias, true)
+                        let view = AliasView {
+                            alias: new.alias,
+                            rec: new.rec,
+                            token: new.token.map(|(_, t)| t),
+                        };
+                        (view, true)
                     }
                     (None, None) => return Ok(TokenizeOutcome::NeedsNew),
                 };
+                let alias = view.alias.clone();
                 if let Some((txid, expires_at)) = &w.transaction {
                     ctx.txn.open_table(TRANSACTIONS)?.insert(
                         txn_key(&w.tenant, txid).as_slice(),
@@ -587,12 +601,7 @@ impl Store for RedbStore {
                 drop(aliases);
                 drop(fps);
                 ctx.audit(&audit)?;
-                let view = read_alias(
-                    &ctx.txn.open_table(ALIASES)?,
-                    &ctx.txn.open_table(TOKENS)?,
-                    &alias,
-                )?
-                .ok_or_else(|| StoreError::Corrupt("alias vanished".into()))?;
+                // The view is what was just written: no second read.
                 Ok(if created {
                     TokenizeOutcome::Created(view)
                 } else {
