@@ -310,9 +310,26 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         }
 
         let pan = Arc::new(args.pan);
-        let fp = {
-            let (pan, tenant) = (pan.clone(), tenant.clone());
-            self.hsm(move |h| h.fingerprint(&tenant, &pan)).await?
+        // One trip to the HSM threads for a new card: fingerprint, lookup
+        // (a short read), alias and seal together.
+        let (fp, found, sealed) = {
+            let (pan, tenant, store) = (pan.clone(), tenant.clone(), self.store.clone());
+            self.hsm
+                .run(
+                    move |h| -> VaultResult<(Fingerprint, bool, Option<Sealed>)> {
+                        let fp = h.fingerprint(&tenant, &pan)?;
+                        if store.find_by_fingerprint(&tenant, &fp)?.is_some() {
+                            return Ok((fp, true, None));
+                        }
+                        if !store_pan {
+                            return Ok((fp, false, None));
+                        }
+                        let alias = new_alias(now)?;
+                        let ct = h.seal(&alias, "pan", pan.expose().as_bytes())?;
+                        Ok((fp, false, Some((alias, Some(ct)))))
+                    },
+                )
+                .await??
         };
         let transaction = args.transaction_id.map(|t| (t, now + TRANSACTION_TTL_MS));
         let mut write = TokenizeWrite {
@@ -324,11 +341,17 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             transaction,
             audit: caller.audit("tokenize", None, "ok"),
         };
-        if self.store.find_by_fingerprint(&tenant, &fp)?.is_none() {
-            write.new = Some(
-                self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now)
-                    .await?,
-            );
+        if !found {
+            write.new = Some(match sealed {
+                Some(sealed) => {
+                    self.new_alias(&pan, &write, scheme, tokens_on, store_pan, now, sealed)
+                        .await?
+                }
+                None => {
+                    self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now)
+                        .await?
+                }
+            });
         }
         loop {
             let retry = TokenizeWrite {
@@ -376,19 +399,9 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         now: u64,
     ) -> VaultResult<NewAlias> {
         let pan2 = pan.clone();
-        let (alias, pan_ct) = self
+        let sealed = self
             .hsm(move |h| {
-                // The alias's randomness comes from the kernel's CSPRNG: it
-                // protects nothing secret (it is handed out), and every HSM
-                // call costs a round through SoftHSM's global lock.
-                let mut rnd = [0u8; 48];
-                let alias = loop {
-                    getrandom::fill(&mut rnd)
-                        .map_err(|e| HsmError::Other(format!("OS random source: {e}")))?;
-                    if let Some(a) = cards::alias_from_random(now, &rnd) {
-                        break a;
-                    }
-                };
+                let alias = new_alias(now)?;
                 let ct = if store_pan {
                     Some(h.seal(&alias, "pan", pan2.expose().as_bytes())?)
                 } else {
@@ -397,6 +410,23 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 Ok((alias, ct))
             })
             .await?;
+        self.new_alias(pan, w, scheme, tokens_on, store_pan, now, sealed)
+            .await
+    }
+
+    /// The record of a new alias whose PAN is already sealed (or, for
+    /// tenants that store none, whose token is provisioned here).
+    #[allow(clippy::too_many_arguments)]
+    async fn new_alias(
+        &self,
+        pan: &Arc<Pan>,
+        w: &TokenizeWrite,
+        scheme: Option<&'static str>,
+        tokens_on: bool,
+        store_pan: bool,
+        now: u64,
+        (alias, pan_ct): Sealed,
+    ) -> VaultResult<NewAlias> {
         // No PAN may be stored: the token is provisioned now, the PAN only
         // ever in memory (and zeroized when `pan` drops).
         let token = match (store_pan, scheme) {
@@ -603,6 +633,23 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 .collect(),
             chain_ok,
         })
+    }
+}
+
+type Fingerprint = [u8; 32];
+/// A new alias and its sealed PAN (none for tenants that store no PAN).
+type Sealed = (String, Option<Vec<u8>>);
+
+/// A fresh alias. Its randomness comes from the kernel's CSPRNG: it
+/// protects nothing secret (it is handed out), and every HSM call costs a
+/// round through SoftHSM's global lock.
+fn new_alias(now: u64) -> Result<String, HsmError> {
+    let mut rnd = [0u8; 48];
+    loop {
+        getrandom::fill(&mut rnd).map_err(|e| HsmError::Other(format!("OS random source: {e}")))?;
+        if let Some(a) = cards::alias_from_random(now, &rnd) {
+            return Ok(a);
+        }
     }
 }
 
