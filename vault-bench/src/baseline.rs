@@ -160,17 +160,17 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration) -> Baseline {
 const BENCH_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("bench");
 
 /// Single-insert `Durability::Immediate` commits into a fresh file in `dir`,
-/// with and without redb's two-phase commit (vaultd's default is with).
+/// with and without redb's two-phase commit (vaultd's default is without).
 pub fn redb(dir: &Path, time: Duration) -> Vec<Baseline> {
     [
         (
             REDB_COMMIT,
-            "redb, 1 thread: one 64 B insert per Durability::Immediate commit, two-phase (vaultd default)",
+            "redb, 1 thread: one 64 B insert per Durability::Immediate commit, two-phase",
             true,
         ),
         (
             REDB_COMMIT_1PC,
-            "redb, 1 thread: one 64 B insert per Durability::Immediate commit, one-phase",
+            "redb, 1 thread: one 64 B insert per Durability::Immediate commit, one-phase (vaultd default)",
             false,
         ),
     ]

@@ -161,11 +161,11 @@ pub struct Report {
 /// Which baselines a scenario is read against.
 fn relevant(scenario: &str) -> &'static [&'static str] {
     if scenario.starts_with("credentials") {
-        &[baseline::HSM_DERIVE_CMAC, baseline::REDB_COMMIT]
+        &[baseline::HSM_DERIVE_CMAC, baseline::REDB_COMMIT_1PC]
     } else if scenario.starts_with("provisioning:") || scenario == "provisioning" {
         &[]
     } else {
-        &[baseline::HSM_SEAL_FP, baseline::REDB_COMMIT]
+        &[baseline::HSM_SEAL_FP, baseline::REDB_COMMIT_1PC]
     }
 }
 
@@ -392,7 +392,7 @@ mod tests {
             daemon_pid: None,
             baselines: vec![
                 b(baseline::HSM_SEAL_FP, 40_000.0),
-                b(baseline::REDB_COMMIT, 2_000.0),
+                b(baseline::REDB_COMMIT_1PC, 2_000.0),
                 b(baseline::HSM_DERIVE_CMAC, 10_000.0),
             ],
             scenarios: vec![s, c],
@@ -409,9 +409,9 @@ mod tests {
             got,
             vec![
                 ("tokenize-new".to_owned(), baseline::HSM_SEAL_FP, 0.5),
-                ("tokenize-new".to_owned(), baseline::REDB_COMMIT, 10.0),
+                ("tokenize-new".to_owned(), baseline::REDB_COMMIT_1PC, 10.0),
                 ("credentials".to_owned(), baseline::HSM_DERIVE_CMAC, 0.5),
-                ("credentials".to_owned(), baseline::REDB_COMMIT, 2.5),
+                ("credentials".to_owned(), baseline::REDB_COMMIT_1PC, 2.5),
             ]
         );
     }
