@@ -451,8 +451,14 @@ impl Hsm for Pkcs11Hsm {
         }
         let handle = self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
             ensure_logged_in(s)?;
-            for old in find_all(s, &label)? {
-                creating_token_object(|| s.destroy_object(old))?;
+            // No search of the token here: C_FindObjects walks every object
+            // (SoftHSM2 checks each object's file), so provisioning would
+            // slow down with every token stored. A key this process knows is
+            // replaced; a replay after a crash unwraps the very same key
+            // under the same label, which is harmless. A new key for an
+            // existing token (key refresh) first calls destroy_token_key.
+            if let Some(old) = self.handles.cached_named(&label) {
+                let _ = creating_token_object(|| s.destroy_object(old));
             }
             self.handles.evict_named(&label);
             let template = [

@@ -183,8 +183,8 @@ pub struct Provisioning {
 impl Default for Provisioning {
     fn default() -> Self {
         Provisioning {
-            concurrency: 64,
-            per_scheme_concurrency: 32,
+            concurrency: 256,
+            per_scheme_concurrency: 128,
             max_attempts: 8,
             backoff_initial: Dur(Duration::from_secs(1)),
             backoff_max: Dur(Duration::from_secs(600)),

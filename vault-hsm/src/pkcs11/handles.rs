@@ -51,6 +51,11 @@ impl HandleCache {
         Ok(h)
     }
 
+    /// The cached handle of `label`, without asking the token.
+    pub(crate) fn cached_named(&self, label: &str) -> Option<ObjectHandle> {
+        read(&self.named).get(label).copied()
+    }
+
     pub(crate) fn insert_named(&self, label: &str, handle: ObjectHandle) {
         write(&self.named).insert(label.to_owned(), handle);
     }

@@ -509,8 +509,12 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let wrapped = hex_decode(&k.wrapped_key)
             .ok_or_else(|| JobError::Local("malformed wrapped key".into()))?;
         let s = job.scheme.clone();
+        // A new key under the same label: the old one must go first.
         self.hsm
-            .run(move |h| h.unwrap_token_key(&s, &r, &wrapped))
+            .run(move |h| {
+                h.destroy_token_key(&r)?;
+                h.unwrap_token_key(&s, &r, &wrapped)
+            })
             .await
             .and_then(|r| r)
             .map_err(|e| JobError::Local(e.to_string()))?;
