@@ -319,10 +319,12 @@ fn hex(bytes: &[u8]) -> String {
 /// Every secret key in the token, for `vaultd keys list` and tests.
 pub fn list_keys(hsm: &Pkcs11Hsm) -> Result<Vec<KeyInfo>, HsmError> {
     hsm.session("list keys", |s| {
-        let handles = s.find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Token(true),
-        ])?;
+        let handles = crate::pkcs11::creating_token_object(|| {
+            s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+            ])
+        })?;
         let mut keys = Vec::with_capacity(handles.len());
         for handle in handles {
             keys.push(key_info(s, handle)?);

@@ -195,21 +195,23 @@ impl Pkcs11Hsm {
     /// [`Hsm::seal`] uses. Returns it (0 if none).
     pub fn refresh_pan_version(&self) -> HsmResult<u32> {
         let newest = self.session("scan pan keys", |s| {
-            // Only AES keys that may encrypt: the PAN keys, not the many
-            // derive-only `nt.*` keys.
-            let candidates = s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Encrypt(true),
-            ])?;
-            let mut newest = 0;
-            for handle in candidates {
-                if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_pan_label) {
-                    newest = newest.max(v);
+            creating_token_object(|| {
+                // Only AES keys that may encrypt: the PAN keys, not the many
+                // derive-only `nt.*` keys.
+                let candidates = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Token(true),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Encrypt(true),
+                ])?;
+                let mut newest = 0;
+                for handle in candidates {
+                    if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_pan_label) {
+                        newest = newest.max(v);
+                    }
                 }
-            }
-            Ok(newest)
+                Ok(newest)
+            })
         })?;
         self.pan_version.store(newest, Ordering::Release);
         Ok(newest)
@@ -219,19 +221,21 @@ impl Pkcs11Hsm {
     /// one [`Hsm::audit_mac`] uses. Returns it (0 if none).
     pub fn refresh_audit_version(&self) -> HsmResult<u32> {
         let newest = self.session("scan audit keys", |s| {
-            let candidates = s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::Sign(true),
-            ])?;
-            let mut newest = 0;
-            for handle in candidates {
-                if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_audit_label) {
-                    newest = newest.max(v);
+            creating_token_object(|| {
+                let candidates = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Token(true),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::Sign(true),
+                ])?;
+                let mut newest = 0;
+                for handle in candidates {
+                    if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_audit_label) {
+                        newest = newest.max(v);
+                    }
                 }
-            }
-            Ok(newest)
+                Ok(newest)
+            })
         })?;
         self.audit_version.store(newest, Ordering::Release);
         Ok(newest)
@@ -596,9 +600,10 @@ impl Aad {
 }
 
 /// `tsp.<scheme>.kek`, for a known scheme only.
-/// Token objects are created and destroyed one at a time in this process:
-/// SoftHSM2's file backend answers CKR_GENERAL_ERROR when two sessions
-/// change the token's objects at the same moment. Changes are rare (key
+/// Token objects are created, destroyed and searched one at a time in this
+/// process: SoftHSM2's file backend answers CKR_GENERAL_ERROR (or
+/// CKR_TEMPLATE_INCONSISTENT) when sessions change or search the token's
+/// objects at the same moment. Changes are rare (key
 /// ceremony, one token key per provisioned or deleted token), so the lock
 /// costs nothing on the hot path.
 pub(crate) fn creating_token_object<T>(f: impl FnOnce() -> T) -> T {

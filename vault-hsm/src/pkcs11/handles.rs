@@ -70,12 +70,16 @@ impl HandleCache {
 }
 
 /// The token's secret-key objects labelled `label` (normally one).
+/// Searches run under the same lock as object changes: SoftHSM2 answers a
+/// search racing a creation with errors such as CKR_TEMPLATE_INCONSISTENT.
 pub(crate) fn find_all(session: &Session, label: &str) -> CallResult<Vec<ObjectHandle>> {
-    Ok(session.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Token(true),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ])?)
+    super::creating_token_object(|| {
+        Ok(session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?)
+    })
 }
 
 fn find_one(session: &Session, label: &str) -> CallResult<ObjectHandle> {
