@@ -110,17 +110,10 @@ pub async fn layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
         .nth(2)
         .and_then(|s| s.parse::<Scheme>().ok());
     let Some(scheme) = scheme else {
-        let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
         return ApiError::NotFound.into_response();
     };
     match sim.faults.apply(scheme).await {
         Ok(()) => next.run(req).await,
-        Err(e) => {
-            // Read the body before answering: a request body left unread
-            // makes the server drop the connection, which a pooling client
-            // then finds closed on its next request.
-            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }

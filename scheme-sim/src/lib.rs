@@ -40,15 +40,15 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/tsp/{scheme}/v1/provision", post(tsp::provision_handler))
         .route(
             "/tsp/{scheme}/v1/tokens/{token_ref}/delete",
-            post(tsp::delete_handler),
+            post(|s, p| tsp::action_handler(tsp::Action::Delete, s, p)),
         )
         .route(
             "/tsp/{scheme}/v1/tokens/{token_ref}/suspend",
-            post(tsp::suspend_handler),
+            post(|s, p| tsp::action_handler(tsp::Action::Suspend, s, p)),
         )
         .route(
             "/tsp/{scheme}/v1/tokens/{token_ref}/resume",
-            post(tsp::resume_handler),
+            post(|s, p| tsp::action_handler(tsp::Action::Resume, s, p)),
         )
         .route(
             "/tsp/{scheme}/v1/tokens/{token_ref}/key",
@@ -76,6 +76,30 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/stats", get(control::stats_handler))
         .fallback(|| async { ApiError::NotFound })
         .with_state(sim)
+        .layer(axum::middleware::from_fn(read_body_first))
+}
+
+/// Reads every request body before anything answers. A body left unread
+/// (a handler that takes none, a fault or a 404 answered early) makes the
+/// server drop the connection, which a pooling client then finds closed.
+async fn read_body_first(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(_) => {
+            ApiError::BadRequest("request body too large or unreadable".into()).into_response()
+        }
+    }
 }
 
 /// Serves the simulator on `listener` until `shutdown` completes, then lets

@@ -268,48 +268,19 @@ pub async fn provision_handler(
     sim.provision(scheme, key, &req).map(Json)
 }
 
-pub async fn delete_handler(
+/// Requestor-initiated delete, suspend or resume (the route names the action).
+pub async fn action_handler(
+    action: Action,
     State(sim): State<Arc<Sim>>,
     p: Result<Path<(String, String)>, PathRejection>,
-    // Read (and ignored): a request body left unread makes the server drop
-    // the connection, which a pooling client then finds closed.
-    _body: Bytes,
 ) -> Result<Json<StatusResponse>, ApiError> {
     let (scheme, token_ref) = path_params(p)?;
-    sim.requestor_action(scheme, &token_ref, Action::Delete)
-        .map(Json)
-}
-
-pub async fn suspend_handler(
-    State(sim): State<Arc<Sim>>,
-    p: Result<Path<(String, String)>, PathRejection>,
-    // Read (and ignored): a request body left unread makes the server drop
-    // the connection, which a pooling client then finds closed.
-    _body: Bytes,
-) -> Result<Json<StatusResponse>, ApiError> {
-    let (scheme, token_ref) = path_params(p)?;
-    sim.requestor_action(scheme, &token_ref, Action::Suspend)
-        .map(Json)
-}
-
-pub async fn resume_handler(
-    State(sim): State<Arc<Sim>>,
-    p: Result<Path<(String, String)>, PathRejection>,
-    // Read (and ignored): a request body left unread makes the server drop
-    // the connection, which a pooling client then finds closed.
-    _body: Bytes,
-) -> Result<Json<StatusResponse>, ApiError> {
-    let (scheme, token_ref) = path_params(p)?;
-    sim.requestor_action(scheme, &token_ref, Action::Resume)
-        .map(Json)
+    sim.requestor_action(scheme, &token_ref, action).map(Json)
 }
 
 pub async fn key_handler(
     State(sim): State<Arc<Sim>>,
     p: Result<Path<(String, String)>, PathRejection>,
-    // Read (and ignored): a request body left unread makes the server drop
-    // the connection, which a pooling client then finds closed.
-    _body: Bytes,
 ) -> Result<Json<KeyResponse>, ApiError> {
     let (scheme, token_ref) = path_params(p)?;
     sim.refresh_key(scheme, &token_ref).map(Json)
