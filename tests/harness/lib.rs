@@ -4,6 +4,7 @@
 //! real binaries started from the workspace's target directory.
 
 pub mod console;
+pub mod pkcs11_faults;
 pub mod sim;
 pub mod systemd;
 

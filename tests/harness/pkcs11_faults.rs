@@ -1,0 +1,104 @@
+//! Running vaultd on the fault-injecting PKCS#11 shim (crate
+//! `pkcs11-faults`) in front of SoftHSM2: building the shim, pointing a
+//! [`TestEnv`]'s config at it, and arming faults through its control file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::{TestEnv, Vaultd, bin_dir, softhsm_module};
+
+/// The shim's environment variables and counter file (see pkcs11-faults).
+const MODULE_ENV: &str = "PKCS11_FAULTS_MODULE";
+const FILE_ENV: &str = "PKCS11_FAULTS_FILE";
+const INJECTED_SUFFIX: &str = ".injected";
+
+/// Longer than the shim's 20 ms re-read interval, with margin.
+const PLAN_SETTLE: Duration = Duration::from_millis(60);
+
+/// The built shim, `target/<profile>/libpkcs11_faults.so`, built once per
+/// test binary with the same profile as the binaries.
+pub fn shim_module() -> &'static Path {
+    static SHIM: OnceLock<PathBuf> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let dir = bin_dir();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "pkcs11-faults"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "building pkcs11-faults failed");
+        let so = dir.join("libpkcs11_faults.so");
+        assert!(so.exists(), "{} was not built", so.display());
+        so
+    })
+}
+
+/// The control file of `env`'s shim.
+pub fn control_path(env: &TestEnv) -> PathBuf {
+    env.path().join("pkcs11-faults.plan")
+}
+
+/// Rewrites `env`'s config (written by [`TestEnv::write_config`]) so the
+/// daemon loads the shim instead of SoftHSM2. Run `keys init` before: that
+/// uses the real module.
+pub fn use_shim(env: &TestEnv) {
+    let cfg = std::fs::read_to_string(env.config_path()).expect("config written");
+    let real = format!("module = \"{}\"", softhsm_module());
+    assert!(cfg.contains(&real), "config does not name SoftHSM2");
+    let shim = format!("module = \"{}\"", shim_module().display());
+    std::fs::write(env.config_path(), cfg.replace(&real, &shim)).unwrap();
+}
+
+/// Starts `vaultd run` on the shim (config from [`use_shim`]); the control
+/// file starts as `off`.
+pub fn spawn_on_shim(env: &TestEnv) -> Vaultd {
+    set_plan(env, "off");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.log_path())
+        .unwrap();
+    let child = Command::new(bin_dir().join("vaultd"))
+        .arg("--config")
+        .arg(env.config_path())
+        .args(["run", "--allow-root"])
+        .env("SOFTHSM2_CONF", env.softhsm_conf())
+        .env(MODULE_ENV, softhsm_module())
+        .env(FILE_ENV, control_path(env))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn vaultd");
+    let mut d = Vaultd {
+        child: Some(child),
+        socket: env.socket(),
+    };
+    d.wait_ready(env);
+    d
+}
+
+/// Arms a plan (`fault=device after=0 count=max`, `off`, ...): written
+/// atomically, then waits until the shim must have seen it.
+pub fn set_plan(env: &TestEnv, line: &str) {
+    let path = control_path(env);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{line}\n")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    std::thread::sleep(PLAN_SETTLE);
+}
+
+/// Failures the shim has injected in the daemon so far.
+pub fn injected(env: &TestEnv) -> u64 {
+    let mut name = control_path(env).into_os_string();
+    name.push(INJECTED_SUFFIX);
+    std::fs::read_to_string(name)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
