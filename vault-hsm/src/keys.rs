@@ -134,13 +134,15 @@ pub fn destroy_pan_key(hsm: &Pkcs11Hsm, version: u32) -> Result<bool, HsmError> 
     }
     let label = pan_label(version);
     hsm.handles().evict_pan(version);
-    hsm.session("destroy pan key", |s| {
+    let destroyed = hsm.session("destroy pan key", |s| {
         let found = find_all(s, &label)?;
         for handle in &found {
             crate::pkcs11::creating_token_object(|| s.destroy_object(*handle))?;
         }
         Ok(!found.is_empty())
-    })
+    });
+    hsm.key_changed(&label);
+    destroyed
 }
 
 fn generate_pan_key(hsm: &Pkcs11Hsm, version: u32) -> HsmResult<()> {

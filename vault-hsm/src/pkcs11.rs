@@ -1,13 +1,15 @@
 //! [`Pkcs11Hsm`]: the [`Hsm`] trait over cryptoki. One `Pkcs11` context per
 //! module, one logged-in session per thread, key handles cached by label.
 
+mod copies;
 mod errors;
 mod handles;
+mod random;
 mod session;
 mod startup;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
@@ -22,7 +24,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD};
 pub(crate) use errors::CallError;
-use errors::{CallResult, stale_handle};
+use errors::{CallResult, refuses_copy, stale_handle};
 use handles::HandleCache;
 pub(crate) use handles::find_all;
 pub use handles::pan_label;
@@ -120,6 +122,14 @@ pub struct Pkcs11Hsm {
     pan_version: AtomicU32,
     /// Newest audit key version (see [`audit_label`]); 0 when none exists.
     audit_version: AtomicU32,
+    /// When key labels were destroyed or replaced, so that no thread keeps
+    /// using a session copy of an old key (see `copies`).
+    epochs: copies::KeyEpochs,
+    /// The `vault.pan.v<N>` versions the last scan found.
+    pan_present: std::sync::Mutex<Vec<u32>>,
+    /// Set when the HSM refuses to copy keys into session objects: the
+    /// token objects are then used directly.
+    no_copies: AtomicBool,
 }
 
 impl std::fmt::Debug for Pkcs11Hsm {
@@ -166,6 +176,9 @@ impl Pkcs11Hsm {
             handles: HandleCache::default(),
             pan_version: AtomicU32::new(0),
             audit_version: AtomicU32::new(0),
+            epochs: copies::KeyEpochs::default(),
+            no_copies: AtomicBool::new(false),
+            pan_present: std::sync::Mutex::new(Vec::new()),
         };
         // First login on this thread, so a wrong PIN is reported at start-up
         // with a message that says what to do. (If this process is already
@@ -194,7 +207,7 @@ impl Pkcs11Hsm {
     /// Rescans the token for `vault.pan.v<N>` and makes the newest N the one
     /// [`Hsm::seal`] uses. Returns it (0 if none).
     pub fn refresh_pan_version(&self) -> HsmResult<u32> {
-        let newest = self.session("scan pan keys", |s| {
+        let present = self.session("scan pan keys", |s| {
             creating_token_object(|| {
                 // Only AES keys that may encrypt: the PAN keys, not the many
                 // derive-only `nt.*` keys.
@@ -204,15 +217,25 @@ impl Pkcs11Hsm {
                     Attribute::KeyType(KeyType::AES),
                     Attribute::Encrypt(true),
                 ])?;
-                let mut newest = 0;
+                let mut present = Vec::new();
                 for handle in candidates {
                     if let Some(v) = label_of(s, handle)?.as_deref().and_then(parse_pan_label) {
-                        newest = newest.max(v);
+                        present.push(v);
                     }
                 }
-                Ok(newest)
+                Ok(present)
             })
         })?;
+        // A version that is gone (retired, maybe by another process) must
+        // not live on in a session copy.
+        {
+            let mut known = self.pan_present.lock().unwrap_or_else(|p| p.into_inner());
+            for gone in known.iter().filter(|v| !present.contains(v)) {
+                self.key_changed(&pan_label(*gone));
+            }
+            known.clone_from(&present);
+        }
+        let newest = present.into_iter().max().unwrap_or(0);
         self.pan_version.store(newest, Ordering::Release);
         Ok(newest)
     }
@@ -295,7 +318,7 @@ impl Pkcs11Hsm {
             let first = self.lookup(s, key).and_then(|handle| op(s, handle));
             let retried = match first {
                 Err(e) if stale_handle(&e) => {
-                    self.evict(key);
+                    self.evict(s, key);
                     self.lookup(s, key).and_then(|handle| op(s, handle))
                 }
                 other => other,
@@ -306,7 +329,7 @@ impl Pkcs11Hsm {
                     // unavailable HSM, not a missing key.
                     ensure_logged_in(s)?;
                     if stale_handle(&e) {
-                        self.evict(key);
+                        self.evict(s, key);
                         Err(HsmError::KeyMissing(key.label()).into())
                     } else {
                         Err(e)
@@ -317,7 +340,30 @@ impl Pkcs11Hsm {
         })
     }
 
+    /// The handle to use for `key`: this thread's session copy where the
+    /// key may be copied, else the token object.
     fn lookup(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {
+        if !key.copyable() || self.no_copies.load(Ordering::Relaxed) {
+            return self.lookup_token(s, key);
+        }
+        let label = key.label();
+        let copied = copies::get_or_copy(self.source.instance, &self.epochs, s, &label, || {
+            self.lookup_token(s, key)
+        });
+        match copied {
+            Err(e) if refuses_copy(&e) => {
+                tracing::warn!(
+                    key = %label,
+                    "the HSM refuses to copy keys into session objects; using token objects"
+                );
+                self.no_copies.store(true, Ordering::Relaxed);
+                self.lookup_token(s, key)
+            }
+            other => other,
+        }
+    }
+
+    fn lookup_token(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {
         match key {
             KeyRef::Pan(0) => Err(HsmError::KeyMissing(pan_label(1)).into()),
             KeyRef::Pan(v) => self.handles.pan(s, v),
@@ -325,11 +371,20 @@ impl Pkcs11Hsm {
         }
     }
 
-    fn evict(&self, key: KeyRef<'_>) {
+    fn evict(&self, s: &Session, key: KeyRef<'_>) {
+        if key.copyable() {
+            copies::evict(self.source.instance, s, &key.label());
+        }
         match key {
             KeyRef::Pan(v) => self.handles.evict_pan(v),
             KeyRef::Named(label) => self.handles.evict_named(label),
         }
+    }
+
+    /// Records that `label`'s token object was destroyed or replaced (call
+    /// after the change): session copies of the old key are dropped.
+    pub(crate) fn key_changed(&self, label: &str) {
+        self.epochs.changed(label);
     }
 
     /// HMAC-SHA-256 under the generic-secret key `label`.
@@ -355,6 +410,15 @@ enum KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
+    /// Scheme KEKs are not copied: an operator may replace one from another
+    /// process (`keys import-kek --replace`), and unwraps are rare.
+    fn copyable(self) -> bool {
+        match self {
+            KeyRef::Pan(v) => v > 0,
+            KeyRef::Named(label) => !label.starts_with("tsp."),
+        }
+    }
+
     fn label(self) -> String {
         match self {
             KeyRef::Pan(v) => pan_label(v),
@@ -369,7 +433,7 @@ impl Hsm for Pkcs11Hsm {
         let aad = Aad::new(alias, field, version);
         self.with_key("seal", KeyRef::Pan(version), |s, key| {
             let mut iv = [0u8; IV_LEN];
-            s.generate_random_slice(&mut iv)?;
+            random::fill(self.source.instance, s, &mut iv)?;
             let mut out = Vec::with_capacity(SEALED_OVERHEAD + plaintext.len());
             out.extend_from_slice(&version.to_be_bytes());
             out.extend_from_slice(&iv);
@@ -437,8 +501,9 @@ impl Hsm for Pkcs11Hsm {
     }
 
     fn random(&self, out: &mut [u8]) -> HsmResult<()> {
+        let instance = self.source.instance;
         self.source
-            .with_session("random", |s| Ok(s.generate_random_slice(out)?))
+            .with_session("random", |s| random::fill(instance, s, out))
     }
 
     fn unwrap_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<()> {
@@ -463,6 +528,7 @@ impl Hsm for Pkcs11Hsm {
             // existing token (key refresh) first calls destroy_token_key.
             if let Some(old) = self.handles.cached_named(&label) {
                 let _ = creating_token_object(|| s.destroy_object(old));
+                self.key_changed(&label);
             }
             self.handles.evict_named(&label);
             let template = [
@@ -490,13 +556,27 @@ impl Hsm for Pkcs11Hsm {
 
     fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()> {
         let label = token_key_label(token_ref)?;
+        let cached = self.handles.cached_named(&label);
         self.handles.evict_named(&label);
-        self.session("destroy_token_key", |s| {
+        let destroyed = self.session("destroy_token_key", |s| {
+            // The handle this process used, without a search when it still
+            // names the object: C_FindObjects checks every object of the
+            // token, which grows with every token stored.
+            if let Some(handle) = cached {
+                match creating_token_object(|| s.destroy_object(handle)).map_err(CallError::from) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if stale_handle(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             for handle in find_all(s, &label)? {
                 creating_token_object(|| s.destroy_object(handle))?;
             }
             Ok(())
-        })
+        });
+        // Also after a failure: part of the objects may be gone.
+        self.key_changed(&label);
+        destroyed
     }
 
     fn cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]> {
@@ -516,7 +596,12 @@ impl Hsm for Pkcs11Hsm {
                     Attribute::KeyType(KeyType::AES),
                     Attribute::ValueLen(16.into()),
                     Attribute::Token(false),
-                    Attribute::Private(true),
+                    // A session object of this session, destroyed below:
+                    // CKA_PRIVATE only hides objects from sessions that are
+                    // not logged in, and SoftHSM2 would encrypt a private
+                    // value in memory and decrypt it again for the CMAC.
+                    // Sensitive and non-extractable keep it inside the HSM.
+                    Attribute::Private(false),
                     Attribute::Sensitive(true),
                     Attribute::Extractable(false),
                     Attribute::Sign(true),

@@ -400,6 +400,77 @@ fn destroy_token_key_removes_it_and_is_idempotent() {
     assert!(hsm().destroy_token_key("bad ref").is_err());
 }
 
+/// Each HSM thread uses its own session copy of a token key; replacing or
+/// destroying the key on one thread must reach every other thread's copy.
+#[test]
+fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let kek = import_visa_kek(dir.path());
+    let tk1 = random::<16>();
+    hsm()
+        .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk1))
+        .expect("unwrap");
+    let (to_worker, jobs) = std::sync::mpsc::channel::<u16>();
+    let (answer, answers) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for atc in jobs {
+            answer
+                .send(hsm().cryptogram_mac("tr-threads", atc, b"data"))
+                .expect("send");
+        }
+    });
+    let ask = |atc: u16| {
+        to_worker.send(atc).expect("send");
+        answers.recv().expect("answer")
+    };
+    // The worker now holds a copy of tk1.
+    assert_eq!(
+        ask(1).expect("mac"),
+        software_cryptogram_mac(&tk1, 1, b"data")
+    );
+    assert_eq!(
+        ask(2).expect("mac"),
+        software_cryptogram_mac(&tk1, 2, b"data")
+    );
+
+    // Key refresh on this thread: destroy, then unwrap the new key.
+    let tk2 = random::<16>();
+    hsm().destroy_token_key("tr-threads").expect("destroy");
+    hsm()
+        .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk2))
+        .expect("unwrap new key");
+    assert_eq!(
+        ask(3).expect("mac"),
+        software_cryptogram_mac(&tk2, 3, b"data")
+    );
+
+    // A replay of provisioning unwraps over the key this process knows.
+    let tk3 = random::<16>();
+    hsm()
+        .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk3))
+        .expect("unwrap over");
+    assert_eq!(
+        ask(4).expect("mac"),
+        software_cryptogram_mac(&tk3, 4, b"data")
+    );
+
+    // Deleted: no thread can make a MAC with it any more.
+    hsm().destroy_token_key("tr-threads").expect("destroy");
+    assert!(matches!(
+        ask(5),
+        Err(HsmError::KeyMissing(label)) if label == "nt.tr-threads"
+    ));
+    drop(to_worker);
+    worker.join().expect("worker");
+    // Session copies are never token objects.
+    assert!(
+        list_keys(hsm())
+            .expect("list")
+            .iter()
+            .all(|k| k.token && k.label != "nt.tr-threads")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_runs_closures_on_several_threads() {
     let pool = HsmPool::new(Arc::clone(hsm()), 2);

@@ -60,6 +60,21 @@ pub(crate) fn kills_session(e: &CallError) -> bool {
     )
 }
 
+/// True when the HSM will not copy a key into a session object (policy,
+/// `CKA_COPYABLE` false, or no `C_CopyObject`): use the token object.
+pub(crate) fn refuses_copy(e: &CallError) -> bool {
+    matches!(
+        rv(e),
+        Some(
+            RvError::FunctionNotSupported
+                | RvError::ActionProhibited
+                | RvError::AttributeReadOnly
+                | RvError::AttributeValueInvalid
+                | RvError::TemplateInconsistent
+        )
+    )
+}
+
 /// True when a cached object handle no longer names an object (destroyed,
 /// or the token was reloaded): evict it and look the label up again.
 pub(crate) fn stale_handle(e: &CallError) -> bool {

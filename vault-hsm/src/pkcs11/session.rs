@@ -52,7 +52,11 @@ impl SessionSource {
             Err(e) => {
                 if kills_session(&e) {
                     tracing::warn!(operation = what, "HSM session lost; it will be re-opened");
-                    drop(session);
+                    // Its session-object key copies died with it.
+                    super::copies::forget_thread(self.instance);
+                    // `close` rather than drop: cryptoki's drop logs an error
+                    // when the token has already closed the session.
+                    let _ = session.close();
                 } else {
                     self.put_back(session);
                 }
@@ -86,6 +90,8 @@ impl SessionSource {
     /// Closes this thread's session of this instance (others close when their
     /// thread exits).
     pub(crate) fn forget_on_this_thread(&self) {
+        super::copies::forget_thread(self.instance);
+        super::random::forget_thread(self.instance);
         // `try_with`: during thread teardown the thread-local may be gone.
         let _ = SESSIONS.try_with(|cell| {
             if let Ok(mut sessions) = cell.try_borrow_mut() {
