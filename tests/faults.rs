@@ -157,17 +157,19 @@ impl<H: Hsm> InProc<H> {
     }
 
     async fn audit_ok(&self) -> bool {
-        let a: ops::Audit = self
-            .call(
-                op::AUDIT,
-                &ops::PageArgs {
-                    after: None,
-                    limit: 100_000,
-                },
-            )
-            .await
-            .expect("audit");
-        a.chain_ok
+        self.audit().await.chain_ok
+    }
+
+    async fn audit(&self) -> ops::Audit {
+        self.call(
+            op::AUDIT,
+            &ops::PageArgs {
+                after: None,
+                limit: 100_000,
+            },
+        )
+        .await
+        .expect("audit")
     }
 
     /// Stops the background tasks and drops everything holding the store,
@@ -471,6 +473,7 @@ async fn hsm_faults_answer_unavailable_write_nothing_and_recover() {
 
         // A dead HSM for a while: health says so, writes refuse, reads that
         // need no key still answer.
+        let audited_before = v.audit().await.records.len();
         faults.fail_all(fault);
         let h = v.health().await;
         assert!(!h.ready, "health ready while the HSM fails");
@@ -495,12 +498,29 @@ async fn hsm_faults_answer_unavailable_write_nothing_and_recover() {
         faults.heal();
         let h = v.health().await;
         assert!(h.ready, "health after recovery: {h:?}");
+        // The refusals are on the audit trail although the HSM could not
+        // seal it then: chained and committed, reported unverified until
+        // the next commit seals the chain through them.
+        let after = v.audit().await;
+        let refused = after.records[audited_before..]
+            .iter()
+            .filter(|r| r.op == "tokenize" && r.outcome.contains("unavailable"))
+            .count();
+        assert_eq!(
+            refused, 5,
+            "{fault:?}: refusals during the outage were not audited"
+        );
+        assert!(!after.chain_ok, "an unsealed tail must not verify");
         card += 1;
         assert!(
             v.tokenize(&pan("411111", card))
                 .await
                 .expect("after heal")
                 .created
+        );
+        assert!(
+            v.audit_ok().await,
+            "{fault:?}: the records of the outage were not sealed afterwards"
         );
     }
     assert!(

@@ -247,15 +247,29 @@ fn run(
                 let seq = counters.audit_seq;
                 // The newest audit key; the seal records which one it was.
                 let version = hsm.audit_key_version();
-                let seal = hsm
-                    .audit_mac_with(
-                        version,
-                        &counters.audit_hash,
-                        &super::audit::seal_input(seq),
-                    )
-                    .map_err(StoreError::Hsm)?;
-                txn.open_table(AUDIT_SEALS)?
-                    .insert(seq, super::audit::encode_seal(version, &seal).as_slice())?;
+                match hsm.audit_mac_with(
+                    version,
+                    &counters.audit_hash,
+                    &super::audit::seal_input(seq),
+                ) {
+                    Ok(seal) => {
+                        txn.open_table(AUDIT_SEALS)?
+                            .insert(seq, super::audit::encode_seal(version, &seal).as_slice())?;
+                    }
+                    // The HSM is down: commit the records chained but
+                    // unsealed rather than lose them (refusals during the
+                    // outage, erasures, queue changes). The next seal covers
+                    // the chain up to its own record, these included, and
+                    // until then `audit` reports the tail as unverified.
+                    Err(vault_hsm::HsmError::Unavailable(why)) => {
+                        tracing::warn!(
+                            through = seq,
+                            error = %why,
+                            "audit records committed without a seal; the next commit with the HSM seals them"
+                        );
+                    }
+                    Err(e) => return Err(StoreError::Hsm(e)),
+                }
             }
             let t_run = t0.elapsed();
             // New PANs are on disk before the commit that points at them.
