@@ -20,8 +20,9 @@ pub enum Scenario {
     Provisioning,
     /// customer-initiated credentials over aliases with active tokens
     Credentials,
-    /// soak: tokenize/status/credentials mix for --duration, reporting every
-    /// --report-every
+    /// soak: tokenize/delete/status/credentials mix for --warmup plus
+    /// --duration, a progress line every --report-every, then every
+    /// acknowledged write verified and an RSS verdict (fails the run)
     Mixed,
 }
 
@@ -42,9 +43,19 @@ pub struct Args {
     /// Measured time per scenario (e.g. 10s, 2m, 1h).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Unrecorded load before each timed scenario.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub warmup: Duration,
+    /// Unrecorded load before each timed scenario (default 1s). For mixed
+    /// (default 5m) it is also the soak's warm-up: the daemon's RSS at its
+    /// end is the reference for --rss-tolerance.
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// mixed: once more than this many soak-created aliases are live, the
+    /// delete slots delete the oldest, so the population stays about here.
+    #[arg(long, default_value_t = 20_000)]
+    pub soak_window: usize,
+    /// mixed: the run fails if the daemon's RSS after the warm-up strays
+    /// more than this many % from its value at the warm-up's end.
+    #[arg(long, default_value_t = 15.0)]
+    pub rss_tolerance: f64,
     /// What to run (default: all, or nothing but --fill when that is given).
     #[arg(long, value_enum)]
     pub scenario: Option<Scenario>,
@@ -133,6 +144,8 @@ mod tests {
         assert_eq!((a.connections, a.depth), (32, 16));
         assert_eq!(a.duration, Duration::from_secs(10));
         assert_eq!(a.scenario, None);
+        assert_eq!(a.warmup, None, "per-scenario default");
+        assert_eq!((a.soak_window, a.rss_tolerance), (20_000, 15.0));
         let a = Args::try_parse_from([
             "vault-bench",
             "--socket",

@@ -67,6 +67,44 @@ pub struct Progress {
     pub every: Duration,
     pub daemon: Option<u32>,
     pub label: String,
+    /// Per-op counts to print as per-op rates (mixed workloads).
+    pub ops: Option<Arc<OpCounters>>,
+    /// More to append to each line (e.g. the live population).
+    pub extra: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+/// Successful requests per op kind, bumped by a mixed workload's calls, so
+/// progress lines can show each op's rate without locking.
+pub struct OpCounters {
+    names: &'static [&'static str],
+    counts: Vec<AtomicU64>,
+}
+
+impl OpCounters {
+    pub fn new(names: &'static [&'static str]) -> OpCounters {
+        OpCounters {
+            names,
+            counts: names.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts one answer of op `i` (an index into the names).
+    pub fn bump(&self, i: usize) {
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Relaxed)).collect()
+    }
+}
+
+/// The daemon's RSS at one moment of a run, seconds from its start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RssSample {
+    pub secs: f64,
+    pub rss_kb: u64,
 }
 
 /// What one run measured.
@@ -79,6 +117,11 @@ pub struct RunStats {
     pub errors: BTreeMap<String, u64>,
     /// Connections that broke during the run, with the first reason.
     pub lost_connections: Vec<String>,
+    /// The daemon's RSS at every progress line, at the end of the warm-up
+    /// and when the load stopped (empty without progress or daemon pid).
+    pub rss_samples: Vec<RssSample>,
+    /// Seconds of unrecorded warm-up at the start.
+    pub warmup_secs: f64,
 }
 
 #[derive(Default)]
@@ -129,6 +172,7 @@ where
             Arc::clone(&shared),
             Arc::clone(&finished),
             start,
+            record_from,
             limit,
         ))
     });
@@ -192,6 +236,8 @@ where
         outcomes: BTreeMap::new(),
         errors: BTreeMap::new(),
         lost_connections: Vec::new(),
+        rss_samples: Vec::new(),
+        warmup_secs: record_from.duration_since(start).as_secs_f64(),
     };
     for task in tasks {
         match task.await {
@@ -215,44 +261,85 @@ where
     stats.elapsed = Instant::now().saturating_duration_since(record_from);
     finished.store(true, Relaxed);
     if let Some(r) = reporter {
-        let _ = r.await;
+        stats.rss_samples = r.await.unwrap_or_default();
     }
     stats
 }
 
+/// Prints a line every `p.every` (and one when the warm-up ends) and
+/// returns the daemon's RSS at each of them plus one when the load stopped.
 async fn report_progress(
     p: Progress,
     shared: Arc<Shared>,
     finished: Arc<AtomicBool>,
     start: Instant,
+    warm_end: Instant,
     limit: Option<u64>,
-) {
+) -> Vec<RssSample> {
+    let mut samples = Vec::new();
+    let mut sample = |now: Instant| {
+        let rss = p.daemon.and_then(procfs::rss);
+        if let Some(r) = rss {
+            samples.push(RssSample {
+                secs: now.duration_since(start).as_secs_f64(),
+                rss_kb: r.rss_kb,
+            });
+        }
+        rss.map(|r| r.describe())
+            .unwrap_or_else(|| "RSS unknown".to_owned())
+    };
     let mut last_ok = 0;
+    let mut last_ops = p.ops.as_ref().map(|o| o.snapshot());
     let mut last_at = start;
     let tick = Duration::from_millis(200).min(p.every);
     let mut next = start + p.every;
+    let mut warm_marked = false;
     while !finished.load(Relaxed) {
         tokio::time::sleep(tick).await;
         let now = Instant::now();
+        if !warm_marked && now >= warm_end {
+            warm_marked = true;
+            let rss = sample(now);
+            eprintln!(
+                "[{}] t={:>6.0}s warm-up over  daemon {rss}",
+                p.label,
+                now.duration_since(start).as_secs_f64()
+            );
+        }
         if now < next {
             continue;
         }
         next += p.every;
+        let secs = now.duration_since(last_at).as_secs_f64();
         let ok = shared.ok.load(Relaxed);
         let failed = shared.failed.load(Relaxed);
-        let rate = (ok - last_ok) as f64 / now.duration_since(last_at).as_secs_f64();
+        let rate = (ok - last_ok) as f64 / secs;
         last_ok = ok;
         last_at = now;
-        let rss = p
-            .daemon
-            .and_then(procfs::rss)
-            .map(|r| r.describe())
-            .unwrap_or_else(|| "RSS unknown".to_owned());
+        let mut per_op = String::new();
+        if let (Some(ops), Some(before)) = (&p.ops, &mut last_ops) {
+            let counts = ops.snapshot();
+            for ((name, n), b) in ops.names.iter().zip(&counts).zip(before.iter()) {
+                per_op.push_str(&format!(
+                    " {name} {:.0}/s",
+                    n.saturating_sub(*b) as f64 / secs
+                ));
+            }
+            *before = counts;
+        }
+        let extra = p
+            .extra
+            .as_ref()
+            .map(|f| format!(" {}", f()))
+            .unwrap_or_default();
+        let rss = sample(now);
         let of = limit.map(|n| format!("/{n}")).unwrap_or_default();
         eprintln!(
-            "[{}] t={:>6.0}s ok={ok}{of} errors={failed} {rate:>9.0} ops/s  daemon {rss}",
+            "[{}] t={:>6.0}s ok={ok}{of} errors={failed} {rate:>9.0} ops/s{per_op}{extra}  daemon {rss}",
             p.label,
             now.duration_since(start).as_secs_f64()
         );
     }
+    sample(Instant::now());
+    samples
 }

@@ -11,9 +11,11 @@ mod pans;
 mod procfs;
 mod report;
 mod scenarios;
+mod soak;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use vault_proto::Client;
@@ -37,7 +39,11 @@ fn main() -> ExitCode {
         Err(e) => Err(BenchError::Io(e)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("vault-bench: FAILED (see the report's failures)");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("vault-bench: {e}");
             ExitCode::FAILURE
@@ -105,7 +111,9 @@ async fn baselines(args: &Args) -> Vec<baseline::Baseline> {
     out
 }
 
-async fn run(args: Args) -> BenchResult<()> {
+/// Runs the scenarios and prints the report; `Ok(false)` when a scenario
+/// failed its verdict (the soak's verification or RSS).
+async fn run(args: Args) -> BenchResult<bool> {
     let (clients, daemon) = connect(&args).await?;
     let health = clients[0].op::<HealthOp>(&NoArgs {}).await?;
     if !health.ready {
@@ -127,7 +135,10 @@ async fn run(args: Args) -> BenchResult<()> {
     let settings = Settings {
         depth: args.depth.max(1),
         duration: args.duration,
-        warmup: args.warmup,
+        warmup: args.warmup.unwrap_or(Duration::from_secs(1)),
+        soak_warmup: args.warmup.unwrap_or(Duration::from_secs(300)),
+        soak_window: args.soak_window,
+        rss_tolerance: args.rss_tolerance,
         set_size: args.set_size,
         cards: args.cards,
         drain_timeout: args.drain_timeout,
@@ -158,7 +169,9 @@ async fn run(args: Args) -> BenchResult<()> {
         scenarios: std::mem::take(&mut bench.reports),
         ratios: Vec::new(),
         daemon_rss_end: daemon.and_then(procfs::rss),
+        passed: true,
     };
+    report.passed = !report.failed();
     compare_tokenize(&mut report);
     report.compute_ratios();
     if args.json {
@@ -168,7 +181,7 @@ async fn run(args: Args) -> BenchResult<()> {
     } else {
         print!("{}", report.human());
     }
-    Ok(())
+    Ok(!report.failed())
 }
 
 /// Issue 3: tokenize with provisioning running within 20% of without.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::baseline::{self, Baseline};
 use crate::load::RunStats;
 use crate::procfs::{CpuUse, Rss};
+use crate::soak::SoakReport;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -45,6 +46,11 @@ pub struct ScenarioReport {
     pub notes: Vec<String>,
     /// Set when the scenario could not run; says why.
     pub skipped: Option<String>,
+    /// Why the scenario failed its verdict (empty: passed or no verdict).
+    pub failures: Vec<String>,
+    /// The soak's verification and RSS verdict (mixed only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakReport>,
 }
 
 impl ScenarioReport {
@@ -84,6 +90,8 @@ impl ScenarioReport {
             extra: BTreeMap::new(),
             notes,
             skipped: None,
+            failures: Vec::new(),
+            soak: None,
         }
     }
 
@@ -104,6 +112,8 @@ impl ScenarioReport {
             extra: BTreeMap::new(),
             notes: Vec::new(),
             skipped: Some(why),
+            failures: Vec::new(),
+            soak: None,
         }
     }
 }
@@ -156,6 +166,9 @@ pub struct Report {
     pub scenarios: Vec<ScenarioReport>,
     pub ratios: Vec<Ratio>,
     pub daemon_rss_end: Option<Rss>,
+    /// False when any scenario failed its verdict (the process then exits
+    /// non-zero).
+    pub passed: bool,
 }
 
 /// Which baselines a scenario is read against.
@@ -170,6 +183,11 @@ fn relevant(scenario: &str) -> &'static [&'static str] {
 }
 
 impl Report {
+    /// Any scenario with a failed verdict.
+    pub fn failed(&self) -> bool {
+        self.scenarios.iter().any(|s| !s.failures.is_empty())
+    }
+
     pub fn compute_ratios(&mut self) {
         self.ratios.clear();
         for s in &self.scenarios {
@@ -291,6 +309,12 @@ impl Report {
             for n in &s.notes {
                 let _ = writeln!(o, "  note: {n}");
             }
+            if let Some(k) = &s.soak {
+                soak_lines(&mut o, k);
+            }
+            for f in &s.failures {
+                let _ = writeln!(o, "  FAILED: {f}");
+            }
         }
         if !self.baselines.is_empty() {
             let _ = writeln!(o);
@@ -329,7 +353,50 @@ impl Report {
             let _ = writeln!(o);
             let _ = writeln!(o, "vaultd memory at the end: {}", r.describe());
         }
+        let judged = self
+            .scenarios
+            .iter()
+            .any(|s| s.soak.is_some() || !s.failures.is_empty());
+        if judged {
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "result: {}",
+                if self.failed() { "FAILED" } else { "passed" }
+            );
+        }
         o
+    }
+}
+
+fn soak_lines(o: &mut String, k: &SoakReport) {
+    let _ = writeln!(
+        o,
+        "  soak: window {} aliases, {} live at the end",
+        thousands(k.window as u64),
+        thousands(k.live_at_end)
+    );
+    let _ = writeln!(
+        o,
+        "  verification ({:.1} s, not in the throughput): {}",
+        k.verification_secs,
+        k.verification.describe()
+    );
+    match &k.rss {
+        Some(v) => {
+            let _ = writeln!(o, "  rss: {}", v.describe());
+        }
+        None => {
+            let _ = writeln!(o, "  rss: no verdict (no sample after the warm-up)");
+        }
+    }
+    let series: Vec<String> = k
+        .rss_samples
+        .iter()
+        .map(|(t, kb)| format!("{t:.0}s {:.1}", *kb as f64 / 1024.0))
+        .collect();
+    if !series.is_empty() {
+        let _ = writeln!(o, "  rss samples (MB): {}", series.join(", "));
     }
 }
 
@@ -398,6 +465,7 @@ mod tests {
             scenarios: vec![s, c],
             ratios: Vec::new(),
             daemon_rss_end: None,
+            passed: true,
         };
         r.compute_ratios();
         let got: Vec<(String, &str, f64)> = r

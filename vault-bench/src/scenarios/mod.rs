@@ -3,8 +3,10 @@
 //! measures the daemon's and the bench's CPU around each run.
 
 mod foundation;
+mod ledger;
 mod mixed;
 mod network;
+mod verify;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +29,10 @@ pub struct Settings {
     pub depth: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// The mixed soak's warm-up (RSS reference at its end).
+    pub soak_warmup: Duration,
+    pub soak_window: usize,
+    pub rss_tolerance: f64,
     pub set_size: usize,
     pub cards: usize,
     pub drain_timeout: Duration,
@@ -105,6 +111,8 @@ impl Bench {
             every: self.cfg.report_every,
             daemon: self.daemon,
             label: label.to_owned(),
+            ops: None,
+            extra: None,
         }
     }
 
@@ -121,6 +129,21 @@ impl Bench {
         F: Fn(Arc<Client>, u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
+        self.measured_run(name, stop, progress, call).await.0
+    }
+
+    /// [`Bench::measured`], also handing back the raw run (RSS samples).
+    async fn measured_run<F, Fut>(
+        &self,
+        name: &str,
+        stop: Stop,
+        progress: Option<Progress>,
+        call: F,
+    ) -> (ScenarioReport, load::RunStats)
+    where
+        F: Fn(Arc<Client>, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
         eprintln!("vault-bench: running {name}");
         let daemon_cpu = self.daemon.map(CpuSnapshot::take);
         let own_cpu = CpuSnapshot::own();
@@ -131,7 +154,7 @@ impl Bench {
         report.bench_cpu = Some(own_cpu.used_since());
         report.machine_cpu_cores = Some(machine.cores_since());
         report.daemon_rss = self.daemon.and_then(procfs::rss);
-        report
+        (report, run)
     }
 }
 

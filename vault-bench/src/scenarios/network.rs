@@ -98,39 +98,35 @@ pub(super) async fn credentials_call(
 
 impl Bench {
     pub(super) async fn provisioning(&mut self) {
+        if let Err(why) = self.ensure_provisioned().await {
+            self.reports
+                .push(ScenarioReport::skipped("provisioning", why));
+        }
+    }
+
+    /// Tokenizes `--cards` cards of every scheme and waits for their tokens
+    /// (reported as `provisioning:tokenize` and `provisioning`), once per
+    /// run; the aliases become the credentials set. `Err` says why the
+    /// daemon cannot provision.
+    pub(super) async fn ensure_provisioned(&mut self) -> Result<(), String> {
         if self.provisioned.is_some() {
-            return;
+            return Ok(());
         }
         let control = self.control();
-        let before = match stats(&control).await {
-            Ok(s) => s,
-            Err(e) => {
-                let why = refusal("stats (admin role needed)", &e);
-                self.reports
-                    .push(ScenarioReport::skipped("provisioning", why));
-                return;
-            }
-        };
+        let before = stats(&control)
+            .await
+            .map_err(|e| refusal("stats (admin role needed)", &e))?;
         // One card first: without network tokens for this tenant there is
         // nothing to provision.
         let probe = self.pans.any_scheme(self.next_card.fetch_add(1, Relaxed));
         match control.op::<Tokenize>(&tokenize_args(probe)).await {
             Ok(r) if r.record.token_info.is_none() => {
-                self.reports.push(ScenarioReport::skipped(
-                    "provisioning",
-                    "the tenant has no network tokens (token_info is nil); \
+                return Err("the tenant has no network tokens (token_info is nil); \
                      run scripts/bench --provisioning"
-                        .to_owned(),
-                ));
-                return;
+                    .to_owned());
             }
             Ok(_) => {}
-            Err(e) => {
-                let why = refusal("tokenize", &e);
-                self.reports
-                    .push(ScenarioReport::skipped("provisioning", why));
-                return;
-            }
+            Err(e) => return Err(refusal("tokenize", &e)),
         }
 
         let n = self.cfg.cards.max(1);
@@ -173,6 +169,7 @@ impl Bench {
         let report = self.drain(&control, before, t0, aliases.len()).await;
         self.reports.push(report);
         self.provisioned = Some(Arc::new(aliases));
+        Ok(())
     }
 
     /// Polls `stats` until the queue is empty (or the timeout), and turns
