@@ -410,12 +410,15 @@ enum KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
-    /// Scheme KEKs are not copied: an operator may replace one from another
-    /// process (`keys import-kek --replace`), and unwraps are rare.
+    /// Only the vault's own keys are copied: a handful, used by every
+    /// request. Token keys are not (SoftHSM2 spends ~8 KB per session
+    /// object, and a vault holds millions of tokens, each used rarely), nor
+    /// scheme KEKs (an operator may replace one from another process with
+    /// `keys import-kek --replace`; unwraps are rare).
     fn copyable(self) -> bool {
         match self {
             KeyRef::Pan(v) => v > 0,
-            KeyRef::Named(label) => !label.starts_with("tsp."),
+            KeyRef::Named(label) => label.starts_with("vault."),
         }
     }
 

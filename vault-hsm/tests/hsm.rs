@@ -400,8 +400,8 @@ fn destroy_token_key_removes_it_and_is_idempotent() {
     assert!(hsm().destroy_token_key("bad ref").is_err());
 }
 
-/// Each HSM thread uses its own session copy of a token key; replacing or
-/// destroying the key on one thread must reach every other thread's copy.
+/// Replacing or destroying a token key on one thread must reach every other
+/// thread (their cached handles and any session copies).
 #[test]
 fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
     let dir = tempfile::tempdir().expect("dir");

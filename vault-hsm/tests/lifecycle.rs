@@ -41,9 +41,33 @@ fn rotation_destruction_and_recovery() {
         Err(HsmError::Integrity)
     ));
 
-    // Destroying: never the newest; v1 goes, its ciphertexts with it.
-    assert!(destroy_pan_key(hsm, 2).is_err());
-    assert!(destroy_pan_key(hsm, 1).expect("destroy v1"));
+    // Another thread holds its own session copy of v1 (made on first use).
+    let (ask, jobs) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (answer, answers) = std::sync::mpsc::channel();
+    let worker = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for sealed in jobs {
+                let opened = hsm.open("al_1", "pan", &sealed).map(|p| p.to_vec());
+                answer.send(opened).expect("send");
+            }
+        });
+        ask.send(old.clone()).expect("send");
+        assert!(answers.recv().expect("answer").is_ok(), "worker opens v1");
+
+        // Destroying: never the newest; v1 goes, its ciphertexts with it, on
+        // every thread (no session copy outlives its key).
+        assert!(destroy_pan_key(hsm, 2).is_err());
+        assert!(destroy_pan_key(hsm, 1).expect("destroy v1"));
+        ask.send(old.clone()).expect("send");
+        let after = answers.recv().expect("answer");
+        drop(ask);
+        after
+    });
+    assert!(
+        matches!(&worker, Err(HsmError::KeyMissing(label)) if label == "vault.pan.v1"),
+        "a thread still opened v1 after it was destroyed: {:?}",
+        worker.as_ref().map(|_| "opened")
+    );
     assert!(!destroy_pan_key(hsm, 1).expect("destroy v1 again"));
     assert!(matches!(
         hsm.open("al_1", "pan", &old),

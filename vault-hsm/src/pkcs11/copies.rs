@@ -11,8 +11,8 @@
 //!
 //! A copy must never outlive a change of its key: [`KeyEpochs`] records which
 //! labels were destroyed or replaced, and when, and a copy made before the
-//! change is thrown away at its next use. Scheme KEKs are never copied (an
-//! operator may replace one from another process; unwraps are rare).
+//! change is thrown away at its next use. Which keys are copied is the
+//! caller's choice (`KeyRef::copyable`: the vault's own keys).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,8 +25,9 @@ use cryptoki::session::Session;
 use super::errors::CallResult;
 
 /// Above this many copies a thread destroys its least recently used quarter
-/// (each copy is about a kilobyte of the HSM's memory).
-const MAX_COPIES: usize = 4096;
+/// (SoftHSM2 spends about 8 KB per session object). Only the vault's own
+/// keys are copied, so this is a guard, not a working-set size.
+const MAX_COPIES: usize = 64;
 /// Above this many remembered changes the record is reset and every copy
 /// made before the reset is treated as stale.
 const MAX_CHANGES: usize = 65_536;
