@@ -31,6 +31,10 @@ pub use handles::pan_label;
 use session::{SessionSource, ensure_logged_in};
 pub use startup::finalize_module;
 
+/// Default number of keys kept as session-object copies
+/// ([`Pkcs11Hsm::set_key_cache`]).
+pub const DEFAULT_KEY_CACHE: usize = copies::DEFAULT_CAPACITY;
+
 /// Environment variable holding the user PIN; wins over `[hsm] pin_file`.
 pub const PIN_ENV: &str = "VAULTD_HSM_PIN";
 
@@ -122,9 +126,6 @@ pub struct Pkcs11Hsm {
     pan_version: AtomicU32,
     /// Newest audit key version (see [`audit_label`]); 0 when none exists.
     audit_version: AtomicU32,
-    /// When key labels were destroyed or replaced, so that no thread keeps
-    /// using a session copy of an old key (see `copies`).
-    epochs: copies::KeyEpochs,
     /// The `vault.pan.v<N>` versions the last scan found.
     pan_present: std::sync::Mutex<Vec<u32>>,
     /// Set when the HSM refuses to copy keys into session objects: the
@@ -170,13 +171,13 @@ impl Pkcs11Hsm {
                 ctx,
                 slot,
                 pin: AuthPin::new(cfg.pin.as_str().into()),
+                copies: copies::KeyCopies::default(),
             },
             module: cfg.module.clone(),
             token_label: cfg.token_label.clone(),
             handles: HandleCache::default(),
             pan_version: AtomicU32::new(0),
             audit_version: AtomicU32::new(0),
-            epochs: copies::KeyEpochs::default(),
             no_copies: AtomicBool::new(false),
             pan_present: std::sync::Mutex::new(Vec::new()),
         };
@@ -347,9 +348,12 @@ impl Pkcs11Hsm {
             return self.lookup_token(s, key);
         }
         let label = key.label();
-        let copied = copies::get_or_copy(self.source.instance, &self.epochs, s, &label, || {
-            self.lookup_token(s, key)
-        });
+        // The vault's own keys serve every request: copy at first use.
+        let always = matches!(key, KeyRef::Pan(_)) || label.starts_with("vault.");
+        let copied = self
+            .source
+            .copies
+            .get_or_copy(s, &label, always, || self.lookup_token(s, key));
         match copied {
             Err(e) if refuses_copy(&e) => {
                 tracing::warn!(
@@ -373,7 +377,7 @@ impl Pkcs11Hsm {
 
     fn evict(&self, s: &Session, key: KeyRef<'_>) {
         if key.copyable() {
-            copies::evict(self.source.instance, s, &key.label());
+            self.source.copies.evict(s, &key.label());
         }
         match key {
             KeyRef::Pan(v) => self.handles.evict_pan(v),
@@ -384,7 +388,20 @@ impl Pkcs11Hsm {
     /// Records that `label`'s token object was destroyed or replaced (call
     /// after the change): session copies of the old key are dropped.
     pub(crate) fn key_changed(&self, label: &str) {
-        self.epochs.changed(label);
+        self.source.copies.epochs.changed(label);
+    }
+
+    /// How many keys may be kept as session-object copies (default
+    /// 16,384; 0 turns copying off). A copy costs SoftHSM2 about 8 KB of
+    /// the process's memory; a hardware HSM counts them against its
+    /// session-object limit.
+    pub fn set_key_cache(&self, copies: usize) {
+        self.source.copies.set_capacity(copies);
+    }
+
+    /// How many key copies exist now.
+    pub fn key_cache_len(&self) -> usize {
+        self.source.copies.len()
     }
 
     /// HMAC-SHA-256 under the generic-secret key `label`.
@@ -410,15 +427,12 @@ enum KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
-    /// Only the vault's own keys are copied: a handful, used by every
-    /// request. Token keys are not (SoftHSM2 spends ~8 KB per session
-    /// object, and a vault holds millions of tokens, each used rarely), nor
-    /// scheme KEKs (an operator may replace one from another process with
-    /// `keys import-kek --replace`; unwraps are rare).
+    /// Scheme KEKs are not copied: an operator may replace one from another
+    /// process (`keys import-kek --replace`), and unwraps are rare.
     fn copyable(self) -> bool {
         match self {
             KeyRef::Pan(v) => v > 0,
-            KeyRef::Named(label) => label.starts_with("vault."),
+            KeyRef::Named(label) => !label.starts_with("tsp."),
         }
     }
 

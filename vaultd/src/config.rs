@@ -156,10 +156,19 @@ pub struct Hsm {
     /// HSM worker threads, each with its own logged-in session.
     #[serde(default = "default_hsm_threads")]
     pub threads: usize,
+    /// Keys kept as session-object copies in the HSM (token keys in use,
+    /// and the vault's own keys); 0 turns copying off. See `vault-hsm`
+    /// `pkcs11::copies`: SoftHSM2 spends about 8 KB per copy.
+    #[serde(default = "default_key_cache")]
+    pub key_cache: usize,
 }
 
 fn default_hsm_threads() -> usize {
     2
+}
+
+fn default_key_cache() -> usize {
+    vault_hsm::pkcs11::DEFAULT_KEY_CACHE
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +405,9 @@ impl Config {
         }
         if self.hsm.threads == 0 || self.hsm.threads > 256 {
             return Err(err("[hsm].threads", "must be between 1 and 256"));
+        }
+        if self.hsm.key_cache > 1_000_000 {
+            return Err(err("[hsm].key_cache", "must be at most 1000000"));
         }
         if self.hsm.token_label.is_empty() {
             return Err(err("[hsm].token_label", "must not be empty"));

@@ -34,7 +34,9 @@ fn hsm_config(cfg: &Config) -> Result<HsmConfig, StartError> {
 
 /// Opens the HSM for serving: the vault's keys must exist.
 pub fn open_hsm(cfg: &Config) -> Result<Pkcs11Hsm, StartError> {
-    Pkcs11Hsm::open(&hsm_config(cfg)?).map_err(|e| StartError(e.to_string()))
+    let hsm = Pkcs11Hsm::open(&hsm_config(cfg)?).map_err(|e| StartError(e.to_string()))?;
+    hsm.set_key_cache(cfg.hsm.key_cache);
+    Ok(hsm)
 }
 
 /// Opens the HSM for key commands: keys may be missing.

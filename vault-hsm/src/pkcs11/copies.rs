@@ -1,33 +1,36 @@
-//! Session copies of the keys the hot path uses, one set per thread.
+//! Session copies of the keys the hot path uses.
 //!
-//! Every use of a token object costs SoftHSM2 a file check (open, `fcntl`
-//! lock, read of the object's generation) and a decryption of the key value;
-//! a session object lives in memory only. So each HSM thread copies a key it
-//! uses into a session object once (`C_CopyObject` with `CKA_TOKEN` false:
-//! still sensitive, non-extractable, private, with the same usage flags) and
-//! uses the copy from then on. Copies vanish with their session, so a lost
-//! session (HSM restart, fault) also drops them; this module forgets them at
-//! the same moment.
+//! Every use of a token object costs SoftHSM2 file checks (open, `fcntl`
+//! lock, read of the object's generation, per attribute it reads) and a
+//! decryption of the key value; a session object lives in memory only. So
+//! a key in use is copied once into a session object (`C_CopyObject` with
+//! `CKA_TOKEN` false: still sensitive, non-extractable, private, with the
+//! same usage flags) and the copy is used from then on, by every thread (a
+//! session object belongs to the application, not to one session).
+//!
+//! Bounds: at most `capacity` copies (SoftHSM2 spends about 8 KB of memory
+//! per object; a hardware HSM limits session objects too), the least
+//! recently used quarter destroyed when full; a key is copied on its second
+//! use within the window, so a vault whose working set is larger than the
+//! cache does not copy on every use.
 //!
 //! A copy must never outlive a change of its key: [`KeyEpochs`] records which
 //! labels were destroyed or replaced, and when, and a copy made before the
-//! change is thrown away at its next use. Which keys are copied is the
-//! caller's choice (`KeyRef::copyable`: the vault's own keys).
+//! change is thrown away at its next use. A copy dies with the session that
+//! made it; when any session dies every copy is forgotten (a handle number
+//! could otherwise be reused by the HSM for another object).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::errors::CallResult;
 
-/// Above this many copies a thread destroys its least recently used quarter
-/// (SoftHSM2 spends about 8 KB per session object). Only the vault's own
-/// keys are copied, so this is a guard, not a working-set size.
-const MAX_COPIES: usize = 64;
+/// Default number of copies kept (see the module docs).
+pub const DEFAULT_CAPACITY: usize = 16_384;
 /// Above this many remembered changes the record is reset and every copy
 /// made before the reset is treated as stale.
 const MAX_CHANGES: usize = 65_536;
@@ -66,8 +69,8 @@ impl KeyEpochs {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Whether a copy of `label` made at `made` is still of the live object;
-    /// if so, the epoch it is now known good up to.
+    /// Whether a copy of `label` known good up to epoch `made` is still of
+    /// the live object; if so, the epoch it is now known good up to.
     fn still_good(&self, label: &str, made: u64) -> Option<u64> {
         let now = self.current();
         if now == made {
@@ -86,134 +89,184 @@ impl KeyEpochs {
 struct Copy {
     handle: ObjectHandle,
     /// Epoch up to which this copy is known to match its token object.
-    good_to: u64,
-    last_used: u64,
+    good_to: AtomicU64,
+    last_used: AtomicU64,
 }
 
-#[derive(Default)]
-struct ThreadCopies {
-    by_label: HashMap<String, Copy>,
-    tick: u64,
+/// The copies of one HSM instance.
+pub(crate) struct KeyCopies {
+    pub(crate) epochs: KeyEpochs,
+    capacity: AtomicU64,
+    copies: RwLock<HashMap<String, Copy>>,
+    /// Labels used once since they were last evicted or the set was reset.
+    seen: Mutex<HashSet<String>>,
+    tick: AtomicU64,
 }
 
-thread_local! {
-    /// This thread's copies, per HSM instance (almost always one).
-    static COPIES: RefCell<Vec<(u64, ThreadCopies)>> = const { RefCell::new(Vec::new()) };
+impl Default for KeyCopies {
+    fn default() -> Self {
+        KeyCopies {
+            epochs: KeyEpochs::default(),
+            capacity: AtomicU64::new(DEFAULT_CAPACITY as u64),
+            copies: RwLock::new(HashMap::new()),
+            seen: Mutex::new(HashSet::new()),
+            tick: AtomicU64::new(0),
+        }
+    }
 }
 
-/// The handle of this thread's copy of `label`, made from the token object
-/// `original()` returns when there is none (or it is stale).
-pub(crate) fn get_or_copy(
-    instance: u64,
-    epochs: &KeyEpochs,
-    session: &Session,
-    label: &str,
-    original: impl FnOnce() -> CallResult<ObjectHandle>,
-) -> CallResult<ObjectHandle> {
-    let cached = with_copies(instance, |c| {
-        c.tick += 1;
-        let tick = c.tick;
-        let copy = c.by_label.get_mut(label)?;
-        copy.last_used = tick;
-        Some((copy.handle, copy.good_to))
-    });
-    let stale = match cached {
-        Some((handle, made)) => match epochs.still_good(label, made) {
-            Some(good_to) => {
-                with_copies(instance, |c| {
-                    if let Some(copy) = c.by_label.get_mut(label) {
-                        copy.good_to = good_to;
+impl KeyCopies {
+    /// How many copies to keep; 0 turns copying off.
+    pub(crate) fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity as u64, Ordering::Relaxed);
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed) as usize
+    }
+
+    /// The handle to use for `label`: its copy, a new copy, or (first use
+    /// in the window, or copying off) the token object `original()` names.
+    pub(crate) fn get_or_copy(
+        &self,
+        session: &Session,
+        label: &str,
+        always: bool,
+        original: impl FnOnce() -> CallResult<ObjectHandle>,
+    ) -> CallResult<ObjectHandle> {
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        let stale = {
+            let copies = read(&self.copies);
+            match copies.get(label) {
+                Some(copy) => {
+                    copy.last_used.store(tick, Ordering::Relaxed);
+                    match self
+                        .epochs
+                        .still_good(label, copy.good_to.load(Ordering::Acquire))
+                    {
+                        Some(good_to) => {
+                            copy.good_to.store(good_to, Ordering::Release);
+                            return Ok(copy.handle);
+                        }
+                        None => true,
                     }
-                });
-                return Ok(handle);
-            }
-            None => Some(handle),
-        },
-        None => None,
-    };
-    if let Some(old) = stale {
-        forget_one(instance, label);
-        // The object may already be gone with its key; either way it is
-        // no longer used.
-        let _ = session.destroy_object(old);
-    }
-    // Read the epoch before looking at the token: a change racing this copy
-    // is then newer than the copy, which is thrown away at its next use.
-    let made = epochs.current();
-    let token_object = original()?;
-    let handle = session.copy_object(token_object, &[Attribute::Token(false)])?;
-    let evicted = with_copies(instance, |c| {
-        let tick = c.tick;
-        c.by_label.insert(
-            label.to_owned(),
-            Copy {
-                handle,
-                good_to: made,
-                last_used: tick,
-            },
-        );
-        if c.by_label.len() <= MAX_COPIES {
-            return Vec::new();
-        }
-        let mut ages: Vec<(u64, String)> = c
-            .by_label
-            .iter()
-            .map(|(l, copy)| (copy.last_used, l.clone()))
-            .collect();
-        ages.sort_unstable();
-        ages.truncate(MAX_COPIES / 4);
-        ages.into_iter()
-            .filter_map(|(_, l)| c.by_label.remove(&l).map(|copy| copy.handle))
-            .collect()
-    });
-    for old in evicted {
-        let _ = session.destroy_object(old);
-    }
-    Ok(handle)
-}
-
-/// Drops this thread's copy of `label` (its handle went stale) and destroys
-/// it if it still exists.
-pub(crate) fn evict(instance: u64, session: &Session, label: &str) {
-    if let Some(handle) = forget_one(instance, label) {
-        let _ = session.destroy_object(handle);
-    }
-}
-
-fn forget_one(instance: u64, label: &str) -> Option<ObjectHandle> {
-    with_copies(instance, |c| {
-        c.by_label.remove(label).map(|copy| copy.handle)
-    })
-}
-
-/// Forgets every copy of this thread for `instance`: its session is gone,
-/// and the copies with it.
-pub(crate) fn forget_thread(instance: u64) {
-    // `try_with`: during thread teardown the thread-local may be gone.
-    let _ = COPIES.try_with(|cell| {
-        if let Ok(mut all) = cell.try_borrow_mut() {
-            all.retain(|(id, _)| *id != instance);
-        }
-    });
-}
-
-fn with_copies<T>(instance: u64, f: impl FnOnce(&mut ThreadCopies) -> T) -> T {
-    COPIES.with(|cell| {
-        let mut all = cell.borrow_mut();
-        let idx = match all.iter().position(|(id, _)| *id == instance) {
-            Some(i) => i,
-            None => {
-                all.push((instance, ThreadCopies::default()));
-                all.len() - 1
+                }
+                None => false,
             }
         };
-        f(&mut all[idx].1)
-    })
+        if stale && let Some(old) = self.forget(label) {
+            // The object may already be gone with its key; either way it is
+            // no longer used.
+            let _ = session.destroy_object(old);
+        }
+        let capacity = self.capacity();
+        // Second use (or a key every request needs): copy. First use: the
+        // token object, remembered.
+        let admit = capacity > 0 && (always || self.seen_before(label, capacity));
+        // Read the epoch before looking at the token: a change racing this
+        // copy is then newer than the copy, which is dropped at its next use.
+        let made = self.epochs.current();
+        let token_object = original()?;
+        if !admit {
+            return Ok(token_object);
+        }
+        let handle = session.copy_object(token_object, &[Attribute::Token(false)])?;
+        let (used, evicted) = {
+            let mut copies = write(&self.copies);
+            let used = match copies.get(label) {
+                // Another thread copied it meanwhile: keep one.
+                Some(other) => other.handle,
+                None => {
+                    copies.insert(
+                        label.to_owned(),
+                        Copy {
+                            handle,
+                            good_to: AtomicU64::new(made),
+                            last_used: AtomicU64::new(tick),
+                        },
+                    );
+                    handle
+                }
+            };
+            let evicted = if copies.len() > capacity {
+                oldest_quarter(&mut copies)
+            } else {
+                Vec::new()
+            };
+            (used, evicted)
+        };
+        if used != handle {
+            let _ = session.destroy_object(handle);
+        }
+        for old in evicted {
+            let _ = session.destroy_object(old);
+        }
+        Ok(used)
+    }
+
+    /// Drops the copy of `label` (its handle went stale) and destroys it if
+    /// it still exists.
+    pub(crate) fn evict(&self, session: &Session, label: &str) {
+        if let Some(handle) = self.forget(label) {
+            let _ = session.destroy_object(handle);
+        }
+    }
+
+    /// A session died: the copies it made died with it, and which session
+    /// made which copy is not recorded, so all are forgotten (those of live
+    /// sessions stay in the HSM until their session closes).
+    pub(crate) fn forget_all(&self) {
+        write(&self.copies).clear();
+    }
+
+    /// How many copies exist now.
+    pub(crate) fn len(&self) -> usize {
+        read(&self.copies).len()
+    }
+
+    fn forget(&self, label: &str) -> Option<ObjectHandle> {
+        write(&self.copies).remove(label).map(|c| c.handle)
+    }
+
+    /// Whether `label` was used before in this window; remembers it if not.
+    fn seen_before(&self, label: &str, capacity: usize) -> bool {
+        let mut seen = lock(&self.seen);
+        if seen.remove(label) {
+            return true;
+        }
+        if seen.len() >= capacity {
+            seen.clear();
+        }
+        seen.insert(label.to_owned());
+        false
+    }
 }
 
+/// Removes the least recently used quarter; returns their handles.
+fn oldest_quarter(copies: &mut HashMap<String, Copy>) -> Vec<ObjectHandle> {
+    let mut ages: Vec<(u64, String)> = copies
+        .iter()
+        .map(|(l, c)| (c.last_used.load(Ordering::Relaxed), l.clone()))
+        .collect();
+    ages.sort_unstable();
+    ages.truncate(copies.len().div_ceil(4));
+    ages.into_iter()
+        .filter_map(|(_, l)| copies.remove(&l).map(|c| c.handle))
+        .collect()
+}
+
+// A panic while holding one of these leaves consistent maps (single
+// inserts and removes).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding it leaves a consistent map (single inserts).
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -247,5 +300,43 @@ mod tests {
         assert!(lock(&e.changes).by_label.len() <= MAX_CHANGES);
         // The reset floor still catches copies older than the reset.
         assert_eq!(e.still_good("nt.unrelated", made), None);
+    }
+
+    #[test]
+    fn keys_are_admitted_on_their_second_use() {
+        let c = KeyCopies::default();
+        assert!(!c.seen_before("nt.a", 4));
+        assert!(c.seen_before("nt.a", 4));
+        // Forgotten again once admitted.
+        assert!(!c.seen_before("nt.a", 4));
+        // The window is bounded by the capacity.
+        for i in 0..10 {
+            c.seen_before(&format!("nt.{i}"), 4);
+        }
+        assert!(lock(&c.seen).len() <= 4);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_quarter() {
+        let mut m = HashMap::new();
+        for i in 0..8u64 {
+            m.insert(
+                format!("k{i}"),
+                Copy {
+                    handle: unsafe_handle(i),
+                    good_to: AtomicU64::new(0),
+                    last_used: AtomicU64::new(100 - i),
+                },
+            );
+        }
+        let mut gone = oldest_quarter(&mut m);
+        gone.sort_by_key(|h| h.handle());
+        assert_eq!(gone, vec![unsafe_handle(6), unsafe_handle(7)]);
+        assert_eq!(m.len(), 6);
+    }
+
+    fn unsafe_handle(n: u64) -> ObjectHandle {
+        // SAFETY: test-only numbers that never reach an HSM.
+        unsafe { ObjectHandle::new_from_raw(n as _) }
     }
 }

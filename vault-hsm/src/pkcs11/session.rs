@@ -26,6 +26,8 @@ pub(crate) struct SessionSource {
     pub(crate) ctx: Pkcs11,
     pub(crate) slot: Slot,
     pub(crate) pin: AuthPin,
+    /// Session-object copies of keys in use (see `copies`).
+    pub(crate) copies: super::copies::KeyCopies,
 }
 
 impl SessionSource {
@@ -53,7 +55,7 @@ impl SessionSource {
                 if kills_session(&e) {
                     tracing::warn!(operation = what, "HSM session lost; it will be re-opened");
                     // Its session-object key copies died with it.
-                    super::copies::forget_thread(self.instance);
+                    self.copies.forget_all();
                     // `close` rather than drop: cryptoki's drop logs an error
                     // when the token has already closed the session.
                     let _ = session.close();
@@ -90,7 +92,6 @@ impl SessionSource {
     /// Closes this thread's session of this instance (others close when their
     /// thread exits).
     pub(crate) fn forget_on_this_thread(&self) {
-        super::copies::forget_thread(self.instance);
         super::random::forget_thread(self.instance);
         // `try_with`: during thread teardown the thread-local may be gone.
         let _ = SESSIONS.try_with(|cell| {

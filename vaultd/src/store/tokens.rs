@@ -7,6 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use vault_proto::ops::TokenStatus;
 
 use super::records::{AuditRec, JobKind, TokenRec, decode, encode};
+use super::writer::Committed;
 use super::{RedbStore, StoreResult, TOKENS, queue};
 
 pub enum AtcOutcome {
@@ -21,12 +22,14 @@ pub enum AtcOutcome {
 pub trait TokenStore {
     fn token(&self, token_ref: &str) -> StoreResult<Option<TokenRec>>;
     /// Advances the token's ATC by one inside a group commit, with the audit
-    /// record of the `credentials` call, and returns the new value.
+    /// record of the `credentials` call. Returns the outcome as soon as the
+    /// write ran, before its commit: nothing made from the new ATC may leave
+    /// the vault before [`Committed::wait`] returned `Ok`.
     fn next_atc(
         &self,
         token_ref: &str,
         audit: AuditRec,
-    ) -> impl Future<Output = StoreResult<AtcOutcome>> + Send;
+    ) -> impl Future<Output = StoreResult<(AtcOutcome, Committed)>> + Send;
 }
 
 impl TokenStore for RedbStore {
@@ -38,10 +41,14 @@ impl TokenStore for RedbStore {
             .transpose()
     }
 
-    async fn next_atc(&self, token_ref: &str, audit: AuditRec) -> StoreResult<AtcOutcome> {
+    async fn next_atc(
+        &self,
+        token_ref: &str,
+        audit: AuditRec,
+    ) -> StoreResult<(AtcOutcome, Committed)> {
         let token_ref = token_ref.to_owned();
         self.writer()
-            .write(move |ctx| {
+            .write_early(move |ctx| {
                 let txn = ctx.txn;
                 let mut tokens = txn.open_table(TOKENS)?;
                 let raw = tokens.get(token_ref.as_str())?.map(|v| v.value().to_vec());

@@ -182,6 +182,58 @@ impl Writer {
     }
 }
 
+/// The commit of a write whose result was handed out early
+/// ([`Writer::write_early`]): resolves once that commit is durable (or
+/// failed, in which case nothing of it was written).
+pub struct Committed(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Committed {
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.0
+            .await
+            .map_err(|_| StoreError::Unavailable("write batch aborted".into()))?
+    }
+}
+
+impl Writer {
+    /// Like [`Writer::write`], but hands out `f`'s result as soon as `f`
+    /// ran, before the commit, with a [`Committed`] to await the commit.
+    /// For work that may start from a value but must not be *returned*
+    /// before the value is durable (a cryptogram computed from its ATC
+    /// while the ATC's commit syncs).
+    pub async fn write_early<R, F>(&self, f: F) -> Result<(R, Committed), StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (early_tx, early_rx) = oneshot::channel::<R>();
+        let (done_tx, done_rx) = oneshot::channel::<Result<(), StoreError>>();
+        let job: Job = Box::new(move |ctx| {
+            let r = f(ctx)?;
+            let _ = early_tx.send(r);
+            Ok(Box::new(move |committed: Result<(), StoreError>| {
+                let _ = done_tx.send(committed);
+            }))
+        });
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("store writer stopped".into()))?;
+        tx.send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        match early_rx.await {
+            Ok(r) => Ok((r, Committed(done_rx))),
+            // `f` failed or the batch was aborted before it ran.
+            Err(_) => Err(done_rx
+                .await
+                .ok()
+                .and_then(Result::err)
+                .unwrap_or_else(|| StoreError::Unavailable("write batch aborted".into()))),
+        }
+    }
+}
+
 impl Drop for Writer {
     /// Closes the channel, lets the thread commit what it already has, and
     /// joins it: dropping the store is a clean shutdown.

@@ -166,7 +166,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                     });
                 }
                 Initiator::Customer => match self.store.next_atc(&token_ref, audit).await? {
-                    AtcOutcome::Issued { atc, token } => {
+                    (AtcOutcome::Issued { atc, token }, committed) => {
                         let eci = a
                             .authenticated_eci
                             .clone()
@@ -176,26 +176,30 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                         let yymm = format!("{:02}{:02}", token.exp_year % 100, token.exp_month);
                         let (amount, currency, eci2) =
                             (a.amount_minor, a.currency.clone(), eci.clone());
-                        let (number, cryptogram) = self
-                            .hsm(move |h| {
-                                let mut un = [0u8; 4];
-                                h.random(&mut un)?;
-                                let raw = h.open(&alias, "token", &ct)?;
-                                let number =
-                                    Pan::from_bytes(&raw).ok_or(vault_hsm::HsmError::Integrity)?;
-                                let d = cryptogram_data(
-                                    number.expose(),
-                                    &yymm,
-                                    amount,
-                                    &currency,
-                                    atc,
-                                    un,
-                                    &eci2,
-                                );
-                                let mac = h.cryptogram_mac(&r, atc, &d)?;
-                                Ok((number, cryptogram_string(atc, un, &mac)))
-                            })
-                            .await?;
+                        // The cryptogram is made while the ATC's commit
+                        // syncs, and leaves only once that commit is durable
+                        // (DESIGN.md: no ATC is ever issued twice).
+                        let cryptogram = self.hsm(move |h| {
+                            let mut un = [0u8; 4];
+                            h.random(&mut un)?;
+                            let raw = h.open(&alias, "token", &ct)?;
+                            let number =
+                                Pan::from_bytes(&raw).ok_or(vault_hsm::HsmError::Integrity)?;
+                            let d = cryptogram_data(
+                                number.expose(),
+                                &yymm,
+                                amount,
+                                &currency,
+                                atc,
+                                un,
+                                &eci2,
+                            );
+                            let mac = h.cryptogram_mac(&r, atc, &d)?;
+                            Ok((number, cryptogram_string(atc, un, &mac)))
+                        });
+                        let (made, durable) = tokio::join!(cryptogram, committed.wait());
+                        durable?;
+                        let (number, cryptogram) = made?;
                         return Ok(Credentials::NetworkToken {
                             scheme: token.scheme.clone(),
                             network_token: number,
@@ -208,8 +212,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                             token_ref,
                         });
                     }
-                    // Suspended meanwhile, or ATCs spent: fall back below.
-                    AtcOutcome::NotActive | AtcOutcome::Exhausted => {}
+                    // Suspended meanwhile, or ATCs spent: fall back below,
+                    // once a queued key refresh is durable.
+                    (AtcOutcome::NotActive | AtcOutcome::Exhausted, committed) => {
+                        committed.wait().await?;
+                    }
                 },
             }
         }
