@@ -21,6 +21,7 @@ fn every_scheme_reaches_active_with_token_info_and_keys_in_the_hsm() {
         ("discover", "60110030273"),
     ];
     let mut secrets: Vec<String> = Vec::new();
+    let mut provisioned: Vec<(String, String)> = Vec::new();
     for (p, (scheme, trid)) in [VISA, MASTERCARD, AMEX, DISCOVER].into_iter().zip(trids) {
         let r = tokenize(&mut c, p, 12, 2030);
         let ti = r.record.token_info.clone().expect("token_info");
@@ -54,11 +55,43 @@ fn every_scheme_reaches_active_with_token_info_and_keys_in_the_hsm() {
             .unwrap_or_else(|| panic!("nt.{token_ref} not in the HSM:\n{keys}"));
         assert!(line.contains("sensitive=true extractable=false"), "{line}");
         assert!(line.trim_end().ends_with("derive"), "{line}");
+        provisioned.push((r.record.alias.clone(), token_ref));
     }
     let stats = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
     assert_eq!(stats.tokens.get("active"), Some(&4));
     assert_eq!(stats.schemes["visa"].provisioned, 1);
     assert_eq!(t.sim.get("/sim/stats")["tokens_issued"], 4);
+
+    // Erasure: delete_alias answers at once; its durable job then destroys
+    // the token key in the HSM and deletes the token at the scheme.
+    let (alias, token_ref) = provisioned.pop().expect("a provisioned card");
+    c.op::<ops::DeleteAlias>(&ops::AliasArgs {
+        alias: alias.clone(),
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let keys = t.env.vaultd_cmd(&["keys", "list"]);
+        let key_gone = !keys.contains(&format!("nt.{token_ref} "));
+        let sim = t.sim.get(&format!("/sim/tokens/{token_ref}"));
+        if key_gone && sim["status"] == "deleted" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after delete_alias: key gone {key_gone}, scheme status {}",
+            sim["status"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The other tokens' keys stay.
+    let keys = t.env.vaultd_cmd(&["keys", "list"]);
+    for (_, other) in &provisioned {
+        assert!(
+            keys.contains(&format!("nt.{other} ")),
+            "nt.{other} destroyed too"
+        );
+    }
 
     // Neither token numbers, token keys nor PANs in the redb file or logs.
     let mut all: Vec<&str> = secrets.iter().map(String::as_str).collect();

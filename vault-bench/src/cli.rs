@@ -56,6 +56,12 @@ pub struct Args {
     /// more than this many % from its value at the warm-up's end.
     #[arg(long, default_value_t = 15.0)]
     pub rss_tolerance: f64,
+    /// Soak: at most this many new cards per second (and so about as many
+    /// deletes once the window is full); 0 = as fast as the mix runs.
+    /// Provisioning daemons need it: SoftHSM2's file backend destroys a
+    /// token object in time linear in the token's object count.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn_per_sec: f64,
     /// What to run (default: all, or nothing but --fill when that is given).
     #[arg(long, value_enum)]
     pub scenario: Option<Scenario>,

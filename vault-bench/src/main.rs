@@ -139,6 +139,7 @@ async fn run(args: Args) -> BenchResult<bool> {
         soak_warmup: args.warmup.unwrap_or(Duration::from_secs(300)),
         soak_window: args.soak_window,
         rss_tolerance: args.rss_tolerance,
+        churn_per_sec: args.churn_per_sec,
         set_size: args.set_size,
         cards: args.cards,
         drain_timeout: args.drain_timeout,

@@ -4,6 +4,8 @@
 //! recorded) plus `--duration`, with a progress line every `--report-every`.
 //! Afterwards every acknowledged tokenize and delete is verified and the
 //! daemon's RSS after the warm-up is judged; either can fail the run.
+//! `--churn-per-sec` paces new cards (a paced-out slot does an
+//! alias_status), and so the deletes that keep the population bounded.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,33 @@ fn delete_outcome(answer: &Result<bool, ClientError>) -> DeleteOutcome {
     }
 }
 
+/// Grants at most `rate` events per second since its start (0: always).
+struct Pacer {
+    rate: f64,
+    start: std::time::Instant,
+    granted: std::sync::atomic::AtomicU64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Pacer {
+            rate,
+            start: std::time::Instant::now(),
+            granted: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let allowed = (self.start.elapsed().as_secs_f64() * self.rate) as u64;
+        self.granted
+            .fetch_update(Relaxed, Relaxed, |g| (g < allowed).then_some(g + 1))
+            .is_ok()
+    }
+}
+
 fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
     // Nothing panics while holding the lock; a poisoned ledger is still
     // the best record there is.
@@ -82,6 +111,8 @@ impl Bench {
         let next = Arc::clone(&self.next_card);
         let tenant = self.cfg.tenant.clone();
         let window = self.cfg.soak_window;
+        let churn = self.cfg.churn_per_sec;
+        let pacer = Arc::new(Pacer::new(churn));
         let ledger = Arc::new(Mutex::new(Ledger::new(window)));
         let counters = Arc::new(OpCounters::new(&OPS));
         let stop = Stop::For {
@@ -97,7 +128,8 @@ impl Bench {
             .measured_run("mixed", stop, Some(progress), move |client, seq| {
                 let pick = |v: &Arc<Vec<String>>| v[(seq / 10 % v.len() as u64) as usize].clone();
                 let kind = seq % 10;
-                let card = (kind == 0).then(|| next.fetch_add(1, Relaxed));
+                // A paced-out tokenize slot does an alias_status instead.
+                let card = (kind == 0 && pacer.try_take()).then(|| next.fetch_add(1, Relaxed));
                 let delete = if kind == 1 {
                     lock(&l).claim_delete()
                 } else {
@@ -177,6 +209,11 @@ impl Bench {
              20% credentials; {:.0} s warm-up before the measured time",
             run.warmup_secs
         ));
+        if churn > 0.0 {
+            report
+                .notes
+                .push(format!("new cards paced to at most {churn} per second"));
+        }
         report.notes.push(match &provisioning {
             Ok(()) => "credentials go to the provisioned aliases".to_owned(),
             Err(why) => format!("credentials go to the status set ({why})"),
@@ -237,5 +274,20 @@ mod tests {
         );
         let broken = Err(ClientError::Io(std::io::Error::other("reset")));
         assert_eq!(delete_outcome(&broken), DeleteOutcome::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod pacer_tests {
+    use super::Pacer;
+
+    #[test]
+    fn the_pacer_grants_its_rate_and_no_more() {
+        let p = Pacer::new(1000.0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let granted = (0..1000).filter(|_| p.try_take()).count();
+        // About 20 after 20 ms (scheduling may add a few ms).
+        assert!((15..=60).contains(&granted), "{granted}");
+        assert!(Pacer::new(0.0).try_take(), "0 means unpaced");
     }
 }

@@ -33,6 +33,8 @@ pub struct Settings {
     pub soak_warmup: Duration,
     pub soak_window: usize,
     pub rss_tolerance: f64,
+    /// Soak: new cards per second at most (0: unpaced).
+    pub churn_per_sec: f64,
     pub set_size: usize,
     pub cards: usize,
     pub drain_timeout: Duration,

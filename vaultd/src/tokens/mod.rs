@@ -305,15 +305,31 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let result = match job.kind {
             JobKind::Provision => self.provision_job(&job, &scheme.connector).await,
             JobKind::Delete => match &job.token_ref {
-                Some(r) => scheme
-                    .connector
-                    .delete(r)
-                    .await
-                    .map(|()| JobFinish::Done {
-                        job_id: job.id,
-                        atc_reset: false,
-                    })
-                    .map_err(JobError::Tsp),
+                Some(r) => {
+                    // The token key first: the alias is already erased, so
+                    // nothing uses the key, and its destruction must not wait
+                    // for the token service (nor be lost when the HSM fails:
+                    // the job retries). Destroying a missing key succeeds.
+                    let key = r.clone();
+                    let destroyed = match self.hsm.run(move |h| h.destroy_token_key(&key)).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match destroyed {
+                        Ok(()) => scheme
+                            .connector
+                            .delete(r)
+                            .await
+                            .map(|()| JobFinish::Done {
+                                job_id: job.id,
+                                atc_reset: false,
+                            })
+                            .map_err(JobError::Tsp),
+                        Err(e) => Err(JobError::Local(format!(
+                            "could not destroy the token key: {e}"
+                        ))),
+                    }
+                }
                 None => Ok(JobFinish::Done {
                     job_id: job.id,
                     atc_reset: false,

@@ -557,21 +557,15 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             ));
         }
         let audit = caller.audit("delete_alias", Some(alias.to_owned()), "ok");
+        // The token key is destroyed by the durable delete job the same
+        // commit queues (with the deletion at the token service), so an HSM
+        // failure cannot leave it behind and erasure never waits on it.
         match self.store.delete_alias(&tenant, alias, audit).await? {
             None => Err(VaultError::refuse(
                 ErrorCode::AliasNotFound,
                 "no such alias",
             )),
-            Some(token_ref) => {
-                if let Some(r) = token_ref {
-                    // The record is gone; a key left behind is harmless but
-                    // should not linger: log a failure for the operator.
-                    if let Err(e) = self.hsm(move |h| h.destroy_token_key(&r)).await {
-                        tracing::warn!(error = %e, "could not destroy a deleted alias's token key");
-                    }
-                }
-                Ok(())
-            }
+            Some(_) => Ok(()),
         }
     }
 
