@@ -27,10 +27,21 @@ fn softhsm_module() -> &'static str {
     .expect("SoftHSM2 is installed")
 }
 
-/// target/<profile>/deps/<test> → target/<profile>/libpkcs11_faults.so
+/// target/<profile>/deps/<test> → target/<profile>/libpkcs11_faults.so,
+/// built first: `cargo test` builds the rlib for this test, not the cdylib.
 fn shim_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "pkcs11-faults", "--lib"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().expect("run cargo build").success(),
+        "building pkcs11-faults failed"
+    );
     let so = dir.join("libpkcs11_faults.so");
     assert!(so.exists(), "{} not built", so.display());
     so
