@@ -9,7 +9,7 @@ mod session;
 mod startup;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
@@ -24,7 +24,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD};
 pub(crate) use errors::CallError;
-use errors::{CallResult, refuses_copy, stale_handle};
+use errors::{CallResult, stale_handle};
 use handles::HandleCache;
 pub(crate) use handles::find_all;
 pub use handles::pan_label;
@@ -128,9 +128,6 @@ pub struct Pkcs11Hsm {
     audit_version: AtomicU32,
     /// The `vault.pan.v<N>` versions the last scan found.
     pan_present: std::sync::Mutex<Vec<u32>>,
-    /// Set when the HSM refuses to copy keys into session objects: the
-    /// token objects are then used directly.
-    no_copies: AtomicBool,
 }
 
 impl std::fmt::Debug for Pkcs11Hsm {
@@ -178,7 +175,6 @@ impl Pkcs11Hsm {
             handles: HandleCache::default(),
             pan_version: AtomicU32::new(0),
             audit_version: AtomicU32::new(0),
-            no_copies: AtomicBool::new(false),
             pan_present: std::sync::Mutex::new(Vec::new()),
         };
         // First login on this thread, so a wrong PIN is reported at start-up
@@ -341,30 +337,18 @@ impl Pkcs11Hsm {
         })
     }
 
-    /// The handle to use for `key`: this thread's session copy where the
-    /// key may be copied, else the token object.
+    /// The handle to use for `key`: its session copy where the key may be
+    /// copied (see `copies`), else the token object.
     fn lookup(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {
-        if !key.copyable() || self.no_copies.load(Ordering::Relaxed) {
+        if !key.copyable() {
             return self.lookup_token(s, key);
         }
         let label = key.label();
         // The vault's own keys serve every request: copy at first use.
         let always = matches!(key, KeyRef::Pan(_)) || label.starts_with("vault.");
-        let copied = self
-            .source
+        self.source
             .copies
-            .get_or_copy(s, &label, always, || self.lookup_token(s, key));
-        match copied {
-            Err(e) if refuses_copy(&e) => {
-                tracing::warn!(
-                    key = %label,
-                    "the HSM refuses to copy keys into session objects; using token objects"
-                );
-                self.no_copies.store(true, Ordering::Relaxed);
-                self.lookup_token(s, key)
-            }
-            other => other,
-        }
+            .get_or_copy(s, &label, always, || self.lookup_token(s, key))
     }
 
     fn lookup_token(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {

@@ -27,7 +27,7 @@ use std::sync::{Mutex, RwLock};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::errors::CallResult;
+use super::errors::{CallError, CallResult, refuses_copy};
 
 /// Default number of copies kept (see the module docs).
 pub const DEFAULT_CAPACITY: usize = 16_384;
@@ -170,7 +170,23 @@ impl KeyCopies {
         if !admit {
             return Ok(token_object);
         }
-        let handle = session.copy_object(token_object, &[Attribute::Token(false)])?;
+        let handle = match session.copy_object(token_object, &[Attribute::Token(false)]) {
+            Ok(h) => h,
+            Err(e) => {
+                let e = CallError::from(e);
+                if !refuses_copy(&e) {
+                    return Err(e);
+                }
+                // Policy (`CKA_COPYABLE` false) or no `C_CopyObject`: use
+                // token objects from now on.
+                tracing::warn!(
+                    key = %label,
+                    "the HSM refuses to copy keys into session objects; using token objects"
+                );
+                self.set_capacity(0);
+                return Ok(token_object);
+            }
+        };
         let (used, evicted) = {
             let mut copies = write(&self.copies);
             let used = match copies.get(label) {
