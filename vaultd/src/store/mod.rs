@@ -198,16 +198,16 @@ pub trait Store:
         &self,
         w: TokenizeWrite,
     ) -> impl Future<Output = StoreResult<TokenizeOutcome>> + Send;
-    /// Erases the alias with its PAN, fingerprint entry and token record.
-    /// Returns the token_ref whose HSM key the caller destroys, or `None`
-    /// inside `Some` when there was no token; `None` when the alias is not
-    /// the tenant's.
+    /// Erases the alias with its PAN, fingerprint entry and token record,
+    /// and queues the durable delete job of its token (which destroys the
+    /// token key and deletes the token at the scheme). False when the alias
+    /// is not the tenant's.
     fn delete_alias(
         &self,
         tenant: &str,
         alias: &str,
         audit: AuditRec,
-    ) -> impl Future<Output = StoreResult<Option<Option<String>>>> + Send;
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Appends an audit record on its own (refusals, reads).
     fn audit(&self, rec: AuditRec) -> impl Future<Output = StoreResult<()>> + Send;
     /// Appends an event on its own (warnings the console shows).
@@ -611,12 +611,7 @@ impl Store for RedbStore {
             .await
     }
 
-    async fn delete_alias(
-        &self,
-        tenant: &str,
-        alias: &str,
-        audit: AuditRec,
-    ) -> StoreResult<Option<Option<String>>> {
+    async fn delete_alias(&self, tenant: &str, alias: &str, audit: AuditRec) -> StoreResult<bool> {
         let tenant = tenant.to_owned();
         let alias = alias.to_owned();
         self.writer
@@ -624,11 +619,11 @@ impl Store for RedbStore {
                 let txn = ctx.txn;
                 let mut aliases = txn.open_table(ALIASES)?;
                 let Some(raw) = aliases.get(alias.as_str())?.map(|v| v.value().to_vec()) else {
-                    return Ok(None);
+                    return Ok(false);
                 };
                 let rec: AliasRec = decode("alias", &raw)?;
                 if rec.tenant != tenant {
-                    return Ok(None);
+                    return Ok(false);
                 }
                 aliases.remove(alias.as_str())?;
                 drop(aliases);
@@ -643,18 +638,18 @@ impl Store for RedbStore {
                         queue::remove_job(ctx, job)?;
                     }
                 }
-                let token_ref = rec.nt.and_then(|n| n.token_ref);
-                if let Some(r) = &token_ref {
+                if let Some(r) = rec.nt.and_then(|n| n.token_ref) {
                     let gone = ctx.txn.open_table(TOKENS)?.remove(r.as_str())?.is_some();
                     if gone {
-                        // Ask the token service to delete it too (retried).
+                        // The delete job destroys its key, then deletes it
+                        // at the token service (retried).
                         queue::enqueue(
                             ctx,
                             records::JobKind::Delete,
                             &alias,
                             &tenant,
                             &rec.scheme,
-                            Some(r.clone()),
+                            Some(r),
                         )?;
                     }
                 }
@@ -662,7 +657,7 @@ impl Store for RedbStore {
                 audit.alias = Some(alias);
                 audit.outcome = "ok deleted".into();
                 ctx.audit(&audit)?;
-                Ok(Some(token_ref))
+                Ok(true)
             })
             .await
     }

@@ -169,13 +169,7 @@ impl Writer {
                 let _ = done_tx.send(committed.map(|()| r));
             }))
         });
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("store writer stopped".into()))?;
-        tx.send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        self.submit(job).await?;
         done_rx
             .await
             .map_err(|_| StoreError::Unavailable("write batch aborted".into()))?
@@ -215,13 +209,7 @@ impl Writer {
                 let _ = done_tx.send(committed);
             }))
         });
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("store writer stopped".into()))?;
-        tx.send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        self.submit(job).await?;
         match early_rx.await {
             Ok(r) => Ok((r, Committed(done_rx))),
             // `f` failed or the batch was aborted before it ran.
@@ -231,6 +219,13 @@ impl Writer {
                 .and_then(Result::err)
                 .unwrap_or_else(|| StoreError::Unavailable("write batch aborted".into()))),
         }
+    }
+
+    /// Hands `job` to the writer thread (waiting while its queue is full).
+    async fn submit(&self, job: Job) -> Result<(), StoreError> {
+        let stopped = || StoreError::Unavailable("store writer stopped".into());
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
+        tx.send(job).await.map_err(|_| stopped())
     }
 }
 

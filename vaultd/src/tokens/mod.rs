@@ -304,37 +304,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let started = Instant::now();
         let result = match job.kind {
             JobKind::Provision => self.provision_job(&job, &scheme.connector).await,
-            JobKind::Delete => match &job.token_ref {
-                Some(r) => {
-                    // The token key first: the alias is already erased, so
-                    // nothing uses the key, and its destruction must not wait
-                    // for the token service (nor be lost when the HSM fails:
-                    // the job retries). Destroying a missing key succeeds.
-                    let key = r.clone();
-                    let destroyed = match self.hsm.run(move |h| h.destroy_token_key(&key)).await {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    match destroyed {
-                        Ok(()) => scheme
-                            .connector
-                            .delete(r)
-                            .await
-                            .map(|()| JobFinish::Done {
-                                job_id: job.id,
-                                atc_reset: false,
-                            })
-                            .map_err(JobError::Tsp),
-                        Err(e) => Err(JobError::Local(format!(
-                            "could not destroy the token key: {e}"
-                        ))),
-                    }
-                }
-                None => Ok(JobFinish::Done {
-                    job_id: job.id,
-                    atc_reset: false,
-                }),
-            },
+            JobKind::Delete => self.delete_job(&job, &scheme.connector).await,
             JobKind::KeyRefresh => self.refresh_job(&job, &scheme.connector).await,
         };
         let elapsed = started.elapsed();
@@ -420,6 +390,26 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             }
             Err(e) => tracing::warn!(error = %e, "could not record a job outcome; it stays due"),
         }
+    }
+
+    /// The token key first: the alias is already erased, so nothing uses
+    /// the key, and its destruction must not wait for the token service (nor
+    /// be lost when the HSM fails: the job retries). Destroying a missing key
+    /// succeeds.
+    async fn delete_job(&self, job: &JobRec, c: &Connector) -> Result<JobFinish, JobError> {
+        if let Some(r) = &job.token_ref {
+            let key = r.clone();
+            self.hsm
+                .run(move |h| h.destroy_token_key(&key))
+                .await
+                .and_then(|r| r)
+                .map_err(|e| JobError::Local(format!("could not destroy the token key: {e}")))?;
+            c.delete(r).await.map_err(JobError::Tsp)?;
+        }
+        Ok(JobFinish::Done {
+            job_id: job.id,
+            atc_reset: false,
+        })
     }
 
     async fn provision_job(&self, job: &JobRec, c: &Connector) -> Result<JobFinish, JobError> {

@@ -311,24 +311,18 @@ impl<S: Store, H: Hsm> Vault<S, H> {
 
         let pan = Arc::new(args.pan);
         // One trip to the HSM threads for a new card: fingerprint, lookup
-        // (a short read), alias and seal together.
-        let (fp, found, sealed) = {
+        // (a short read), alias and seal together. `None`: the card has an
+        // alias already.
+        let (fp, sealed) = {
             let (pan, tenant, store) = (pan.clone(), tenant.clone(), self.store.clone());
             self.hsm
-                .run(
-                    move |h| -> VaultResult<(Fingerprint, bool, Option<Sealed>)> {
-                        let fp = h.fingerprint(&tenant, &pan)?;
-                        if store.find_by_fingerprint(&tenant, &fp)?.is_some() {
-                            return Ok((fp, true, None));
-                        }
-                        if !store_pan {
-                            return Ok((fp, false, None));
-                        }
-                        let alias = new_alias(now)?;
-                        let ct = h.seal(&alias, "pan", pan.expose().as_bytes())?;
-                        Ok((fp, false, Some((alias, Some(ct)))))
-                    },
-                )
+                .run(move |h| -> VaultResult<(Fingerprint, Option<Sealed>)> {
+                    let fp = h.fingerprint(&tenant, &pan)?;
+                    if store.find_by_fingerprint(&tenant, &fp)?.is_some() {
+                        return Ok((fp, None));
+                    }
+                    Ok((fp, Some(alias_and_seal(h, &pan, store_pan, now)?)))
+                })
                 .await??
         };
         let transaction = args.transaction_id.map(|t| (t, now + TRANSACTION_TTL_MS));
@@ -341,17 +335,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             transaction,
             audit: caller.audit("tokenize", None, "ok"),
         };
-        if !found {
-            write.new = Some(match sealed {
-                Some(sealed) => {
-                    self.new_alias(&pan, &write, scheme, tokens_on, store_pan, now, sealed)
-                        .await?
-                }
-                None => {
-                    self.seal_new(&pan, &write, scheme, tokens_on, store_pan, now)
-                        .await?
-                }
-            });
+        if let Some(sealed) = sealed {
+            write.new = Some(
+                self.new_alias(&pan, &write, scheme, tokens_on, store_pan, now, sealed)
+                    .await?,
+            );
         }
         loop {
             let retry = TokenizeWrite {
@@ -400,15 +388,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
     ) -> VaultResult<NewAlias> {
         let pan2 = pan.clone();
         let sealed = self
-            .hsm(move |h| {
-                let alias = new_alias(now)?;
-                let ct = if store_pan {
-                    Some(h.seal(&alias, "pan", pan2.expose().as_bytes())?)
-                } else {
-                    None
-                };
-                Ok((alias, ct))
-            })
+            .hsm(move |h| alias_and_seal(h, &pan2, store_pan, now))
             .await?;
         self.new_alias(pan, w, scheme, tokens_on, store_pan, now, sealed)
             .await
@@ -560,12 +540,13 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         // The token key is destroyed by the durable delete job the same
         // commit queues (with the deletion at the token service), so an HSM
         // failure cannot leave it behind and erasure never waits on it.
-        match self.store.delete_alias(&tenant, alias, audit).await? {
-            None => Err(VaultError::refuse(
+        if self.store.delete_alias(&tenant, alias, audit).await? {
+            Ok(())
+        } else {
+            Err(VaultError::refuse(
                 ErrorCode::AliasNotFound,
                 "no such alias",
-            )),
-            Some(_) => Ok(()),
+            ))
         }
     }
 
@@ -633,6 +614,17 @@ impl<S: Store, H: Hsm> Vault<S, H> {
 type Fingerprint = [u8; 32];
 /// A new alias and its sealed PAN (none for tenants that store no PAN).
 type Sealed = (String, Option<Vec<u8>>);
+
+/// A fresh alias and, for tenants that keep PANs, the PAN sealed under it.
+fn alias_and_seal<H: Hsm>(h: &H, pan: &Pan, store_pan: bool, now: u64) -> Result<Sealed, HsmError> {
+    let alias = new_alias(now)?;
+    let ct = if store_pan {
+        Some(h.seal(&alias, "pan", pan.expose().as_bytes())?)
+    } else {
+        None
+    };
+    Ok((alias, ct))
+}
 
 /// A fresh alias. Its randomness comes from the kernel's CSPRNG: it
 /// protects nothing secret (it is handed out), and every HSM call costs a
