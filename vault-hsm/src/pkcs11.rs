@@ -327,7 +327,7 @@ impl Pkcs11Hsm {
                     ensure_logged_in(s)?;
                     if stale_handle(&e) {
                         self.evict(s, key);
-                        Err(HsmError::KeyMissing(key.label()).into())
+                        Err(HsmError::KeyMissing(key.label().into_owned()).into())
                     } else {
                         Err(e)
                     }
@@ -383,11 +383,6 @@ impl Pkcs11Hsm {
         self.source.copies.set_capacity(copies);
     }
 
-    /// How many key copies exist now.
-    pub fn key_cache_len(&self) -> usize {
-        self.source.copies.len()
-    }
-
     /// HMAC-SHA-256 under the generic-secret key `label`.
     fn hmac(&self, what: &str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
         self.with_key(what, KeyRef::Named(label), |s, key| {
@@ -410,7 +405,7 @@ enum KeyRef<'a> {
     Named(&'a str),
 }
 
-impl KeyRef<'_> {
+impl<'a> KeyRef<'a> {
     /// Scheme KEKs are not copied: an operator may replace one from another
     /// process (`keys import-kek --replace`), and unwraps are rare.
     fn copyable(self) -> bool {
@@ -420,10 +415,10 @@ impl KeyRef<'_> {
         }
     }
 
-    fn label(self) -> String {
+    fn label(self) -> std::borrow::Cow<'a, str> {
         match self {
-            KeyRef::Pan(v) => pan_label(v),
-            KeyRef::Named(l) => l.to_owned(),
+            KeyRef::Pan(v) => pan_label(v).into(),
+            KeyRef::Named(l) => l.into(),
         }
     }
 }

@@ -235,11 +235,6 @@ impl KeyCopies {
         write(&self.copies).clear();
     }
 
-    /// How many copies exist now.
-    pub(crate) fn len(&self) -> usize {
-        read(&self.copies).len()
-    }
-
     fn forget(&self, label: &str) -> Option<ObjectHandle> {
         write(&self.copies).remove(label).map(|c| c.handle)
     }
