@@ -20,17 +20,6 @@ use vault_proto::frame::{self, FrameRead};
 use vault_proto::ops::{self, NoArgs};
 use vault_proto::{BlockingClient, ErrorCode, Pan};
 
-const CLIENTS: &str = r#"
-[[tenant]]
-id = "t-a"
-
-[[client]]
-name = "root-merchant"
-uid = 0
-tenant = "t-a"
-roles = ["merchant", "admin"]
-"#;
-
 /// The liveness bound of the acceptance criteria.
 const PROBE_BOUND: Duration = Duration::from_millis(100);
 
@@ -41,7 +30,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn start(server_extra: &str) -> (TestEnv, Vaultd) {
     let env = TestEnv::new();
-    env.write_config(server_extra, CLIENTS);
+    env.write_config(server_extra, vault_e2e::ROOT_MERCHANT_T_A);
     let d = env.start();
     (env, d)
 }

@@ -16,17 +16,6 @@ use vault_proto::client::ClientError;
 use vault_proto::ops::{self, NoArgs};
 use vault_proto::{BlockingClient, ErrorCode, Pan};
 
-const CLIENTS: &str = r#"
-[[tenant]]
-id = "t-a"
-
-[[client]]
-name = "root-merchant"
-uid = 0
-tenant = "t-a"
-roles = ["merchant", "admin"]
-"#;
-
 /// A well-behaved client's bound on `health`, faulted HSM or not.
 const LIVENESS: Duration = Duration::from_millis(100);
 /// How long the daemon may take to serve again once the token answers.
@@ -37,7 +26,7 @@ const SESSION_LOST: &str = "HSM session lost; it will be re-opened";
 /// A daemon on the shim; `keys init` ran on SoftHSM2 directly.
 fn start() -> (TestEnv, Vaultd) {
     let env = TestEnv::new();
-    env.write_config("", CLIENTS);
+    env.write_config("", vault_e2e::ROOT_MERCHANT_T_A);
     env.vaultd_cmd(&["keys", "init"]);
     use_shim(&env);
     let d = spawn_on_shim(&env);

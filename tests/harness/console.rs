@@ -2,30 +2,17 @@
 //! binary, runs it on a private tmux server (`-L`, one per test, killed on
 //! drop, also after a panic) and reads the screen with `capture-pane`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bin_dir;
+use crate::build_package;
 
-/// Builds `vault-tui` (once per test binary) the way [`bin_dir`] builds
-/// the daemon binaries, and returns its path.
-pub fn vault_tui_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = bin_dir();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "vault-tui"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building vault-tui failed");
-        dir.join("vault-tui")
-    })
+/// Builds `vault-tui` (once per test binary) the way [`crate::bin_dir`]
+/// builds the daemon binaries, and returns its path.
+pub fn vault_tui_bin() -> PathBuf {
+    build_package("vault-tui").join("vault-tui")
 }
 
 /// One tmux server of our own running one session (one window, one pane).

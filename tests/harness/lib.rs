@@ -67,6 +67,27 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// Builds `package` (its library and binaries) with the profile of the
+/// running test, once per test binary and package, and returns the
+/// directory its artifacts land in (as [`bin_dir`]).
+pub fn build_package(package: &str) -> &'static Path {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = bin_dir();
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|p| p == package) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", package]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "building {package} failed");
+        built.push(package.to_owned());
+    }
+    dir
+}
+
 pub fn softhsm_module() -> String {
     for m in [
         "/usr/lib/softhsm/libsofthsm2.so",
@@ -79,6 +100,19 @@ pub fn softhsm_module() -> String {
     }
     panic!("SoftHSM2 is not installed (apt-get install softhsm2)");
 }
+
+/// Config of one tenant `t-a` whose merchant and admin is uid 0 (the test
+/// process): for [`TestEnv::write_config`]'s `extra`.
+pub const ROOT_MERCHANT_T_A: &str = r#"
+[[tenant]]
+id = "t-a"
+
+[[client]]
+name = "root-merchant"
+uid = 0
+tenant = "t-a"
+roles = ["merchant", "admin"]
+"#;
 
 /// A temp directory with a SoftHSM token and room for a daemon.
 pub struct TestEnv {
@@ -274,6 +308,11 @@ pub struct Vaultd {
 
 impl Vaultd {
     pub fn spawn(env: &TestEnv) -> Vaultd {
+        Vaultd::spawn_with_env(env, &[])
+    }
+
+    /// [`Vaultd::spawn`] with extra environment variables for the daemon.
+    pub fn spawn_with_env(env: &TestEnv, vars: &[(&str, &std::ffi::OsStr)]) -> Vaultd {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -284,6 +323,7 @@ impl Vaultd {
             .arg(env.config_path())
             .args(["run", "--allow-root"])
             .env("SOFTHSM2_CONF", env.softhsm_conf())
+            .envs(vars.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

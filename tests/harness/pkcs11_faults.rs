@@ -2,12 +2,10 @@
 //! `pkcs11-faults`) in front of SoftHSM2: building the shim, pointing a
 //! [`TestEnv`]'s config at it, and arming faults through its control file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{TestEnv, Vaultd, bin_dir, softhsm_module};
+use crate::{TestEnv, Vaultd, build_package, softhsm_module};
 
 /// The shim's environment variables and counter file (see pkcs11-faults).
 const MODULE_ENV: &str = "PKCS11_FAULTS_MODULE";
@@ -19,22 +17,10 @@ const PLAN_SETTLE: Duration = Duration::from_millis(60);
 
 /// The built shim, `target/<profile>/libpkcs11_faults.so`, built once per
 /// test binary with the same profile as the binaries.
-pub fn shim_module() -> &'static Path {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let dir = bin_dir();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "pkcs11-faults"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building pkcs11-faults failed");
-        let so = dir.join("libpkcs11_faults.so");
-        assert!(so.exists(), "{} was not built", so.display());
-        so
-    })
+pub fn shim_module() -> PathBuf {
+    let so = build_package("pkcs11-faults").join("libpkcs11_faults.so");
+    assert!(so.exists(), "{} was not built", so.display());
+    so
 }
 
 /// The control file of `env`'s shim.
@@ -57,30 +43,12 @@ pub fn use_shim(env: &TestEnv) {
 /// file starts as `off`.
 pub fn spawn_on_shim(env: &TestEnv) -> Vaultd {
     set_plan(env, "off");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(env.log_path())
-        .unwrap();
-    let child = Command::new(bin_dir().join("vaultd"))
-        .arg("--config")
-        .arg(env.config_path())
-        .args(["run", "--allow-root"])
-        .env("SOFTHSM2_CONF", env.softhsm_conf())
-        .env(MODULE_ENV, softhsm_module())
-        .env(FILE_ENV, control_path(env))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("spawn vaultd");
-    let mut d = Vaultd {
-        child: Some(child),
-        socket: env.socket(),
-    };
-    d.wait_ready(env);
-    d
+    let real = softhsm_module();
+    let control = control_path(env);
+    Vaultd::spawn_with_env(
+        env,
+        &[(MODULE_ENV, real.as_ref()), (FILE_ENV, control.as_os_str())],
+    )
 }
 
 /// Arms a plan (`fault=device after=0 count=max`, `off`, ...): written
