@@ -329,7 +329,13 @@ pub fn list_keys(hsm: &Pkcs11Hsm) -> Result<Vec<KeyInfo>, HsmError> {
         })?;
         let mut keys = Vec::with_capacity(handles.len());
         for handle in handles {
-            keys.push(key_info(s, handle)?);
+            match key_info(s, handle) {
+                Ok(info) => keys.push(info),
+                // Destroyed since the search (a token key of a deleted
+                // alias): not in the list.
+                Err(e) if crate::pkcs11::stale_handle(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
         keys.sort_by(|a, b| a.label.cmp(&b.label));
         Ok(keys)

@@ -26,7 +26,7 @@ pub mod pool;
 use vault_proto::Pan;
 use zeroize::Zeroizing;
 
-pub use pkcs11::{HsmConfig, Pkcs11Hsm, load_pin};
+pub use pkcs11::{HsmConfig, Pkcs11Hsm, SOFTHSM_REINIT_AFTER_OBJECTS, load_pin};
 pub use pool::HsmPool;
 
 /// Why an HSM call failed. Messages name keys and PKCS#11 return values,

@@ -4,6 +4,7 @@
 mod copies;
 mod errors;
 mod handles;
+mod module;
 mod random;
 mod session;
 mod startup;
@@ -24,10 +25,12 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD};
 pub(crate) use errors::CallError;
-use errors::{CallResult, stale_handle};
+use errors::CallResult;
+pub(crate) use errors::stale_handle;
 use handles::HandleCache;
 pub(crate) use handles::find_all;
 pub use handles::pan_label;
+pub use module::SOFTHSM_REINIT_AFTER_OBJECTS;
 use session::{SessionSource, ensure_logged_in};
 pub use startup::finalize_module;
 
@@ -121,7 +124,6 @@ pub struct Pkcs11Hsm {
     source: SessionSource,
     module: PathBuf,
     token_label: String,
-    handles: HandleCache,
     /// Newest `vault.pan.v<N>`; 0 when none exists (admin mode only).
     pan_version: AtomicU32,
     /// Newest audit key version (see [`audit_label`]); 0 when none exists.
@@ -160,19 +162,17 @@ impl Pkcs11Hsm {
     /// Opens the token without requiring the vault's keys: for the
     /// `vaultd keys ...` commands that create them.
     pub fn open_admin(cfg: &HsmConfig) -> Result<Pkcs11Hsm, HsmError> {
-        let ctx = startup::load_module(&cfg.module)?;
-        let slot = startup::find_slot(&ctx, &cfg.module, &cfg.token_label)?;
+        let module = startup::load_module(&cfg.module)?;
+        let slot = startup::find_slot(&module.ctx, &cfg.module, &cfg.token_label)?;
         let hsm = Pkcs11Hsm {
-            source: SessionSource {
-                instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
-                ctx,
+            source: SessionSource::new(
+                module,
+                NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 slot,
-                pin: AuthPin::new(cfg.pin.as_str().into()),
-                copies: copies::KeyCopies::default(),
-            },
+                AuthPin::new(cfg.pin.as_str().into()),
+            ),
             module: cfg.module.clone(),
             token_label: cfg.token_label.clone(),
-            handles: HandleCache::default(),
             pan_version: AtomicU32::new(0),
             audit_version: AtomicU32::new(0),
             pan_present: std::sync::Mutex::new(Vec::new()),
@@ -181,11 +181,10 @@ impl Pkcs11Hsm {
         // with a message that says what to do. (If this process is already
         // logged in to the token through another instance, PKCS#11 answers
         // USER_ALREADY_LOGGED_IN without checking the PIN.)
-        let session = hsm.source.open().map_err(|e| match e {
+        hsm.source.first_login().map_err(|e| match e {
             CallError::Pkcs11(e) => startup::login_error(e, &cfg.module, &cfg.token_label),
             CallError::Hsm(e) => e,
         })?;
-        hsm.source.put_back(session);
         hsm.refresh_pan_version()?;
         hsm.refresh_audit_version()?;
         Ok(hsm)
@@ -296,7 +295,7 @@ impl Pkcs11Hsm {
     }
 
     pub(crate) fn handles(&self) -> &HandleCache {
-        &self.handles
+        &self.source.handles
     }
 
     pub(crate) fn set_pan_version(&self, version: u32) {
@@ -348,14 +347,16 @@ impl Pkcs11Hsm {
         let always = matches!(key, KeyRef::Pan(_)) || label.starts_with("vault.");
         self.source
             .copies
-            .get_or_copy(s, &label, always, || self.lookup_token(s, key))
+            .get_or_copy(s, &self.source.module, &label, always, || {
+                self.lookup_token(s, key)
+            })
     }
 
     fn lookup_token(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {
         match key {
             KeyRef::Pan(0) => Err(HsmError::KeyMissing(pan_label(1)).into()),
-            KeyRef::Pan(v) => self.handles.pan(s, v),
-            KeyRef::Named(label) => self.handles.named(s, label),
+            KeyRef::Pan(v) => self.source.handles.pan(s, v),
+            KeyRef::Named(label) => self.source.handles.named(s, label),
         }
     }
 
@@ -364,8 +365,8 @@ impl Pkcs11Hsm {
             self.source.copies.evict(s, &key.label());
         }
         match key {
-            KeyRef::Pan(v) => self.handles.evict_pan(v),
-            KeyRef::Named(label) => self.handles.evict_named(label),
+            KeyRef::Pan(v) => self.source.handles.evict_pan(v),
+            KeyRef::Named(label) => self.source.handles.evict_named(label),
         }
     }
 
@@ -381,6 +382,26 @@ impl Pkcs11Hsm {
     /// session-object limit.
     pub fn set_key_cache(&self, copies: usize) {
         self.source.copies.set_capacity(copies);
+    }
+
+    /// Re-initialise the PKCS#11 module after this many session objects
+    /// (cryptogram session keys, key copies), to make SoftHSM2 free the
+    /// destroyed ones it keeps until `C_Finalize`; 0 never does. The default
+    /// is [`SOFTHSM_REINIT_AFTER_OBJECTS`] for SoftHSM2 and 0 for any other
+    /// module. The setting is per module (every instance on it shares it).
+    pub fn set_reinit_after_objects(&self, objects: u64) {
+        self.source.module.set_reinit_after(objects);
+    }
+
+    /// The module's re-initialisation budget (see
+    /// [`Pkcs11Hsm::set_reinit_after_objects`]).
+    pub fn reinit_after_objects(&self) -> u64 {
+        self.source.module.reinit_after()
+    }
+
+    /// How many times this process re-initialised the module.
+    pub fn reinitializations(&self) -> u64 {
+        self.source.module.reinits()
     }
 
     /// HMAC-SHA-256 under the generic-secret key `label`.
@@ -514,7 +535,7 @@ impl Hsm for Pkcs11Hsm {
                 wrapped.len()
             )));
         }
-        let handle = self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
+        self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
             ensure_logged_in(s)?;
             // No search of the token here: C_FindObjects walks every object
             // (SoftHSM2 checks each object's file), so provisioning would
@@ -522,11 +543,11 @@ impl Hsm for Pkcs11Hsm {
             // replaced; a replay after a crash unwraps the very same key
             // under the same label, which is harmless. A new key for an
             // existing token (key refresh) first calls destroy_token_key.
-            if let Some(old) = self.handles.cached_named(&label) {
+            if let Some(old) = self.source.handles.cached_named(&label) {
                 let _ = creating_token_object(|| s.destroy_object(old));
                 self.key_changed(&label);
             }
-            self.handles.evict_named(&label);
+            self.source.handles.evict_named(&label);
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
@@ -543,18 +564,22 @@ impl Hsm for Pkcs11Hsm {
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
             ];
-            creating_token_object(|| s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template))
-                .map_err(|e| authentication_failed(s, e))
-        })?;
-        self.handles.insert_named(&label, handle);
-        Ok(())
+            let handle = creating_token_object(|| {
+                s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
+            })
+            .map_err(|e| authentication_failed(s, e))?;
+            // Inside the session call: a handle must not outlive the
+            // module generation it was made in.
+            self.source.handles.insert_named(&label, handle);
+            Ok(())
+        })
     }
 
     fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()> {
         let label = token_key_label(token_ref)?;
-        let cached = self.handles.cached_named(&label);
-        self.handles.evict_named(&label);
         let destroyed = self.session("destroy_token_key", |s| {
+            let cached = self.source.handles.cached_named(&label);
+            self.source.handles.evict_named(&label);
             // The handle this process used, without a search when it still
             // names the object: C_FindObjects checks every object of the
             // token, which grows with every token stored.
@@ -603,6 +628,7 @@ impl Hsm for Pkcs11Hsm {
                     Attribute::Sign(true),
                 ],
             )?;
+            self.source.module.made_session_objects(1);
             let mac = s.sign(&Mechanism::AesCMac, sk, data);
             // Always destroy SK; it would also vanish with the session.
             if let Err(e) = s.destroy_object(sk) {

@@ -4,11 +4,10 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
+use aes::Aes256;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
-use aes::{Aes128, Aes256};
 use aes_kw::KwAes256;
-use cmac::{Cmac, Mac};
-use common::{hex, shared_hsm, unhex, write_component};
+use common::{hex, shared_hsm, software_cryptogram_mac, unhex, write_component};
 use vault_hsm::keys::{
     import_kek, import_token_key_for_test, init_keys, key_attributes, list_keys,
 };
@@ -261,18 +260,6 @@ fn import_kek_checks_kcv_and_is_idempotent() {
     let not_hex = dir.path().join("nothex");
     std::fs::write(&not_hex, format!("{}\n", "zz".repeat(32))).expect("write");
     assert!(import_kek(hsm(), "amex", &[&p1, &not_hex], true).is_err());
-}
-
-/// `SK = AES-128-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)`, then AES-CMAC(SK, data).
-fn software_cryptogram_mac(tk: &[u8; 16], atc: u16, data: &[u8]) -> [u8; 16] {
-    let mut block = Array::from([0u8; 16]);
-    block[..2].copy_from_slice(&atc.to_be_bytes());
-    block[2] = 0xF0;
-    Aes128::new(&Array::from(*tk)).encrypt_block(&mut block);
-    let sk: [u8; 16] = block.into();
-    let mut mac = <Cmac<Aes128> as KeyInit>::new(&Array::from(sk));
-    mac.update(data);
-    mac.finalize().into_bytes().into()
 }
 
 fn import_visa_kek(dir: &std::path::Path) -> [u8; 32] {

@@ -161,6 +161,12 @@ pub struct Hsm {
     /// `pkcs11::copies`: SoftHSM2 spends about 8 KB per copy.
     #[serde(default = "default_key_cache")]
     pub key_cache: usize,
+    /// Re-initialise the PKCS#11 module after this many session objects
+    /// (one per cryptogram, one per key copy); 0 never. Unset: 200,000 for
+    /// SoftHSM2, which frees destroyed session objects only at
+    /// `C_Finalize`, and never for other modules.
+    #[serde(default)]
+    pub reinit_after_objects: Option<u64>,
 }
 
 fn default_hsm_threads() -> usize {
@@ -409,6 +415,15 @@ impl Config {
         if self.hsm.key_cache > 1_000_000 {
             return Err(err("[hsm].key_cache", "must be at most 1000000"));
         }
+        if let Some(n) = self.hsm.reinit_after_objects
+            && n != 0
+            && n < 1_000
+        {
+            return Err(err(
+                "[hsm].reinit_after_objects",
+                "must be 0 (never) or at least 1000: each re-initialisation pauses HSM calls",
+            ));
+        }
         if self.hsm.token_label.is_empty() {
             return Err(err("[hsm].token_label", "must not be empty"));
         }
@@ -620,6 +635,12 @@ tenants = ["*"]
         assert!(e.problem.contains("colour"), "{e}");
         let e = Config::parse(&GOOD.replace("tenant = \"m-1\"", "tenant = \"m-9\"")).unwrap_err();
         assert_eq!(e.key, "[[client]] shop.tenant", "{e}");
+        let hsm = |line: &str| GOOD.replace("[hsm]", &format!("[hsm]\n{line}"));
+        let e = Config::parse(&hsm("reinit_after_objects = 10")).unwrap_err();
+        assert_eq!(e.key, "[hsm].reinit_after_objects", "{e}");
+        for ok in ["reinit_after_objects = 0", "reinit_after_objects = 50000"] {
+            Config::parse(&hsm(ok)).expect(ok);
+        }
     }
 
     #[test]

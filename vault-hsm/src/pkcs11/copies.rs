@@ -28,6 +28,7 @@ use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::errors::{CallError, CallResult, refuses_copy};
+use super::module::Module;
 
 /// Default number of copies kept (see the module docs).
 pub const DEFAULT_CAPACITY: usize = 16_384;
@@ -130,6 +131,7 @@ impl KeyCopies {
     pub(crate) fn get_or_copy(
         &self,
         session: &Session,
+        module: &Module,
         label: &str,
         always: bool,
         original: impl FnOnce() -> CallResult<ObjectHandle>,
@@ -171,7 +173,10 @@ impl KeyCopies {
             return Ok(token_object);
         }
         let handle = match session.copy_object(token_object, &[Attribute::Token(false)]) {
-            Ok(h) => h,
+            Ok(h) => {
+                module.made_session_objects(1);
+                h
+            }
             Err(e) => {
                 let e = CallError::from(e);
                 if !refuses_copy(&e) {

@@ -3,9 +3,9 @@
 //! cache serves every thread's session.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::errors::CallResult;
@@ -21,6 +21,11 @@ pub(crate) struct HandleCache {
     pan: RwLock<HashMap<u32, ObjectHandle>>,
     /// Every other label (`vault.fp`, `vault.audit`, `tsp.*`, `nt.*`).
     named: RwLock<HashMap<String, ObjectHandle>>,
+    /// Fill the `nt.*` handles in one pass at the first miss (see
+    /// [`HandleCache::index_token_keys`]).
+    bulk_index: bool,
+    /// The one pass ran (since the last [`HandleCache::clear`]).
+    indexed: Mutex<bool>,
 }
 
 /// Label of the PAN key of version `version`.
@@ -29,6 +34,15 @@ pub fn pan_label(version: u32) -> String {
 }
 
 impl HandleCache {
+    /// `bulk_index`: on a module whose label search reads every object
+    /// anyway (SoftHSM2), learn every token key's handle in one pass.
+    pub(crate) fn new(bulk_index: bool) -> Self {
+        HandleCache {
+            bulk_index,
+            ..HandleCache::default()
+        }
+    }
+
     pub(crate) fn pan(&self, session: &Session, version: u32) -> CallResult<ObjectHandle> {
         if let Some(h) = read(&self.pan).get(&version) {
             return Ok(*h);
@@ -42,6 +56,13 @@ impl HandleCache {
         if let Some(h) = read(&self.named).get(label) {
             return Ok(*h);
         }
+        if self.bulk_index
+            && label.starts_with("nt.")
+            && self.index_token_keys(session)?
+            && let Some(h) = read(&self.named).get(label)
+        {
+            return Ok(*h);
+        }
         let h = find_one(session, label)?;
         let mut named = write(&self.named);
         if named.len() >= MAX_TOKEN_KEYS {
@@ -51,6 +72,46 @@ impl HandleCache {
         Ok(h)
     }
 
+    /// Learns the handles of the token keys (`nt.*`, up to the cache's
+    /// bound) in one pass, once per module generation. SoftHSM2 answers a
+    /// search by label by reading every object of the token, so after a
+    /// restart or a re-initialisation, looking up 10,000 token keys one by
+    /// one would read 10,000 × 10,000 object files; one pass reads each once.
+    /// Whether this call ran the pass (a miss after it searches by label:
+    /// the key may be newer than the pass).
+    fn index_token_keys(&self, session: &Session) -> CallResult<bool> {
+        let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+        if *indexed {
+            return Ok(false);
+        }
+        let found = super::creating_token_object(|| -> CallResult<Vec<(String, ObjectHandle)>> {
+            let handles = session.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Derive(true),
+            ])?;
+            let mut found = Vec::new();
+            for handle in handles.into_iter().take(MAX_TOKEN_KEYS) {
+                if let Some(label) = super::label_of(session, handle)?
+                    && label.starts_with("nt.")
+                {
+                    found.push((label, handle));
+                }
+            }
+            Ok(found)
+        })?;
+        let mut named = write(&self.named);
+        for (label, handle) in found {
+            if named.len() >= MAX_TOKEN_KEYS {
+                break;
+            }
+            named.entry(label).or_insert(handle);
+        }
+        *indexed = true;
+        Ok(true)
+    }
+
     /// The cached handle of `label`, without asking the token.
     pub(crate) fn cached_named(&self, label: &str) -> Option<ObjectHandle> {
         read(&self.named).get(label).copied()
@@ -58,6 +119,13 @@ impl HandleCache {
 
     pub(crate) fn insert_named(&self, label: &str, handle: ObjectHandle) {
         write(&self.named).insert(label.to_owned(), handle);
+    }
+
+    /// Forgets every handle (the module was re-initialised).
+    pub(crate) fn clear(&self) {
+        write(&self.pan).clear();
+        write(&self.named).clear();
+        *self.indexed.lock().unwrap_or_else(|p| p.into_inner()) = false;
     }
 
     pub(crate) fn evict_pan(&self, version: u32) {

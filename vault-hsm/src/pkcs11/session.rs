@@ -1,33 +1,82 @@
 //! One logged-in PKCS#11 session per thread and per [`super::Pkcs11Hsm`]
 //! (a `Session` is `Send` but not `Sync`), opened lazily and dropped when a
 //! call reports that the session or its login is gone.
+//!
+//! Every call runs inside the module's gate (see `module`): a session, an
+//! object handle or a key copy of an older module generation (before a
+//! re-initialisation) is never used, and a stale session is never closed,
+//! since its handle number may now name another thread's session.
 
 use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cryptoki::context::Function;
-use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use super::errors::{CallError, CallResult, kills_session, to_hsm_error};
+use super::handles::HandleCache;
+use super::module::Module;
 use crate::HsmResult;
 
 thread_local! {
     /// This thread's sessions, keyed by HSM instance id. Almost always one
     /// entry, so a Vec beats a map.
-    static SESSIONS: RefCell<Vec<(u64, Session)>> = const { RefCell::new(Vec::new()) };
+    static SESSIONS: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A session of one instance and module generation. Dropping it closes the
+/// session only if its generation is still current; otherwise the handle is
+/// dead already and may have been handed out again.
+struct Held {
+    instance: u64,
+    generation: u64,
+    module: Arc<Module>,
+    /// `None` only once taken out by [`Held::into_session`].
+    session: Option<Session>,
+}
+
+impl Held {
+    fn into_session(mut self) -> Option<Session> {
+        self.session.take()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        // Hold the gate so no re-initialisation runs between the check and
+        // the close; at thread exit the gate's thread-local may be gone.
+        let entered = self.module.enter().ok();
+        if entered.is_some() && self.module.generation() == self.generation {
+            drop(session);
+        } else {
+            // A dead handle: leak the few bytes rather than close a handle
+            // number that may now be another session's.
+            std::mem::forget(session);
+        }
+    }
 }
 
 /// What a thread needs to open and log in a session of one HSM instance.
 pub(crate) struct SessionSource {
     pub(crate) instance: u64,
-    pub(crate) ctx: Pkcs11,
+    pub(crate) module: Arc<Module>,
     pub(crate) slot: Slot,
     pub(crate) pin: AuthPin,
+    /// Key handles by label (token objects).
+    pub(crate) handles: HandleCache,
     /// Session-object copies of keys in use (see `copies`).
     pub(crate) copies: super::copies::KeyCopies,
+    /// The module generation `handles` and `copies` belong to.
+    generation: AtomicU64,
+    /// Held while they are emptied for a new generation.
+    resync: std::sync::Mutex<()>,
 }
 
 impl SessionSource {
@@ -42,13 +91,26 @@ impl SessionSource {
         what: &str,
         op: impl FnOnce(&Session) -> CallResult<T>,
     ) -> HsmResult<T> {
-        let session = match self.take() {
+        let entered = self.module.enter()?;
+        let result = self.with_session_entered(entered.generation(), what, op);
+        entered.leave();
+        result
+    }
+
+    fn with_session_entered<T>(
+        &self,
+        generation: u64,
+        what: &str,
+        op: impl FnOnce(&Session) -> CallResult<T>,
+    ) -> HsmResult<T> {
+        self.resync(generation);
+        let session = match self.take(generation) {
             Some(s) => s,
             None => self.open().map_err(|e| to_hsm_error(e, what))?,
         };
         match op(&session) {
             Ok(v) => {
-                self.put_back(session);
+                self.put_back(session, generation);
                 Ok(v)
             }
             Err(e) => {
@@ -60,33 +122,85 @@ impl SessionSource {
                     // when the token has already closed the session.
                     let _ = session.close();
                 } else {
-                    self.put_back(session);
+                    self.put_back(session, generation);
                 }
                 Err(to_hsm_error(e, what))
             }
         }
     }
 
+    pub(crate) fn new(module: Arc<Module>, instance: u64, slot: Slot, pin: AuthPin) -> Self {
+        SessionSource {
+            instance,
+            generation: AtomicU64::new(module.generation()),
+            slot,
+            pin,
+            handles: HandleCache::new(module.is_softhsm()),
+            copies: super::copies::KeyCopies::default(),
+            resync: std::sync::Mutex::new(()),
+            module,
+        }
+    }
+
+    /// Forgets the handles and key copies of an older module generation
+    /// before any call of `generation` may use them.
+    fn resync(&self, generation: u64) {
+        if self.generation.load(Ordering::Acquire) == generation {
+            return;
+        }
+        let _one = self.resync.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            self.handles.clear();
+            self.copies.forget_all();
+            self.generation.store(generation, Ordering::Release);
+        }
+    }
+
     /// Opens a read-write session and logs the user in. `UserAlreadyLoggedIn`
     /// is fine: PKCS#11 login state is per application, not per session.
     pub(crate) fn open(&self) -> CallResult<Session> {
-        let session = self.ctx.open_rw_session(self.slot)?;
+        let session = self.module.ctx.open_rw_session(self.slot)?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => Err(CallError::Pkcs11(e)),
         }
     }
 
-    fn take(&self) -> Option<Session> {
-        SESSIONS.with(|cell| {
+    /// This thread's session of this instance, if it has one of `generation`
+    /// (one of an older generation is dropped without closing it).
+    fn take(&self, generation: u64) -> Option<Session> {
+        let held = SESSIONS.with(|cell| {
             let mut sessions = cell.borrow_mut();
-            let idx = sessions.iter().position(|(id, _)| *id == self.instance)?;
-            Some(sessions.swap_remove(idx).1)
-        })
+            let idx = sessions.iter().position(|h| h.instance == self.instance)?;
+            Some(sessions.swap_remove(idx))
+        })?;
+        if held.generation == generation {
+            held.into_session()
+        } else {
+            drop(held);
+            None
+        }
     }
 
-    pub(crate) fn put_back(&self, session: Session) {
-        SESSIONS.with(|cell| cell.borrow_mut().push((self.instance, session)));
+    fn put_back(&self, session: Session, generation: u64) {
+        let held = Held {
+            instance: self.instance,
+            generation,
+            module: Arc::clone(&self.module),
+            session: Some(session),
+        };
+        SESSIONS.with(|cell| cell.borrow_mut().push(held));
+    }
+
+    /// Opens and logs in this thread's session at start-up, reporting a
+    /// failed login as the PKCS#11 error (for a start-up message).
+    pub(crate) fn first_login(&self) -> Result<(), CallError> {
+        let entered = self.module.enter()?;
+        let generation = entered.generation();
+        let session = self.open()?;
+        self.put_back(session, generation);
+        drop(entered);
+        Ok(())
     }
 
     /// Closes this thread's session of this instance (others close when their
@@ -96,7 +210,7 @@ impl SessionSource {
         // `try_with`: during thread teardown the thread-local may be gone.
         let _ = SESSIONS.try_with(|cell| {
             if let Ok(mut sessions) = cell.try_borrow_mut() {
-                sessions.retain(|(id, _)| *id != self.instance);
+                sessions.retain(|h| h.instance != self.instance);
             }
         });
     }

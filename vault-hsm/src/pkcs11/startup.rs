@@ -3,69 +3,47 @@
 //! token and what to run to fix it (the most common PKCS#11 complaint is a
 //! bare `CKR_...` at start-up).
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::slot::Slot;
 
+use super::module::Module;
 use crate::{HsmError, HsmResult};
 
 /// Modules loaded and initialised by this process. `C_Initialize` is
 /// process-wide, so a second `Pkcs11Hsm` on the same module must share the
-/// context instead of initialising again.
-static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+/// context (and its re-initialisation gate) instead of initialising again.
+static MODULES: Mutex<Vec<Arc<Module>>> = Mutex::new(Vec::new());
 
-/// The initialised context of `module`, loading it on first use.
-pub(crate) fn load_module(module: &Path) -> HsmResult<Pkcs11> {
+/// The initialised module at `path`, loading it on first use.
+pub(crate) fn load_module(path: &Path) -> HsmResult<Arc<Module>> {
     let mut loaded = MODULES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, ctx)) = loaded.iter().find(|(path, _)| path == module) {
-        return Ok(ctx.clone());
+    if let Some(module) = loaded.iter().find(|m| m.path == path) {
+        return Ok(Arc::clone(module));
     }
-    if !module.exists() {
-        return Err(HsmError::Unavailable(format!(
-            "PKCS#11 module {} not found: install SoftHSM2 (`apt-get install softhsm2`) \
-             or set [hsm] module to your HSM's PKCS#11 library",
-            module.display()
-        )));
-    }
-    let ctx = Pkcs11::new(module).map_err(|e| {
-        HsmError::Unavailable(format!(
-            "cannot load PKCS#11 module {}: {e}; set [hsm] module to a PKCS#11 library",
-            module.display()
-        ))
-    })?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        // Someone else in this process (another library) initialised it.
-        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => {
-            let conf = std::env::var("SOFTHSM2_CONF").unwrap_or_else(|_| "unset".to_owned());
-            return Err(HsmError::Unavailable(format!(
-                "C_Initialize failed for PKCS#11 module {}: {}; for SoftHSM2 check that \
-                 SOFTHSM2_CONF (now: {conf}) names a readable softhsm2.conf whose tokendir exists \
-                 (`softhsm/create-token.sh DIR` writes both)",
-                module.display(),
-                short(&e)
-            )));
-        }
-    }
-    loaded.push((module.to_owned(), ctx.clone()));
-    Ok(ctx)
+    let module = Arc::new(Module::load(path)?);
+    loaded.push(Arc::clone(&module));
+    Ok(module)
 }
 
 /// Calls `C_Finalize` on `module` if this process loaded it. Call once at
 /// process exit, after every `Pkcs11Hsm` and `HsmPool` on it is dropped:
 /// finalising releases every session of every instance on that module.
 pub fn finalize_module(module: &Path) -> HsmResult<()> {
-    let ctx = {
+    let found = {
         let mut loaded = MODULES.lock().unwrap_or_else(|p| p.into_inner());
-        match loaded.iter().position(|(path, _)| path == module) {
-            Some(idx) => loaded.swap_remove(idx).1,
+        match loaded.iter().position(|m| m.path == module) {
+            Some(idx) => loaded.swap_remove(idx),
             None => return Ok(()),
         }
     };
-    ctx.finalize()
+    found
+        .ctx
+        .clone()
+        .finalize()
         .map_err(|e| HsmError::Other(format!("C_Finalize on {}: {}", module.display(), short(&e))))
 }
 

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+use aes::Aes128;
+use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use cmac::{Cmac, Mac};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -103,4 +106,16 @@ pub fn write_component(dir: &Path, name: &str, bytes: &[u8; 32]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{}\n", hex(bytes))).expect("write component");
     path
+}
+
+/// `SK = AES-128-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)`, then AES-CMAC(SK, data).
+pub fn software_cryptogram_mac(tk: &[u8; 16], atc: u16, data: &[u8]) -> [u8; 16] {
+    let mut block = Array::from([0u8; 16]);
+    block[..2].copy_from_slice(&atc.to_be_bytes());
+    block[2] = 0xF0;
+    Aes128::new(&Array::from(*tk)).encrypt_block(&mut block);
+    let sk: [u8; 16] = block.into();
+    let mut mac = <Cmac<Aes128> as KeyInit>::new(&Array::from(sk));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
