@@ -427,8 +427,29 @@ pub fn import_token_key_for_test(
     token_ref: &str,
     key: &[u8; 16],
 ) -> Result<(), HsmError> {
-    let label = token_key_label(token_ref)?;
     hsm.destroy_token_key(token_ref)?;
+    create_token_key_object(hsm, token_ref, key, true)
+}
+
+/// Creates one more object labelled `nt.<token_ref>` next to the existing
+/// one, as a provisioning replayed after a crash did before vaultd replaced
+/// existing objects on unwrap. Never used by the daemon.
+#[doc(hidden)]
+pub fn add_duplicate_token_key_for_test(
+    hsm: &Pkcs11Hsm,
+    token_ref: &str,
+    key: &[u8; 16],
+) -> Result<(), HsmError> {
+    create_token_key_object(hsm, token_ref, key, false)
+}
+
+fn create_token_key_object(
+    hsm: &Pkcs11Hsm,
+    token_ref: &str,
+    key: &[u8; 16],
+    remember: bool,
+) -> Result<(), HsmError> {
+    let label = token_key_label(token_ref)?;
     hsm.session("import test token key", |s| {
         let mut template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -443,7 +464,10 @@ pub fn import_token_key_for_test(
         ];
         let created = crate::pkcs11::creating_token_object(|| s.create_object(&template));
         zeroize_template(&mut template);
-        created?;
+        let handle = created?;
+        if remember {
+            hsm.handles().insert_named(&label, handle);
+        }
         Ok(())
     })
 }

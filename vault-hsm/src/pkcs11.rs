@@ -27,9 +27,9 @@ use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD};
 pub(crate) use errors::CallError;
 use errors::CallResult;
 pub(crate) use errors::stale_handle;
-use handles::HandleCache;
 pub(crate) use handles::find_all;
 pub use handles::pan_label;
+use handles::{HandleCache, TokenKey};
 pub use module::SOFTHSM_REINIT_AFTER_OBJECTS;
 use session::{SessionSource, ensure_logged_in};
 pub use startup::finalize_module;
@@ -404,6 +404,37 @@ impl Pkcs11Hsm {
         self.source.module.reinits()
     }
 
+    /// Destroys every object labelled `label` (a token key's); whether
+    /// there was one. On SoftHSM2 the handle cache knows every token key
+    /// (one pass, see `handles`), so no search reads every object file per
+    /// provisioning or deletion; other HSMs search by label. A handle that
+    /// turns out stale is settled by a search.
+    fn destroy_token_key_objects(&self, s: &Session, label: &str) -> CallResult<bool> {
+        let (mut targets, mut searched) = match self.source.handles.token_key(s, label)? {
+            TokenKey::Absent => (Vec::new(), false),
+            TokenKey::Present(h) => (vec![h], false),
+            TokenKey::Unknown => (find_all(s, label)?, true),
+        };
+        let mut destroyed = false;
+        loop {
+            let mut stale = false;
+            for h in targets {
+                match creating_token_object(|| s.destroy_object(h)).map_err(CallError::from) {
+                    Ok(()) => destroyed = true,
+                    Err(e) if stale_handle(&e) => stale = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !stale || searched {
+                break;
+            }
+            searched = true;
+            targets = find_all(s, label)?;
+        }
+        self.source.handles.token_key_gone(label);
+        Ok(destroyed)
+    }
+
     /// HMAC-SHA-256 under the generic-secret key `label`.
     fn hmac(&self, what: &str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
         self.with_key(what, KeyRef::Named(label), |s, key| {
@@ -537,17 +568,12 @@ impl Hsm for Pkcs11Hsm {
         }
         self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
             ensure_logged_in(s)?;
-            // No search of the token here: C_FindObjects walks every object
-            // (SoftHSM2 checks each object's file), so provisioning would
-            // slow down with every token stored. A key this process knows is
-            // replaced; a replay after a crash unwraps the very same key
-            // under the same label, which is harmless. A new key for an
-            // existing token (key refresh) first calls destroy_token_key.
-            if let Some(old) = self.source.handles.cached_named(&label) {
-                let _ = creating_token_object(|| s.destroy_object(old));
+            // An object already under this label goes first: one unwrapped
+            // by a provisioning that is now replayed after a crash (the same
+            // key), or by this process.
+            if self.destroy_token_key_objects(s, &label)? {
                 self.key_changed(&label);
             }
-            self.source.handles.evict_named(&label);
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
@@ -578,22 +604,7 @@ impl Hsm for Pkcs11Hsm {
     fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()> {
         let label = token_key_label(token_ref)?;
         let destroyed = self.session("destroy_token_key", |s| {
-            let cached = self.source.handles.cached_named(&label);
-            self.source.handles.evict_named(&label);
-            // The handle this process used, without a search when it still
-            // names the object: C_FindObjects checks every object of the
-            // token, which grows with every token stored.
-            if let Some(handle) = cached {
-                match creating_token_object(|| s.destroy_object(handle)).map_err(CallError::from) {
-                    Ok(()) => return Ok(()),
-                    Err(e) if stale_handle(&e) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            for handle in find_all(s, &label)? {
-                creating_token_object(|| s.destroy_object(handle))?;
-            }
-            Ok(())
+            self.destroy_token_key_objects(s, &label).map(|_| ())
         });
         // Also after a failure: part of the objects may be gone.
         self.key_changed(&label);

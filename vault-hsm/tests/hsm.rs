@@ -6,8 +6,9 @@ use std::sync::{Arc, Barrier};
 
 use aes::Aes256;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
-use aes_kw::KwAes256;
-use common::{hex, shared_hsm, software_cryptogram_mac, unhex, write_component};
+use common::{
+    hex, import_visa_kek, shared_hsm, software_cryptogram_mac, unhex, wrap, write_component, xor,
+};
 use vault_hsm::keys::{
     import_kek, import_token_key_for_test, init_keys, key_attributes, list_keys,
 };
@@ -204,14 +205,6 @@ fn software_kcv(kek: &[u8; 32]) -> String {
     hex(&block[..3])
 }
 
-fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for i in 0..32 {
-        out[i] = a[i] ^ b[i];
-    }
-    out
-}
-
 #[test]
 fn import_kek_checks_kcv_and_is_idempotent() {
     let dir = tempfile::tempdir().expect("dir");
@@ -262,25 +255,10 @@ fn import_kek_checks_kcv_and_is_idempotent() {
     assert!(import_kek(hsm(), "amex", &[&p1, &not_hex], true).is_err());
 }
 
-fn import_visa_kek(dir: &std::path::Path) -> [u8; 32] {
-    let (c1, c2) = (random::<32>(), random::<32>());
-    let p1 = write_component(dir, "visa.c1", &c1);
-    let p2 = write_component(dir, "visa.c2", &c2);
-    import_kek(hsm(), "visa", &[&p1, &p2], true).expect("import visa kek");
-    xor(&c1, &c2)
-}
-
-fn wrap(kek: &[u8; 32], tk: &[u8; 16]) -> Vec<u8> {
-    let kw = KwAes256::new(&Array::from(*kek));
-    let mut wrapped = [0u8; 24];
-    kw.wrap_key(tk, &mut wrapped).expect("wrap");
-    wrapped.to_vec()
-}
-
 #[test]
 fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
     let dir = tempfile::tempdir().expect("dir");
-    let kek = import_visa_kek(dir.path());
+    let kek = import_visa_kek(hsm(), dir.path());
     let tk = random::<16>();
     hsm()
         .unwrap_token_key("visa", "tr-unwrap", &wrap(&kek, &tk))
@@ -392,7 +370,7 @@ fn destroy_token_key_removes_it_and_is_idempotent() {
 #[test]
 fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
     let dir = tempfile::tempdir().expect("dir");
-    let kek = import_visa_kek(dir.path());
+    let kek = import_visa_kek(hsm(), dir.path());
     let tk1 = random::<16>();
     hsm()
         .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk1))

@@ -2,7 +2,8 @@
 //! searches the token. Object handles are per application in PKCS#11, so one
 //! cache serves every thread's session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
@@ -24,8 +25,30 @@ pub(crate) struct HandleCache {
     /// Fill the `nt.*` handles in one pass at the first miss (see
     /// [`HandleCache::index_token_keys`]).
     bulk_index: bool,
-    /// The one pass ran (since the last [`HandleCache::clear`]).
-    indexed: Mutex<bool>,
+    /// The pass (since the last [`HandleCache::clear`]).
+    index: Mutex<Index>,
+    /// `named` holds every token key of the token: the pass ran and found
+    /// no more than the bound, and no `nt.*` entry was evicted since.
+    /// Changed only under `named`'s write lock.
+    complete: AtomicBool,
+}
+
+#[derive(Default)]
+struct Index {
+    ran: bool,
+    /// Labels the pass found on more than one object (a provisioning
+    /// replayed after a crash, by an older version): searched, not trusted.
+    duplicated: HashSet<String>,
+}
+
+/// What the cache knows about a token key's objects.
+pub(crate) enum TokenKey {
+    /// No object has the label.
+    Absent,
+    /// Exactly this object has it.
+    Present(ObjectHandle),
+    /// Ask the token (a search by label).
+    Unknown,
 }
 
 /// Label of the PAN key of version `version`.
@@ -64,12 +87,32 @@ impl HandleCache {
             return Ok(*h);
         }
         let h = find_one(session, label)?;
-        let mut named = write(&self.named);
-        if named.len() >= MAX_TOKEN_KEYS {
-            named.retain(|l, _| !l.starts_with("nt."));
-        }
-        named.insert(label.to_owned(), h);
+        self.insert_named(label, h);
         Ok(h)
+    }
+
+    /// The objects labelled `label` (a token key's), from the cache where
+    /// it is known to hold every token key, without a search.
+    pub(crate) fn token_key(&self, session: &Session, label: &str) -> CallResult<TokenKey> {
+        if !self.bulk_index {
+            return Ok(TokenKey::Unknown);
+        }
+        self.index_token_keys(session)?;
+        let duplicated = lock(&self.index).duplicated.contains(label);
+        let named = read(&self.named);
+        if duplicated || !self.complete.load(Ordering::Acquire) {
+            return Ok(TokenKey::Unknown);
+        }
+        Ok(match named.get(label) {
+            Some(h) => TokenKey::Present(*h),
+            None => TokenKey::Absent,
+        })
+    }
+
+    /// Every object of `label` was destroyed: it is no longer duplicated.
+    pub(crate) fn token_key_gone(&self, label: &str) {
+        lock(&self.index).duplicated.remove(label);
+        self.evict_named(label);
     }
 
     /// Learns the handles of the token keys (`nt.*`, up to the cache's
@@ -80,8 +123,8 @@ impl HandleCache {
     /// Whether this call ran the pass (a miss after it searches by label:
     /// the key may be newer than the pass).
     fn index_token_keys(&self, session: &Session) -> CallResult<bool> {
-        let mut indexed = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
-        if *indexed {
+        let mut index = lock(&self.index);
+        if index.ran {
             return Ok(false);
         }
         let found = super::creating_token_object(|| -> CallResult<Vec<(String, ObjectHandle)>> {
@@ -92,7 +135,8 @@ impl HandleCache {
                 Attribute::Derive(true),
             ])?;
             let mut found = Vec::new();
-            for handle in handles.into_iter().take(MAX_TOKEN_KEYS) {
+            // One more than fits: then the pass is known to be incomplete.
+            for handle in handles.into_iter().take(MAX_TOKEN_KEYS + 1) {
                 if let Some(label) = super::label_of(session, handle)?
                     && label.starts_with("nt.")
                 {
@@ -102,30 +146,56 @@ impl HandleCache {
             Ok(found)
         })?;
         let mut named = write(&self.named);
+        let mut complete = true;
+        let mut duplicated = HashSet::new();
         for (label, handle) in found {
             if named.len() >= MAX_TOKEN_KEYS {
+                complete = false;
                 break;
             }
-            named.entry(label).or_insert(handle);
+            match named.get(&label) {
+                // Known already: this process made it (or a racing lookup
+                // found it); the same object.
+                Some(h) if *h == handle => {}
+                Some(_) => {
+                    duplicated.insert(label);
+                }
+                None => {
+                    named.insert(label, handle);
+                }
+            }
         }
-        *indexed = true;
+        if !duplicated.is_empty() {
+            tracing::warn!(
+                count = duplicated.len(),
+                "token keys with more than one HSM object (a provisioning replayed after a crash); \
+                 the extra objects are destroyed when the key is replaced or deleted"
+            );
+        }
+        self.complete.store(complete, Ordering::Release);
+        drop(named);
+        index.duplicated = duplicated;
+        index.ran = true;
         Ok(true)
     }
 
-    /// The cached handle of `label`, without asking the token.
-    pub(crate) fn cached_named(&self, label: &str) -> Option<ObjectHandle> {
-        read(&self.named).get(label).copied()
-    }
-
     pub(crate) fn insert_named(&self, label: &str, handle: ObjectHandle) {
-        write(&self.named).insert(label.to_owned(), handle);
+        let mut named = write(&self.named);
+        if named.len() >= MAX_TOKEN_KEYS && !named.contains_key(label) {
+            self.complete.store(false, Ordering::Release);
+            named.retain(|l, _| !l.starts_with("nt."));
+        }
+        named.insert(label.to_owned(), handle);
     }
 
     /// Forgets every handle (the module was re-initialised).
     pub(crate) fn clear(&self) {
         write(&self.pan).clear();
-        write(&self.named).clear();
-        *self.indexed.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        let mut named = write(&self.named);
+        named.clear();
+        self.complete.store(false, Ordering::Release);
+        drop(named);
+        *lock(&self.index) = Index::default();
     }
 
     pub(crate) fn evict_pan(&self, version: u32) {
@@ -175,4 +245,8 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

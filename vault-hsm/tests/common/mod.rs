@@ -7,10 +7,12 @@
 
 use aes::Aes128;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use aes_kw::KwAes256;
 use cmac::{Cmac, Mac};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
+use vault_hsm::Hsm;
 
 use vault_hsm::keys::init_keys;
 use vault_hsm::{HsmConfig, Pkcs11Hsm, load_pin};
@@ -118,4 +120,32 @@ pub fn software_cryptogram_mac(tk: &[u8; 16], atc: u16, data: &[u8]) -> [u8; 16]
     let mut mac = <Cmac<Aes128> as KeyInit>::new(&Array::from(sk));
     mac.update(data);
     mac.finalize().into_bytes().into()
+}
+
+pub fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = a[i] ^ b[i];
+    }
+    out
+}
+
+/// Imports `tsp.visa.kek` from two random components written to `dir`;
+/// returns the combined key (for wrapping test token keys).
+pub fn import_visa_kek(hsm: &Pkcs11Hsm, dir: &Path) -> [u8; 32] {
+    let (mut c1, mut c2) = ([0u8; 32], [0u8; 32]);
+    hsm.random(&mut c1).expect("random");
+    hsm.random(&mut c2).expect("random");
+    let p1 = write_component(dir, "visa.c1", &c1);
+    let p2 = write_component(dir, "visa.c2", &c2);
+    vault_hsm::keys::import_kek(hsm, "visa", &[&p1, &p2], true).expect("import visa kek");
+    xor(&c1, &c2)
+}
+
+/// RFC 3394 wrap of a token key under a KEK, in software.
+pub fn wrap(kek: &[u8; 32], tk: &[u8; 16]) -> Vec<u8> {
+    let kw = KwAes256::new(&Array::from(*kek));
+    let mut wrapped = [0u8; 24];
+    kw.wrap_key(tk, &mut wrapped).expect("wrap");
+    wrapped.to_vec()
 }
