@@ -47,7 +47,8 @@ enum Cmd {
     /// Counts: aliases, PANs retained, tokens, queue, schemes.
     Stats,
     /// Any op by name, args as a JSON object on standard input; prints the
-    /// result as JSON (diagnostics and scripts).
+    /// result as JSON (diagnostics and scripts), card data masked: a PAN or
+    /// token number shows its last four digits, a cryptogram not at all.
     Call { op: String },
     /// Payment credentials for an alias, redacted for diagnostics: kind,
     /// scheme, masked number, ECI, ATC. Never prints the full token or PAN
@@ -386,7 +387,8 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                     .map_err(|e| Failure::Usage(format!("args are not JSON: {e}")))?
             };
             input.clear();
-            let r: serde_json::Value = c.call(&op, &args)?;
+            let mut r: serde_json::Value = c.call(&op, &args)?;
+            redact_card_data(&mut r);
             match serde_json::to_string(&r) {
                 Ok(s) => println!("{s}"),
                 Err(e) => return Err(Failure::Usage(format!("cannot print: {e}"))),
@@ -626,4 +628,55 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Masks card data in a result before an operator's terminal sees it: `pan`
+/// and `network_token` keep their last four digits (as `Pan` prints them),
+/// `cryptogram` is replaced. The forwarder's own client gets the values;
+/// an operator CLI has no use for them (PCI DSS 3.4: render PAN unreadable
+/// wherever it is displayed).
+fn redact_card_data(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                match (key.as_str(), &mut *field) {
+                    ("pan" | "network_token", serde_json::Value::String(number)) => {
+                        // Moved into a `Pan`, which wipes it when dropped.
+                        let masked = Pan::new(std::mem::take(number)).masked();
+                        *field = serde_json::Value::String(masked);
+                    }
+                    ("cryptogram", serde_json::Value::String(_)) => {
+                        *field = serde_json::Value::String("<redacted>".into());
+                    }
+                    _ => redact_card_data(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_card_data),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_card_data;
+
+    #[test]
+    fn call_output_masks_card_data() {
+        let mut v = serde_json::json!({
+            "kind": "network_token",
+            "network_token": "4895370012345678",
+            "cryptogram": "AQAHobLD1CBOMRA3qejWCm4/tRI=",
+            "nested": [{"pan": "4111111111111111", "last4": "1111"}],
+            "alias": "abc",
+        });
+        redact_card_data(&mut v);
+        let text = v.to_string();
+        for secret in ["4895370012345678", "4111111111111111", "AQAHobLD"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(v["network_token"].as_str().unwrap().ends_with("5678"));
+        assert_eq!(v["nested"][0]["last4"], "1111");
+        assert_eq!(v["alias"], "abc");
+    }
 }
