@@ -122,12 +122,12 @@ fn console_shows_tokens_pauses_a_scheme_and_survives_a_daemon_restart() {
     // Not paused before the user confirms.
     assert_eq!(vaultctl_stats(&t)["schemes"]["visa"]["paused"], false);
     tui.send_keys(&["y"]);
-    let paused = tui
-        .wait_for(SCREEN_WAIT, POLL, &mut seen, |s| {
-            s.contains("visa is paused")
-        })
-        .unwrap_or_else(|s| panic!("the pause was not confirmed on screen:\n{s}"));
-    assert!(paused.contains("PAUSED"), "{paused}");
+    // The confirmation comes with the answer to the pause, the PAUSED row
+    // with the next stats poll: wait for both.
+    tui.wait_for(SCREEN_WAIT, POLL, &mut seen, |s| {
+        s.contains("visa is paused") && s.contains("PAUSED")
+    })
+    .unwrap_or_else(|s| panic!("the pause was not confirmed on screen:\n{s}"));
 
     let stats = vaultctl_stats(&t);
     assert_eq!(stats["schemes"]["visa"]["paused"], true, "{stats}");

@@ -290,6 +290,18 @@ pub struct Stats {
     /// Key versions and re-encryption progress (optional field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeyStats>,
+    /// The newest `seq` of the audit log and of the event log (optional
+    /// field): a console starts tailing there instead of paging through
+    /// millions of records from the oldest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogHeads>,
+}
+
+/// `stats.logs`: the newest `seq` of each log, 0 when it is empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHeads {
+    pub audit_seq: u64,
+    pub events_seq: u64,
 }
 
 /// `stats.keys`: which key versions new writes use and how many

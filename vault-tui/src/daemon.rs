@@ -61,6 +61,7 @@ pub fn spawn(
         query: QueueQuery::default(),
         events_after: None,
         audit_after: None,
+        positioned: false,
         audit_live: false,
         audit_read_at: None,
         down_since: None,
@@ -83,6 +84,8 @@ struct Worker {
     query: QueueQuery,
     events_after: Option<u64>,
     audit_after: Option<u64>,
+    /// The cursors were moved to the logs' tails (see [`Worker::position`]).
+    positioned: bool,
     /// The Audit tab is on screen: tail the log every poll.
     audit_live: bool,
     /// When the audit log was last read (`None`: not yet).
@@ -176,6 +179,9 @@ impl Worker {
         if !self.ensure_connected().await {
             return;
         }
+        if !self.positioned {
+            self.position().await;
+        }
         let read_audit = self.audit_wanted();
         let Some(client) = &self.client else { return };
         let t = self.config.request_timeout;
@@ -245,6 +251,33 @@ impl Worker {
             if audit_full {
                 audit_full = self.more_audit().await;
             }
+        }
+    }
+
+    /// Starts the event and audit tails at the newest [`LOG_PAGE`] records
+    /// rather than at the oldest: a vault that has run for months has
+    /// millions of audit records, and paging from the first would keep the
+    /// console hours behind. Needs `stats.logs` (vaultd's extension); an
+    /// older daemon without it is tailed from the oldest record.
+    async fn position(&mut self) {
+        let Some(client) = &self.client else { return };
+        let logs = match call::<StatsOp>(client, &NoArgs {}, self.config.request_timeout).await {
+            Ok(stats) => stats.logs,
+            // Refused (the poll's own stats call reports it): from the oldest.
+            Err(CallError::Refused(_)) => None,
+            Err(broken) => {
+                let _ = self.check("stats", Err::<(), _>(broken));
+                return;
+            }
+        };
+        self.positioned = true;
+        let Some(logs) = logs else { return };
+        let start = |newest: u64| newest.checked_sub(u64::from(LOG_PAGE)).filter(|s| *s > 0);
+        if self.events_after.is_none() {
+            self.events_after = start(logs.events_seq);
+        }
+        if self.audit_after.is_none() {
+            self.audit_after = start(logs.audit_seq);
         }
     }
 

@@ -302,3 +302,98 @@ async fn a_hung_daemon_counts_as_disconnected() {
     task.abort();
     fake.stop().await;
 }
+
+/// A daemon with a million audit records and events: the console starts at
+/// the newest page of each (from `stats.logs`), not at the oldest.
+#[tokio::test]
+async fn long_logs_are_tailed_from_their_newest_records() {
+    use vault_proto::ops::{Audit, AuditView, EventView, Events, LogHeads, PageArgs, Stats};
+    const NEWEST: u64 = 1_000_000;
+    let respond = |id: u64, op: &str, args: Option<&[u8]>| {
+        let page = |args: Option<&[u8]>| {
+            let a: PageArgs = decode_args(args).ok()?;
+            let start = a.after.unwrap_or(0) + 1;
+            Some(start..=(start + u64::from(a.limit) - 1).min(NEWEST))
+        };
+        match op {
+            "stats" => ok(
+                id,
+                &Stats {
+                    logs: Some(LogHeads {
+                        audit_seq: NEWEST,
+                        events_seq: NEWEST,
+                    }),
+                    ..Stats::default()
+                },
+            ),
+            "audit" => {
+                let records = page(args)?
+                    .map(|seq| AuditView {
+                        seq,
+                        at: seq,
+                        client: "c".into(),
+                        uid: 1,
+                        pid: 1,
+                        op: "tokenize".into(),
+                        alias: None,
+                        outcome: "ok".into(),
+                    })
+                    .collect();
+                ok(
+                    id,
+                    &Audit {
+                        records,
+                        chain_ok: true,
+                    },
+                )
+            }
+            "events" => {
+                let events = page(args)?
+                    .map(|seq| EventView {
+                        seq,
+                        at: seq,
+                        alias: None,
+                        scheme: None,
+                        kind: "provisioned".into(),
+                        detail: String::new(),
+                    })
+                    .collect();
+                ok(id, &Events { events })
+            }
+            _ => refuse(id, ErrorCode::UnknownOp, "not in this fake"),
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeDaemon::start(&dir.path().join("vaultd.sock"), Arc::new(respond));
+    let (tx, mut updates) = unbounded_channel();
+    let (_commands, task) = daemon::spawn(config(&fake.path), tx);
+
+    // The first page of each log, whichever comes first.
+    let (mut audit, mut events) = (None, None);
+    while audit.is_none() || events.is_none() {
+        match expect(&mut updates, |u| match u {
+            u @ (Update::Audit(_) | Update::Events(_)) => Some(u),
+            _ => None,
+        })
+        .await
+        {
+            Update::Audit(a) if audit.is_none() => audit = Some(a),
+            Update::Events(e) if events.is_none() => events = Some(e),
+            _ => {}
+        }
+    }
+    let seqs: Vec<u64> = audit.unwrap().records.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs.last(),
+        Some(&NEWEST),
+        "the first page ends at the newest record"
+    );
+    assert!(
+        seqs[0] > NEWEST - 2 * u64::from(daemon::LOG_PAGE),
+        "{}",
+        seqs[0]
+    );
+    assert_eq!(events.unwrap().last().map(|e| e.seq), Some(NEWEST));
+    task.abort();
+    fake.stop().await;
+}

@@ -123,6 +123,7 @@ pub fn stats(k: u64) -> Stats {
         schemes,
         uptime_ms: health().uptime_ms,
         keys: None,
+        logs: None,
     }
 }
 

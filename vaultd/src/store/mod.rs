@@ -167,6 +167,9 @@ pub struct Counts {
     pub pans_retained: u64,
     /// Aliases by network token status.
     pub tokens: std::collections::BTreeMap<String, u64>,
+    /// Sequence numbers of the newest audit record and event (0: none).
+    pub audit_seq: u64,
+    pub events_seq: u64,
 }
 
 /// The vault's storage, whatever holds it: aliases here, the job queue in
@@ -483,10 +486,15 @@ impl Store for RedbStore {
                 tokens.insert(st.as_str().to_owned(), n);
             }
         }
+        let newest = |t: &redb::ReadOnlyTable<u64, &[u8]>| -> StoreResult<u64> {
+            Ok(t.last()?.map_or(0, |(k, _)| k.value()))
+        };
         Ok(Counts {
             aliases: r.open_table(ALIASES)?.len()?,
             pans_retained: r.open_table(RETAINED)?.len()?,
             tokens,
+            audit_seq: newest(&r.open_table(AUDIT)?)?,
+            events_seq: newest(&r.open_table(EVENTS)?)?,
         })
     }
 
