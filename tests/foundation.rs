@@ -397,6 +397,14 @@ fn every_error_code_from_real_bad_requests() {
         })
         .unwrap();
     assert!(audit.chain_ok);
+    // stats.logs names the newest record (the console starts its tail there).
+    let newest = audit.records.last().map(|r| r.seq).expect("audit records");
+    let logs = c
+        .op::<ops::StatsOp>(&NoArgs {})
+        .unwrap()
+        .logs
+        .expect("stats.logs");
+    assert!(logs.audit_seq >= newest, "{logs:?} behind {newest}");
     let outcomes: Vec<&str> = audit.records.iter().map(|r| r.outcome.as_str()).collect();
     for want in [
         "bad_request",

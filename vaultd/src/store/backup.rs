@@ -168,11 +168,7 @@ pub fn backup(db: &Database, slots: &SlotFile, dest: &Path) -> StoreResult<Backu
         buf.fill(0);
         summary.pans += 1;
     }
-    summary.audit_seq = r
-        .open_table(AUDIT)?
-        .last()?
-        .map(|(k, _)| k.value())
-        .unwrap_or(0);
+    summary.audit_seq = super::newest_seq(&r.open_table(AUDIT)?)?;
     drop(r);
     drop(hold);
     w.commit()?;
@@ -217,11 +213,7 @@ pub fn restore(src: &Path, dest: &Path) -> StoreResult<BackupSummary> {
         }
         summary.aliases = r.open_table(ALIASES)?.len()?;
         summary.pans = r.open_table(RETAINED)?.len()?;
-        summary.audit_seq = r
-            .open_table(AUDIT)?
-            .last()?
-            .map(|(k, _)| k.value())
-            .unwrap_or(0);
+        summary.audit_seq = super::newest_seq(&r.open_table(AUDIT)?)?;
     }
     let dest_pans = slot_path(dest);
     for (from, to) in [(src_pans.as_path(), dest_pans.as_path()), (src, dest)] {

@@ -167,9 +167,6 @@ pub struct Counts {
     pub pans_retained: u64,
     /// Aliases by network token status.
     pub tokens: std::collections::BTreeMap<String, u64>,
-    /// Sequence numbers of the newest audit record and event (0: none).
-    pub audit_seq: u64,
-    pub events_seq: u64,
 }
 
 /// The vault's storage, whatever holds it: aliases here, the job queue in
@@ -191,6 +188,8 @@ pub trait Store:
     /// The alias remembered under a transaction id, if not expired at `now`.
     fn transaction(&self, tenant: &str, txid: &str, now: u64) -> StoreResult<Option<String>>;
     fn counts(&self) -> StoreResult<Counts>;
+    /// The newest audit record's and event's sequence numbers (0: none).
+    fn log_heads(&self) -> StoreResult<vault_proto::ops::LogHeads>;
     /// Whether writes are going through (the last commit succeeded).
     fn writable(&self) -> bool;
     /// Audit records after `after` (up to `limit`), each with its MAC, and
@@ -402,6 +401,11 @@ pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
         .unwrap_or(0))
 }
 
+/// The newest key of a log table (`audit`, `events`): 0 when it is empty.
+pub(crate) fn newest_seq<T: ReadableTable<u64, &'static [u8]>>(log: &T) -> StoreResult<u64> {
+    Ok(log.last()?.map_or(0, |(k, _)| k.value()))
+}
+
 /// Reads an alias and its token inside any transaction.
 pub(crate) fn read_alias<A, T>(
     aliases: &A,
@@ -486,15 +490,18 @@ impl Store for RedbStore {
                 tokens.insert(st.as_str().to_owned(), n);
             }
         }
-        let newest = |t: &redb::ReadOnlyTable<u64, &[u8]>| -> StoreResult<u64> {
-            Ok(t.last()?.map_or(0, |(k, _)| k.value()))
-        };
         Ok(Counts {
             aliases: r.open_table(ALIASES)?.len()?,
             pans_retained: r.open_table(RETAINED)?.len()?,
             tokens,
-            audit_seq: newest(&r.open_table(AUDIT)?)?,
-            events_seq: newest(&r.open_table(EVENTS)?)?,
+        })
+    }
+
+    fn log_heads(&self) -> StoreResult<vault_proto::ops::LogHeads> {
+        let r = self.db.begin_read()?;
+        Ok(vault_proto::ops::LogHeads {
+            audit_seq: newest_seq(&r.open_table(AUDIT)?)?,
+            events_seq: newest_seq(&r.open_table(EVENTS)?)?,
         })
     }
 

@@ -392,11 +392,7 @@ pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
         }
         None => (0, [0u8; 32]),
     };
-    let event_seq = r
-        .open_table(EVENTS)?
-        .last()?
-        .map(|(k, _)| k.value())
-        .unwrap_or(0);
+    let event_seq = super::newest_seq(&r.open_table(EVENTS)?)?;
     let job_id = r
         .open_table(META)?
         .get("job_id")?

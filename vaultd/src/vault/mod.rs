@@ -571,10 +571,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             schemes: self.tokens.scheme_stats(),
             uptime_ms: self.uptime_ms(),
             keys: Some(self.keys.stats(self.hsm.hsm().as_ref())),
-            logs: Some(vault_proto::ops::LogHeads {
-                audit_seq: c.audit_seq,
-                events_seq: c.events_seq,
-            }),
+            logs: Some(self.store.log_heads()?),
         })
     }
 
