@@ -530,3 +530,147 @@ async fn hsm_faults_answer_unavailable_write_nothing_and_recover() {
     assert!(faults.failed() > 0);
     v.close().await;
 }
+
+// ------------------------------------------------ ATCs (store level)
+
+fn audit_rec(op: &str) -> vaultd::store::records::AuditRec {
+    vaultd::store::records::AuditRec {
+        at: 1,
+        client: "test".into(),
+        uid: 0,
+        pid: 1,
+        op: op.into(),
+        alias: None,
+        outcome: String::new(),
+    }
+}
+
+/// Stores an alias whose token is active and has issued ATCs up to `atc`.
+async fn alias_with_token(store: &RedbStore, token_ref: &str, atc: u16) {
+    use vaultd::store::records::{AliasRec, NtState, TokenRec};
+    use vaultd::store::{NewAlias, Store, TokenizeOutcome, TokenizeWrite};
+    let alias = format!("alias-{token_ref}");
+    let token = TokenRec {
+        alias: alias.clone(),
+        tenant: "t-a".into(),
+        scheme: "visa".into(),
+        token_ct: vec![0u8; 48],
+        token_last4: "0000".into(),
+        exp_month: 12,
+        exp_year: 2035,
+        par: None,
+        token_requestor_id: "40010030273".into(),
+        status: ops::TokenStatus::Active,
+        atc,
+        updated_at: 1,
+        refresh_pending: false,
+    };
+    let rec = AliasRec {
+        tenant: "t-a".into(),
+        fingerprint: token_ref.as_bytes().to_vec(),
+        bin: "400000".into(),
+        last4: "0000".into(),
+        pan_len: 16,
+        exp_month: 12,
+        exp_year: 2035,
+        scheme: "visa".into(),
+        created_at: 1,
+        pan_removed: true,
+        pan_slot: None,
+        nt: Some(NtState {
+            status: ops::TokenStatus::Active,
+            token_ref: Some(token_ref.into()),
+            updated_at: 1,
+            last_error: None,
+            active_since: Some(1),
+            job: None,
+        }),
+    };
+    let out = store
+        .tokenize(TokenizeWrite {
+            tenant: "t-a".into(),
+            fingerprint: token_ref.as_bytes().to_vec(),
+            exp_month: 12,
+            exp_year: 2035,
+            new: Some(NewAlias {
+                alias,
+                rec,
+                pan_ct: None,
+                provision: false,
+                token: Some((token_ref.into(), token)),
+            }),
+            transaction: None,
+            audit: audit_rec("tokenize"),
+        })
+        .await
+        .expect("store the alias");
+    assert!(matches!(out, TokenizeOutcome::Created(_)));
+}
+
+/// The next ATC, acknowledged only once its commit is durable.
+async fn next_atc(store: &RedbStore, token_ref: &str) -> Option<u16> {
+    use vaultd::store::tokens::{AtcOutcome, TokenStore};
+    let (out, committed) = store
+        .next_atc(token_ref, audit_rec("credentials"))
+        .await
+        .expect("next_atc");
+    committed.wait().await.expect("commit");
+    match out {
+        AtcOutcome::Issued { atc, .. } => Some(atc),
+        AtcOutcome::Exhausted => None,
+        AtcOutcome::NotActive => panic!("the token is active"),
+    }
+}
+
+/// Each ATC is committed before it is handed out: issued once, in order,
+/// also across a reopen; the last ATC (65,535) is issued, then the token is
+/// exhausted and exactly one key refresh is queued however often it is
+/// asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atcs_continue_across_reopen_and_exhaust_into_one_refresh() {
+    use vaultd::store::QueueStore;
+    use vaultd::store::records::JobKind;
+    use vaultd::store::tokens::TokenStore;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+
+    let store = open_normal(&cfg);
+    alias_with_token(&store, "tr-blocks", 100).await;
+    let mut issued = Vec::new();
+    for _ in 0..5 {
+        issued.push(next_atc(&store, "tr-blocks").await.expect("issued"));
+    }
+    assert_eq!(issued, vec![101, 102, 103, 104, 105]);
+    assert_eq!(store.token("tr-blocks").unwrap().unwrap().atc, 105);
+    drop(store);
+
+    // Reopened: the next ATC continues above every one issued.
+    let store = open_normal(&cfg);
+    let after = next_atc(&store, "tr-blocks").await.expect("issued");
+    assert_eq!(after, 106);
+    issued.push(after);
+    for _ in 0..40 {
+        issued.push(next_atc(&store, "tr-blocks").await.expect("issued"));
+    }
+    assert!(
+        issued.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {issued:?}"
+    );
+
+    // The top of the range: 65,534 and 65,535 are issued, then none.
+    alias_with_token(&store, "tr-top", u16::MAX - 2).await;
+    assert_eq!(next_atc(&store, "tr-top").await, Some(u16::MAX - 1));
+    assert_eq!(next_atc(&store, "tr-top").await, Some(u16::MAX));
+    for _ in 0..3 {
+        assert_eq!(next_atc(&store, "tr-top").await, None, "exhausted");
+    }
+    assert!(store.token("tr-top").unwrap().unwrap().refresh_pending);
+    let refreshes = store
+        .jobs_page(0, 1000, &|j| {
+            j.kind == JobKind::KeyRefresh && j.token_ref.as_deref() == Some("tr-top")
+        })
+        .unwrap();
+    assert_eq!(refreshes.len(), 1, "one key refresh, however often asked");
+    drop(store);
+    assert_integrity(&cfg.storage.path);
+}
