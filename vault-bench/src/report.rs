@@ -174,7 +174,11 @@ pub struct Report {
 /// Which baselines a scenario is read against.
 fn relevant(scenario: &str) -> &'static [&'static str] {
     if scenario.starts_with("credentials") {
-        &[baseline::HSM_DERIVE_CMAC, baseline::REDB_COMMIT_1PC]
+        &[
+            baseline::HSM_DERIVE_CMAC,
+            baseline::HSM_DERIVE_CMAC_2T,
+            baseline::REDB_COMMIT_1PC,
+        ]
     } else if scenario.starts_with("provisioning:") || scenario == "provisioning" {
         &[]
     } else {
