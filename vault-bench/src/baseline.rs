@@ -257,7 +257,7 @@ mod tests {
             },
             Duration::from_millis(10),
         );
-        assert_eq!(rates.len(), 2);
+        assert_eq!(rates.len(), 3, "one session, two threads, seal+fingerprint");
         assert!(
             rates
                 .iter()
