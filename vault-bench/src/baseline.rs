@@ -138,12 +138,20 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
     } else {
         (HSM_DERIVE_CMAC_2T, DERIVE_CMAC_2T_WHAT)
     };
-    // A throwaway token key with a fixed value, under a reference no scheme
+    // Throwaway token keys (one per thread, as payments for different cards
+    // use different keys) with a fixed value, under references no scheme
     // issues, destroyed afterwards.
-    let token_ref = format!("vault-bench-baseline-{}-{threads}", std::process::id());
+    let refs: Vec<String> = (0..threads)
+        .map(|t| format!("vault-bench-baseline-{}-{threads}-{t}", std::process::id()))
+        .collect();
     let key = [0x5a_u8; 16];
-    if let Err(e) = import_token_key_for_test(hsm, &token_ref, &key) {
-        return Baseline::failed(name, what, format!("cannot create a test token key: {e}"));
+    for token_ref in &refs {
+        if let Err(e) = import_token_key_for_test(hsm, token_ref, &key) {
+            for r in &refs {
+                let _ = hsm.destroy_token_key(r);
+            }
+            return Baseline::failed(name, what, format!("cannot create a test token key: {e}"));
+        }
     }
     // D of DESIGN.md "Cryptograms" for a 16-digit token: 46 bytes.
     let mut data = Vec::with_capacity(46);
@@ -157,12 +165,14 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
     data.extend_from_slice(&[0xa1, 0xb2, 0xc3, 0xd4]);
     data.extend_from_slice(b"07");
     let runs: Vec<Result<(u64, Duration), HsmError>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
+        let workers: Vec<_> = refs
+            .iter()
+            .map(|token_ref| {
+                let data = &data;
+                s.spawn(move || {
                     for_time(time, |n| -> Result<(), HsmError> {
                         let atc = (n % 65_535) as u16 + 1;
-                        hsm.cryptogram_mac(&token_ref, atc, &data)?;
+                        hsm.cryptogram_mac(token_ref, atc, data)?;
                         Ok(())
                     })
                 })
@@ -173,7 +183,9 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
             .map(|w| w.join().expect("baseline thread"))
             .collect()
     });
-    let _ = hsm.destroy_token_key(&token_ref);
+    for token_ref in &refs {
+        let _ = hsm.destroy_token_key(token_ref);
+    }
     let mut total = 0;
     let mut took = Duration::ZERO;
     for run in runs {
