@@ -1025,3 +1025,114 @@ fn vaultctl_credentials_prints_only_masked_numbers() {
     assert_eq!(n.atc, Some(3));
     let _ = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
 }
+
+// ------------------------------------------------------- ATC exhaustion
+
+/// Moves a token's ATC to `atc` in the redb file of a stopped daemon (what
+/// 65,000 payments would have done).
+fn set_atc(t: &TokenEnv, token_ref: &str, atc: u16) {
+    use redb::ReadableTable;
+    use vaultd::store::records::{TokenRec, decode, encode};
+    const TOKENS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
+    let db = redb::Database::open(t.env.db()).expect("open the stopped daemon's database");
+    let w = db.begin_write().unwrap();
+    {
+        let mut tokens = w.open_table(TOKENS).unwrap();
+        let raw = tokens
+            .get(token_ref)
+            .unwrap()
+            .expect("token record")
+            .value()
+            .to_vec();
+        let mut rec: TokenRec = decode("token", &raw).unwrap();
+        rec.atc = atc;
+        tokens
+            .insert(token_ref, encode(&rec).unwrap().as_slice())
+            .unwrap();
+    }
+    w.commit().unwrap();
+}
+
+/// DESIGN.md "Cryptograms": the token whose ATC reached 65,535 makes no
+/// more cryptograms; `credentials` falls back as for a non-active token
+/// while the queued key refresh runs. Then the new key, unwrapped into the
+/// HSM under the same label, makes cryptograms from ATC 1 that scheme-sim
+/// approves, and a cryptogram of the old key is refused.
+#[test]
+fn atc_exhaustion_falls_back_until_the_key_refresh_then_payments_resume() {
+    let mut t = start();
+    let mut c = t.client();
+    let (alias, token_ref) = active_alias(&t, &mut c, &pan("4000", 80_001));
+    let n = nt(c.op::<CredentialsOp>(&cit(&alias)).unwrap());
+    assert_eq!(n.atc, Some(1));
+    assert_eq!(authorize(&t, &n, 1250, "CHF"), (true, "approved".into()));
+    drop(c);
+
+    assert!(t.daemon().terminate().success());
+    set_atc(&t, &token_ref, u16::MAX - 1);
+    t.restart();
+    let mut c = t.client();
+
+    // The last ATC of the key.
+    let last = nt(c.op::<CredentialsOp>(&cit(&alias)).unwrap());
+    assert_eq!(last.atc, Some(u16::MAX));
+    assert_eq!(authorize(&t, &last, 1250, "CHF"), (true, "approved".into()));
+
+    // Exhausted: the PAN, as for a token that is not active; a receiver
+    // that takes only tokens gets nothing.
+    match c.op::<CredentialsOp>(&cit(&alias)).unwrap() {
+        Credentials::Pan {
+            fallback_reason, ..
+        } => assert_eq!(fallback_reason, FallbackReason::TokenNotActive),
+        other => panic!("expected the PAN, got {other:?}"),
+    }
+    // Until the refresh is done (it may already be): the PAN or a token of
+    // the new key, never a second cryptogram of the old one.
+    let deadline = Instant::now() + LONG;
+    let fresh = loop {
+        match c.op::<CredentialsOp>(&cit(&alias)).unwrap() {
+            Credentials::Pan { .. } => {
+                let only_token = args(&alias, "t-a", TOKEN_ONLY, Initiator::Customer);
+                let r = c.op::<CredentialsOp>(&only_token);
+                if let Ok(c) = r {
+                    break nt(c);
+                }
+                assert_eq!(code(r), ErrorCode::NoUsableCredential);
+            }
+            other => break nt(other),
+        }
+        assert!(Instant::now() < deadline, "the key refresh did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(fresh.atc, Some(1), "the new key starts over at ATC 1");
+    assert_eq!(fresh.token_ref, token_ref);
+    assert_eq!(fresh.number, n.number, "same token, new key");
+    assert_eq!(
+        authorize(&t, &fresh, 1250, "CHF"),
+        (true, "approved".into())
+    );
+    let next = nt(c.op::<CredentialsOp>(&cit(&alias)).unwrap());
+    assert_eq!(next.atc, Some(2));
+    assert_eq!(authorize(&t, &next, 1250, "CHF"), (true, "approved".into()));
+    // The old key's cryptogram at a higher ATC than any of the new key's:
+    // the ATC would pass, the MAC does not.
+    assert_eq!(
+        authorize(&t, &last, 1250, "CHF"),
+        (false, "cryptogram_invalid".into())
+    );
+    let events = c
+        .op::<ops::EventsOp>(&ops::PageArgs {
+            after: None,
+            limit: 1000,
+        })
+        .unwrap();
+    assert_eq!(
+        events
+            .events
+            .iter()
+            .filter(|e| e.kind == "key_refresh_done")
+            .count(),
+        1,
+        "one key refresh"
+    );
+}
