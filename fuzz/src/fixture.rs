@@ -33,6 +33,20 @@ pub struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+/// The scratch dir, for [`remove_scratch`].
+static SCRATCH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// libFuzzer ends the process with `exit()` once `-max_total_time` is up,
+/// so the fixture (a static) is never dropped and its `TempDir` would stay
+/// behind on /dev/shm, with its SoftHSM2 token, after every run. An
+/// `atexit` handler removes it instead. (After a crash, which aborts, the
+/// dir stays, beside the crash artifact.)
+extern "C" fn remove_scratch() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A temp dir on tmpfs when there is one: every commit fsyncs.
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
@@ -106,6 +120,11 @@ fn make_token(dir: &Path) -> PathBuf {
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = scratch();
+        if SCRATCH.set(dir.path().to_path_buf()).is_ok() {
+            // SAFETY: registers a plain function with no captured state; it
+            // only reads a static that is set before registration.
+            unsafe { libc::atexit(remove_scratch) };
+        }
         let conf = make_token(dir.path());
         // SAFETY: set once, before the PKCS#11 module is loaded and before
         // any other thread of this process reads the environment.
