@@ -42,6 +42,7 @@ fn hsm_config() -> &'static HsmConfig {
             .tempdir()
             .expect("temp dir")
             .keep();
+        vault_e2e::remove_at_exit(dir.clone());
         let tokens = dir.join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         let conf = dir.join("softhsm2.conf");

@@ -25,6 +25,26 @@ pub const MASTERCARD: &str = "5555555555554444";
 pub const AMEX: &str = "378282246310005";
 pub const DISCOVER: &str = "6011111111111117";
 
+/// Removes `dir` when the test process exits: for a directory every test of
+/// the binary uses through a static that is never dropped (a SoftHSM2
+/// token named by the process-global `SOFTHSM2_CONF`), which would
+/// otherwise stay behind after every run.
+pub fn remove_at_exit(dir: PathBuf) {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        let dirs = DIRS.lock().unwrap_or_else(|p| p.into_inner());
+        for d in dirs.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+    // SAFETY: registers a plain function without captured state.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
+}
+
 /// A Luhn-valid 16-digit PAN with the given prefix and serial number.
 pub fn pan(prefix: &str, n: u64) -> String {
     let mut body = format!("{prefix}{n:0width$}", width = 15 - prefix.len());
