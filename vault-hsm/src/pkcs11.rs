@@ -4,6 +4,7 @@
 mod copies;
 mod errors;
 mod handles;
+mod locks;
 mod module;
 mod random;
 mod session;
@@ -225,7 +226,7 @@ impl Pkcs11Hsm {
         // A version that is gone (retired, maybe by another process) must
         // not live on in a session copy.
         {
-            let mut known = self.pan_present.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = locks::lock(&self.pan_present);
             for gone in known.iter().filter(|v| !present.contains(v)) {
                 self.key_changed(&pan_label(*gone));
             }
@@ -726,7 +727,7 @@ impl Aad {
 /// costs nothing on the hot path.
 pub(crate) fn creating_token_object<T>(f: impl FnOnce() -> T) -> T {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = locks::lock(&LOCK);
     f()
 }
 

@@ -28,6 +28,7 @@ use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::errors::{CallError, CallResult, refuses_copy};
+use super::locks::{lock, read, write};
 use super::module::Module;
 
 /// Default number of copies kept (see the module docs).
@@ -269,20 +270,6 @@ fn oldest_quarter(copies: &mut HashMap<String, Copy>) -> Vec<ObjectHandle> {
     ages.into_iter()
         .filter_map(|(_, l)| copies.remove(&l).map(|c| c.handle))
         .collect()
-}
-
-// A panic while holding one of these leaves consistent maps (single
-// inserts and removes).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::errors::CallResult;
+use super::locks::{lock, read, write};
 use crate::HsmError;
 
 /// Above this many cached `nt.*` handles the token-key part is emptied: a
@@ -235,18 +236,4 @@ fn find_one(session: &Session, label: &str) -> CallResult<ObjectHandle> {
         }
         None => Err(HsmError::KeyMissing(label.to_owned()).into()),
     }
-}
-
-// A poisoned lock only means another thread panicked while holding it; the
-// map of handles is still consistent (inserts and removes are atomic).
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -25,6 +25,7 @@ use std::time::Instant;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 
+use super::locks::{read, write};
 use super::startup::short;
 use crate::{HsmError, HsmResult};
 
@@ -162,7 +163,7 @@ impl Module {
             });
         }
         loop {
-            let guard = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            let guard = read(&self.gate);
             if *guard {
                 let _ = ENTERED.try_with(|e| e.borrow_mut().push(id));
                 return Ok(Entered {
@@ -174,7 +175,7 @@ impl Module {
             drop(guard);
             // The last re-initialisation left the module uninitialised: try
             // again, once per caller, until it works.
-            let mut initialized = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            let mut initialized = write(&self.gate);
             if !*initialized {
                 initialize(&self.ctx).map_err(|e| {
                     HsmError::Unavailable(format!(
@@ -219,7 +220,7 @@ impl Module {
         if budget == 0 || self.objects.load(Ordering::Relaxed) < budget {
             return;
         }
-        let mut initialized = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut initialized = write(&self.gate);
         // Another thread may have done it while this one waited.
         if !*initialized || self.objects.load(Ordering::Relaxed) < budget {
             return;

@@ -19,6 +19,7 @@ use cryptoki::types::AuthPin;
 
 use super::errors::{CallError, CallResult, kills_session, to_hsm_error};
 use super::handles::HandleCache;
+use super::locks::lock;
 use super::module::Module;
 use crate::HsmResult;
 
@@ -148,7 +149,7 @@ impl SessionSource {
         if self.generation.load(Ordering::Acquire) == generation {
             return;
         }
-        let _one = self.resync.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = lock(&self.resync);
         if self.generation.load(Ordering::Acquire) != generation {
             self.handles.clear();
             self.copies.forget_all();

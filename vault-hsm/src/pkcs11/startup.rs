@@ -10,6 +10,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::slot::Slot;
 
+use super::locks::lock;
 use super::module::Module;
 use crate::{HsmError, HsmResult};
 
@@ -20,7 +21,7 @@ static MODULES: Mutex<Vec<Arc<Module>>> = Mutex::new(Vec::new());
 
 /// The initialised module at `path`, loading it on first use.
 pub(crate) fn load_module(path: &Path) -> HsmResult<Arc<Module>> {
-    let mut loaded = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut loaded = lock(&MODULES);
     if let Some(module) = loaded.iter().find(|m| m.path == path) {
         return Ok(Arc::clone(module));
     }
@@ -34,7 +35,7 @@ pub(crate) fn load_module(path: &Path) -> HsmResult<Arc<Module>> {
 /// finalising releases every session of every instance on that module.
 pub fn finalize_module(module: &Path) -> HsmResult<()> {
     let found = {
-        let mut loaded = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = lock(&MODULES);
         match loaded.iter().position(|m| m.path == module) {
             Some(idx) => loaded.swap_remove(idx),
             None => return Ok(()),
