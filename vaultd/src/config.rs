@@ -126,6 +126,18 @@ pub struct Storage {
     /// Most mutations one group commit takes.
     #[serde(default = "default_batch")]
     pub max_batch: usize,
+    /// How long audit records may stay committed but not yet sealed with
+    /// the HSM's audit key (they are hash-chained from the start). Under
+    /// load one seal then covers the commits of this interval instead of
+    /// one HSM call per commit; a quiet writer seals at once, the `audit`
+    /// op seals before it reads, and a stop seals the tail. "0ms" seals
+    /// every commit.
+    #[serde(default = "default_seal_interval")]
+    pub audit_seal_interval: Dur,
+}
+
+fn default_seal_interval() -> Dur {
+    Dur(Duration::from_millis(10))
 }
 
 fn default_cache() -> usize {
@@ -138,6 +150,7 @@ impl Storage {
             two_phase_commit: self.two_phase_commit,
             max_batch: self.max_batch,
             cache_size: self.cache_size,
+            audit_seal_interval: self.audit_seal_interval.0,
         }
     }
 }
@@ -409,6 +422,12 @@ impl Config {
         if self.storage.max_batch == 0 {
             return Err(err("[storage].max_batch", "must be at least 1"));
         }
+        if self.storage.audit_seal_interval.0 > Duration::from_secs(1) {
+            return Err(err(
+                "[storage].audit_seal_interval",
+                "must be at most 1s (records stay unsealed that long)",
+            ));
+        }
         if self.hsm.threads == 0 || self.hsm.threads > 256 {
             return Err(err("[hsm].threads", "must be between 1 and 256"));
         }
@@ -641,6 +660,19 @@ tenants = ["*"]
         for ok in ["reinit_after_objects = 0", "reinit_after_objects = 50000"] {
             Config::parse(&hsm(ok)).expect(ok);
         }
+        let storage = |line: &str| GOOD.replace("[storage]", &format!("[storage]\n{line}"));
+        let e = Config::parse(&storage("audit_seal_interval = \"2s\"")).unwrap_err();
+        assert_eq!(e.key, "[storage].audit_seal_interval", "{e}");
+        for (ok, ms) in [("\"0ms\"", 0), ("\"1s\"", 1000)] {
+            let c = Config::parse(&storage(&format!("audit_seal_interval = {ok}"))).expect(ok);
+            assert_eq!(c.storage.audit_seal_interval.0, Duration::from_millis(ms));
+        }
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            c.storage.audit_seal_interval.0,
+            Duration::from_millis(10),
+            "the default"
+        );
     }
 
     #[test]

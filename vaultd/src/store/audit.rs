@@ -5,7 +5,10 @@
 //! `audit_seals` under n). Editing, inserting or removing any record
 //! changes every later hash and so breaks the next seal, which no one
 //! without the HSM key can recompute; one HSM call per commit instead of
-//! one per record keeps the audit trail off the tokenize hot path.
+//! one per record keeps the audit trail off the tokenize hot path. Under
+//! load the writer seals less often still, once per `audit_seal_interval`
+//! (`store::writer`), and `audit` seals before it reads, so every record it
+//! returns is covered by a seal.
 //!
 //! The audit key can be rotated (`vault.audit` is version 1,
 //! `vault.audit.v<N>` later ones): a seal made under version 1 is stored as
@@ -124,7 +127,12 @@ impl AuditPage {
 }
 
 impl RedbStore {
-    pub(crate) fn read_audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage> {
+    pub(crate) fn read_audit_page(
+        &self,
+        after: u64,
+        limit: usize,
+        upto: u64,
+    ) -> StoreResult<AuditPage> {
         let r = self.db().begin_read()?;
         let t = r.open_table(AUDIT)?;
         let seals_t = r.open_table(AUDIT_SEALS)?;
@@ -137,7 +145,15 @@ impl RedbStore {
             }
         };
         let mut records = Vec::new();
-        for item in t.range(after.saturating_add(1)..)?.take(limit) {
+        if after >= upto {
+            return Ok(AuditPage {
+                prev_hash,
+                records: Vec::new(),
+                tail: Vec::new(),
+                seals: Vec::new(),
+            });
+        }
+        for item in t.range(after + 1..=upto)?.take(limit) {
             let (k, v) = item?;
             let (body, h) = split(v.value())?;
             let rec: AuditRec = decode("audit", body)?;

@@ -192,9 +192,13 @@ pub trait Store:
     fn log_heads(&self) -> StoreResult<vault_proto::ops::LogHeads>;
     /// Whether writes are going through (the last commit succeeded).
     fn writable(&self) -> bool;
-    /// Audit records after `after` (up to `limit`), each with its MAC, and
-    /// the MAC of the record just before the first one (zeros at the start).
-    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage>;
+    /// Audit records after `after` and at most `upto` (up to `limit` of
+    /// them), each with its chain hash, and what verifying them needs (see
+    /// [`AuditPage`]).
+    fn audit_page(&self, after: u64, limit: usize, upto: u64) -> StoreResult<AuditPage>;
+    /// Seals the audit chain now and returns the newest record the seal
+    /// covers at least (every record committed before the call).
+    fn seal_audit(&self) -> impl Future<Output = StoreResult<u64>> + Send;
 
     fn tokenize(
         &self,
@@ -266,15 +270,18 @@ impl RedbStore {
         let slots = Arc::new(slots::SlotFile::open(slots, &used_slots(&db)?)?);
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer::start(
-            db.clone(),
-            slots.clone(),
+        let writer = Writer::start(writer::WriterParts {
+            db: db.clone(),
+            slots: slots.clone(),
             hsm,
             counters,
-            opts.two_phase_commit,
-            opts.max_batch,
-            stats.clone(),
-        )
+            opts: writer::WriterOptions {
+                two_phase: opts.two_phase_commit,
+                max_batch: opts.max_batch,
+                seal_interval: opts.audit_seal_interval,
+            },
+            stats: stats.clone(),
+        })
         .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(RedbStore {
             db,
@@ -313,6 +320,9 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// redb's page cache, bytes.
     pub cache_size: usize,
+    /// Longest time a committed audit record waits for its HSM seal
+    /// (`[storage] audit_seal_interval`; zero seals every commit).
+    pub audit_seal_interval: std::time::Duration,
 }
 
 /// The PAN slot file beside the database: `vault.redb` → `vault.redb.pans`.
@@ -505,8 +515,12 @@ impl Store for RedbStore {
         })
     }
 
-    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<AuditPage> {
-        self.read_audit_page(after, limit)
+    fn audit_page(&self, after: u64, limit: usize, upto: u64) -> StoreResult<AuditPage> {
+        self.read_audit_page(after, limit, upto)
+    }
+
+    async fn seal_audit(&self) -> StoreResult<u64> {
+        self.writer.seal_audit().await
     }
 
     async fn tokenize(&self, w: TokenizeWrite) -> StoreResult<TokenizeOutcome> {

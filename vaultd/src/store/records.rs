@@ -157,8 +157,8 @@ pub struct EventRec {
     pub detail: String,
 }
 
-/// One audit record. Stored as `encode(rec) ‖ mac (32)` where
-/// `mac = HMAC(vault.audit, prev_mac ‖ encode(rec))`.
+/// One audit record. Stored as `encode(rec) ‖ h (32)`, `h` its chain hash
+/// (see `store::audit`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRec {
     pub at: u64,
@@ -168,4 +168,20 @@ pub struct AuditRec {
     pub op: String,
     pub alias: Option<String>,
     pub outcome: String,
+}
+
+impl AuditRec {
+    /// A record of the daemon's own work, which no client asked for.
+    pub fn by_daemon(op: &str, outcome: impl Into<String>) -> AuditRec {
+        AuditRec {
+            at: crate::vault::cards::now_ms(),
+            client: "vaultd".into(),
+            // SAFETY: getuid has no preconditions.
+            uid: unsafe { libc::getuid() },
+            pid: std::process::id() as i32,
+            op: op.to_owned(),
+            alias: None,
+            outcome: outcome.into(),
+        }
+    }
 }

@@ -3,8 +3,15 @@
 //! inside one transaction, commits once with `Durability::Immediate`, and
 //! only then lets each request see its result. One fsync thus serves a
 //! whole batch, and no answer ever precedes its commit.
+//!
+//! The writer also seals the audit chain with the HSM (`store::audit`):
+//! under load once per `audit_seal_interval` instead of once per commit (a
+//! seal is an HSM call on the commit's path, and SoftHSM2 makes every other
+//! session wait while it runs); when the load stops, the tail is sealed by
+//! a commit of its own within the interval.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +30,8 @@ pub(crate) struct Counters {
     pub audit_hash: [u8; 32],
     pub event_seq: u64,
     pub job_id: u64,
+    /// The newest sealed audit record (`audit_seals`' last key; 0: none).
+    pub sealed_seq: u64,
 }
 
 /// The view a write closure gets: the open transaction plus helpers that
@@ -36,6 +45,8 @@ pub struct WriteCtx<'a> {
     slot_frees: Vec<u64>,
     /// Counter changes in `meta`, applied once per batch.
     deltas: std::collections::BTreeMap<String, i64>,
+    /// Seal the audit chain at this commit, due or not.
+    seal: bool,
 }
 
 impl WriteCtx<'_> {
@@ -86,6 +97,13 @@ impl WriteCtx<'_> {
         Ok(seq)
     }
 
+    /// Makes this batch's commit seal the audit chain, and returns the
+    /// newest record it will cover at least.
+    pub fn seal_audit(&mut self) -> u64 {
+        self.seal = true;
+        self.counters.audit_seq
+    }
+
     /// A fresh job id.
     pub fn next_job_id(&mut self) -> Result<u64, StoreError> {
         self.counters.job_id += 1;
@@ -131,20 +149,47 @@ pub struct WriterStats {
     pub failing: std::sync::atomic::AtomicBool,
 }
 
+/// How the writer commits (from `[storage]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterOptions {
+    pub two_phase: bool,
+    pub max_batch: usize,
+    /// Longest time a committed audit record waits for its seal.
+    pub seal_interval: Duration,
+}
+
+/// What the writer thread is started with.
+pub(crate) struct WriterParts {
+    pub db: Arc<Database>,
+    pub slots: Arc<SlotFile>,
+    pub hsm: Arc<dyn Hsm>,
+    pub counters: Counters,
+    pub opts: WriterOptions,
+    pub stats: Arc<WriterStats>,
+}
+
+/// What the writer thread owns.
+struct State {
+    p: WriterParts,
+    /// When the next seal is made without being asked for.
+    next_seal: Instant,
+}
+
 impl Writer {
-    pub(crate) fn start(
-        db: Arc<Database>,
-        slots: Arc<SlotFile>,
-        hsm: Arc<dyn Hsm>,
-        counters: Counters,
-        two_phase: bool,
-        max_batch: usize,
-        stats: Arc<WriterStats>,
-    ) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
+    pub(crate) fn start(parts: WriterParts) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>(parts.opts.max_batch * 4);
+        // Only to wait for a job with a deadline (the next seal).
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let mut state = State {
+            p: parts,
+            next_seal: Instant::now(),
+        };
+        seal_leftover_tail(&mut state);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, slots, hsm, counters, two_phase, max_batch, rx, stats))?;
+            .spawn(move || run(state, &clock, rx))?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
@@ -221,6 +266,13 @@ impl Writer {
         }
     }
 
+    /// Seals the audit chain now (one commit) and returns the newest
+    /// record the seal covers at least: every record committed before this
+    /// call. Unsealed if the HSM is unavailable (the next seal covers it).
+    pub async fn seal_audit(&self) -> Result<u64, StoreError> {
+        self.write(|ctx| Ok(ctx.seal_audit())).await
+    }
+
     /// Hands `job` to the writer thread (waiting while its queue is full).
     async fn submit(&self, job: Job) -> Result<(), StoreError> {
         let stopped = || StoreError::Unavailable("store writer stopped".into());
@@ -240,139 +292,224 @@ impl Drop for Writer {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    db: Arc<Database>,
-    slots: Arc<SlotFile>,
-    hsm: Arc<dyn Hsm>,
-    mut counters: Counters,
-    two_phase: bool,
-    max_batch: usize,
-    mut rx: mpsc::Receiver<Job>,
-    stats: Arc<WriterStats>,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
+/// What a batch did about the audit seal.
+enum Sealed {
+    /// Nothing new to seal, or not due yet.
+    No,
+    At(u64),
+    /// The HSM is unavailable: committed unsealed, tried again later.
+    HsmDown,
+}
+
+fn run(mut st: State, clock: &tokio::runtime::Runtime, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(st.p.opts.max_batch);
+    let mut closed = false;
+    loop {
+        let pending = st.p.counters.audit_seq > st.p.counters.sealed_seq;
+        if batch.is_empty() && !closed {
+            let next = if pending {
+                // A quiet writer seals the tail once the seal is due.
+                let due = tokio::time::Instant::from_std(st.next_seal);
+                clock.block_on(async { tokio::time::timeout_at(due, rx.recv()).await })
+            } else {
+                Ok(clock.block_on(rx.recv()))
+            };
+            match next {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) => closed = true,
+                Err(_elapsed) => {}
+            }
+        }
+        if batch.is_empty() && !pending {
+            if closed {
+                return;
+            }
+            continue;
+        }
+        while batch.len() < st.p.opts.max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        let n = batch.len() as u64;
-        let saved = counters.clone();
-        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        let mut slot_writes: Vec<(u64, [u8; super::slots::SLOT])> = Vec::new();
-        let mut slot_frees = Vec::new();
-        let t0 = std::time::Instant::now();
-        let outcome = (|| -> Result<(), StoreError> {
-            let mut txn = db.begin_write()?;
-            txn.set_two_phase_commit(two_phase);
-            {
-                let mut ctx = WriteCtx {
-                    txn: &txn,
-                    counters: &mut counters,
-                    slots: &slots,
-                    slot_writes: Vec::new(),
-                    slot_frees: Vec::new(),
-                    deltas: std::collections::BTreeMap::new(),
-                };
-                let run_all = (|| {
-                    for job in batch.drain(..) {
-                        completions.push(job(&mut ctx)?);
-                    }
-                    ctx.flush_counters(saved.job_id)
-                })();
-                slot_writes = std::mem::take(&mut ctx.slot_writes);
-                slot_frees = std::mem::take(&mut ctx.slot_frees);
-                run_all?;
+        commit_batch(&mut st, &mut batch, closed);
+        // Closed and drained: that commit was the last (it sealed the
+        // tail, or the HSM is down and start-up will).
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Records committed without a seal before this start (a crash between a
+/// commit and the seal after it, or a stop while the HSM was unavailable):
+/// says so in the trail and seals, before the store takes requests. If the
+/// HSM is unavailable the record is committed unsealed and the next seal
+/// covers both.
+fn seal_leftover_tail(st: &mut State) {
+    if st.p.counters.audit_seq <= st.p.counters.sealed_seq {
+        return;
+    }
+    let (from, to) = (st.p.counters.sealed_seq + 1, st.p.counters.audit_seq);
+    let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
+        let outcome =
+            format!("sealed records {from} to {to}, committed without a seal before this start");
+        ctx.audit(&AuditRec::by_daemon("audit_seal", outcome))?;
+        ctx.seal_audit();
+        Ok(Box::new(|_| {}) as Completion)
+    });
+    tracing::warn!(
+        from,
+        to,
+        "audit records found unsealed at start-up; sealing them"
+    );
+    commit_batch(st, &mut vec![job], false);
+}
+
+/// Runs `batch` in one transaction and commits it, sealing the audit chain
+/// when a seal is due, asked for, or the writer is stopping; then answers
+/// every job.
+fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // A batch of no jobs is only run to seal the tail.
+    let seal_anyway = stopping || batch.is_empty();
+    let n = batch.len() as u64;
+    let saved = st.p.counters.clone();
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut slot_writes: Vec<(u64, [u8; super::slots::SLOT])> = Vec::new();
+    let mut slot_frees = Vec::new();
+    let t0 = Instant::now();
+    let (db, slots, hsm) = (&st.p.db, &st.p.slots, &st.p.hsm);
+    let counters = &mut st.p.counters;
+    let outcome = (|| -> Result<Sealed, StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_two_phase_commit(st.p.opts.two_phase);
+        let asked;
+        {
+            let mut ctx = WriteCtx {
+                txn: &txn,
+                counters: &mut *counters,
+                slots,
+                slot_writes: Vec::new(),
+                slot_frees: Vec::new(),
+                deltas: std::collections::BTreeMap::new(),
+                seal: seal_anyway,
+            };
+            let run_all = (|| {
+                for job in batch.drain(..) {
+                    completions.push(job(&mut ctx)?);
+                }
+                ctx.flush_counters(saved.job_id)
+            })();
+            slot_writes = std::mem::take(&mut ctx.slot_writes);
+            slot_frees = std::mem::take(&mut ctx.slot_frees);
+            asked = ctx.seal;
+            run_all?;
+        }
+        let mut sealed = Sealed::No;
+        if counters.audit_seq > counters.sealed_seq && (asked || t0 >= st.next_seal) {
+            sealed = seal(hsm.as_ref(), &txn, counters.audit_seq, &counters.audit_hash)?;
+            if let Sealed::At(seq) = sealed {
+                counters.sealed_seq = seq;
             }
-            // Seal the audit chain at this commit's last record.
-            if counters.audit_seq != saved.audit_seq {
-                let seq = counters.audit_seq;
-                // The newest audit key; the seal records which one it was.
-                let version = hsm.audit_key_version();
-                match hsm.audit_mac_with(
-                    version,
-                    &counters.audit_hash,
-                    &super::audit::seal_input(seq),
-                ) {
-                    Ok(seal) => {
-                        txn.open_table(AUDIT_SEALS)?
-                            .insert(seq, super::audit::encode_seal(version, &seal).as_slice())?;
-                    }
-                    // The HSM is down: commit the records chained but
-                    // unsealed rather than lose them (refusals during the
-                    // outage, erasures, queue changes). The next seal covers
-                    // the chain up to its own record, these included, and
-                    // until then `audit` reports the tail as unverified.
-                    Err(vault_hsm::HsmError::Unavailable(why)) => {
-                        tracing::warn!(
-                            through = seq,
-                            error = %why,
-                            "audit records committed without a seal; the next commit with the HSM seals them"
-                        );
-                    }
-                    Err(e) => return Err(StoreError::Hsm(e)),
+        }
+        let t_run = t0.elapsed();
+        // New PANs are on disk before the commit that points at them.
+        if !slot_writes.is_empty() {
+            slots.write_all(&mut slot_writes)?;
+        }
+        let t_slots = t0.elapsed();
+        txn.commit()?;
+        tracing::trace!(
+            mutations = n,
+            sealed = matches!(sealed, Sealed::At(_)),
+            run_us = t_run.as_micros() as u64,
+            slots_us = (t_slots - t_run).as_micros() as u64,
+            commit_us = (t0.elapsed() - t_slots).as_micros() as u64,
+            "group commit"
+        );
+        Ok(sealed)
+    })();
+    // Erased PANs are zeroed in place once their erasure is durable
+    // (a crash before this is finished at start-up); slots written by a
+    // batch that did not commit are zeroed and reused.
+    let written: Vec<u64> = slot_writes.iter().map(|(s, _)| *s).collect();
+    let to_zero = if outcome.is_ok() {
+        &slot_frees
+    } else {
+        &written
+    };
+    if let Err(e) = slots.erase(to_zero) {
+        tracing::error!(error = %e, "could not zero PAN slots; start-up will");
+    }
+    // Jobs not run (after a failure) drop their reply senders: their
+    // callers see "write batch aborted".
+    batch.clear();
+    match outcome {
+        Ok(sealed) => {
+            match sealed {
+                Sealed::No => {}
+                Sealed::At(_) => st.next_seal = t0 + st.p.opts.seal_interval,
+                // Not a retry every few milliseconds while the HSM is down.
+                Sealed::HsmDown => {
+                    st.next_seal = t0 + st.p.opts.seal_interval.max(Duration::from_secs(1))
                 }
             }
-            let t_run = t0.elapsed();
-            // New PANs are on disk before the commit that points at them.
-            if !slot_writes.is_empty() {
-                slots.write_all(&mut slot_writes)?;
+            st.p.stats.commits.fetch_add(1, Relaxed);
+            st.p.stats.failing.store(false, Relaxed);
+            st.p.stats.mutations.fetch_add(n, Relaxed);
+            for c in completions {
+                c(Ok(()));
             }
-            let t_slots = t0.elapsed();
-            txn.commit()?;
-            tracing::trace!(
-                mutations = n,
-                run_us = t_run.as_micros() as u64,
-                slots_us = (t_slots - t_run).as_micros() as u64,
-                commit_us = (t0.elapsed() - t_slots).as_micros() as u64,
-                "group commit"
+        }
+        Err(e) => {
+            tracing::error!(error = %e, mutations = n, "group commit failed; batch rolled back");
+            st.p.counters = saved;
+            // An HSM refusal (the audit seal) is the HSM's state, which
+            // health reports on its own; only storage failures latch.
+            if !matches!(e, StoreError::Hsm(_)) {
+                st.p.stats.failing.store(true, Relaxed);
+            } else {
+                st.next_seal = t0 + st.p.opts.seal_interval.max(Duration::from_secs(1));
+            }
+            for c in completions {
+                c(Err(StoreError::Unavailable(
+                    "the store could not commit this batch".into(),
+                )));
+            }
+        }
+    }
+}
+
+/// Seals the audit chain at `seq` (hash `head`) in `txn`, with the newest
+/// audit key; the seal records which version that was.
+fn seal(
+    hsm: &dyn Hsm,
+    txn: &WriteTransaction,
+    seq: u64,
+    head: &[u8; 32],
+) -> Result<Sealed, StoreError> {
+    let version = hsm.audit_key_version();
+    match hsm.audit_mac_with(version, head, &super::audit::seal_input(seq)) {
+        Ok(mac) => {
+            txn.open_table(AUDIT_SEALS)?
+                .insert(seq, super::audit::encode_seal(version, &mac).as_slice())?;
+            Ok(Sealed::At(seq))
+        }
+        // The HSM is down: commit the records chained but unsealed rather
+        // than lose them (refusals during the outage, erasures, queue
+        // changes). The next seal covers the chain up to its own record,
+        // these included, and until then `audit` reports the tail as
+        // unverified.
+        Err(vault_hsm::HsmError::Unavailable(why)) => {
+            tracing::warn!(
+                through = seq,
+                error = %why,
+                "audit records committed without a seal; the next commit with the HSM seals them"
             );
-            Ok(())
-        })();
-        // Erased PANs are zeroed in place once their erasure is durable
-        // (a crash before this is finished at start-up); slots written by a
-        // batch that did not commit are zeroed and reused.
-        let written: Vec<u64> = slot_writes.iter().map(|(s, _)| *s).collect();
-        let to_zero = if outcome.is_ok() {
-            &slot_frees
-        } else {
-            &written
-        };
-        if let Err(e) = slots.erase(to_zero) {
-            tracing::error!(error = %e, "could not zero PAN slots; start-up will");
+            Ok(Sealed::HsmDown)
         }
-        // Jobs not run (after a failure) drop their reply senders: their
-        // callers see "write batch aborted".
-        batch.clear();
-        match outcome {
-            Ok(()) => {
-                stats.commits.fetch_add(1, Relaxed);
-                stats.failing.store(false, Relaxed);
-                stats.mutations.fetch_add(n, Relaxed);
-                for c in completions {
-                    c(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, mutations = n, "group commit failed; batch rolled back");
-                counters = saved;
-                // An HSM refusal (the audit seal) is the HSM's state, which
-                // health reports on its own; only storage failures latch.
-                if !matches!(e, StoreError::Hsm(_)) {
-                    stats.failing.store(true, Relaxed);
-                }
-                for c in completions {
-                    c(Err(StoreError::Unavailable(
-                        "the store could not commit this batch".into(),
-                    )));
-                }
-            }
-        }
+        Err(e) => Err(StoreError::Hsm(e)),
     }
 }
 
@@ -398,10 +535,16 @@ pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
         .get("job_id")?
         .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(0);
+    let sealed_seq = r
+        .open_table(AUDIT_SEALS)?
+        .last()?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0);
     Ok(Counters {
         audit_seq,
         audit_hash,
         event_seq,
         job_id,
+        sealed_seq,
     })
 }

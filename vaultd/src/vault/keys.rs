@@ -18,7 +18,6 @@ use vault_hsm::{Hsm, HsmError};
 use vault_proto::ErrorCode;
 use vault_proto::ops::{BackupResult, KeyRetireResult, KeyRotateResult, KeyStats};
 
-use super::cards::now_ms;
 use super::{Caller, Vault, VaultError, VaultResult};
 use crate::store::records::AuditRec;
 use crate::store::rekey::{ScanCursor, Stale};
@@ -71,16 +70,7 @@ impl KeyJob {
 
 /// The audit record of the daemon's own key work.
 fn own_audit(op: &str) -> AuditRec {
-    AuditRec {
-        at: now_ms(),
-        client: "vaultd".into(),
-        // SAFETY: getuid has no preconditions.
-        uid: unsafe { libc::getuid() },
-        pid: std::process::id() as i32,
-        op: op.to_owned(),
-        alias: None,
-        outcome: "ok".into(),
-    }
+    AuditRec::by_daemon(op, "ok")
 }
 
 /// Runs a blocking store call off the async workers.

@@ -583,7 +583,19 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             n => n.min(1000) as usize,
         };
         let after = after.unwrap_or(0);
-        let page = self.store.audit_page(after, limit)?;
+        // Records committed since the last seal are sealed first; those
+        // committed after that are left for the next page (the seal would
+        // not cover them yet).
+        let upto = match self.store.seal_audit().await {
+            Ok(upto) => upto,
+            // Writes are failing: the trail can still be read, its
+            // unsealed tail reported as unverified.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not seal the audit chain before reading it");
+                u64::MAX
+            }
+        };
+        let page = self.store.audit_page(after, limit, upto)?;
         let (page, chain_ok) = self
             .hsm
             .run(move |h| {

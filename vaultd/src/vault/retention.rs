@@ -148,15 +148,7 @@ pub async fn run_scheduler<S: Store, H: Hsm>(
     tick: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let audit = AuditRec {
-        at: 0,
-        client: "vaultd".into(),
-        uid: 0,
-        pid: std::process::id() as i32,
-        op: "retention_purge".into(),
-        alias: None,
-        outcome: String::new(),
-    };
+    let audit = AuditRec::by_daemon("retention_purge", String::new());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
