@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -40,11 +40,15 @@ enum Next {
     Idle,
 }
 
+/// Bytes read ahead per connection: a pipelining client's frames then
+/// arrive several per syscall instead of three syscalls per frame.
+const READ_AHEAD: usize = 8 * 1024;
+
 /// Reads the next frame. Waiting for its first byte is bounded by the idle
 /// timeout; once a frame has begun it must complete within `frame_timeout`,
 /// so a slow writer cannot hold the connection (slowloris).
 async fn next_frame(
-    rd: &mut OwnedReadHalf,
+    rd: &mut BufReader<OwnedReadHalf>,
     limits: &Limits,
     idle: Duration,
 ) -> std::io::Result<Next> {
@@ -94,7 +98,8 @@ pub(super) async fn serve<D: Handler>(
             return;
         }
     };
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_in_flight + 2);
     let writer = tokio::spawn(write_loop(wr, rx, limits.idle_timeout));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
