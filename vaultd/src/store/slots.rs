@@ -21,6 +21,12 @@ use super::{StoreError, StoreResult};
 /// (`version 4 ‖ iv 12 ‖ up to 19 digits ‖ tag 16` = 51 at most).
 pub const SLOT: usize = 64;
 
+/// Slots the file grows by at a time, written with zeros and synced. New
+/// PANs then land in blocks the file system has already allocated, in a
+/// file whose size does not change, so the sync before each commit writes
+/// data only, without a journal commit for the file's new size and blocks.
+const GROW: u64 = 4096;
+
 pub struct SlotFile {
     file: File,
     state: Mutex<State>,
@@ -104,18 +110,28 @@ impl SlotFile {
         }
         let slot = {
             let mut st = self.state();
-            match st.free.pop() {
-                Some(s) => s,
-                None => {
-                    st.len += 1;
-                    st.len - 1
-                }
+            if st.free.is_empty() {
+                self.grow(&mut st)?;
             }
+            st.free.pop().ok_or_else(|| io(std::io::ErrorKind::StorageFull.into()))?
         };
         let mut buf = [0u8; SLOT];
         buf[0] = sealed.len() as u8;
         buf[1..=sealed.len()].copy_from_slice(sealed);
         Ok((slot, buf))
+    }
+
+    /// Adds [`GROW`] zeroed slots at the end of the file, synced, to the
+    /// free list (lowest first).
+    fn grow(&self, st: &mut State) -> StoreResult<()> {
+        let zeros = vec![0u8; GROW as usize * SLOT];
+        self.file
+            .write_all_at(&zeros, st.len * SLOT as u64)
+            .map_err(io)?;
+        self.sync()?;
+        st.free.extend((st.len..st.len + GROW).rev());
+        st.len += GROW;
+        Ok(())
     }
 
     /// Writes allocated slots, neighbours in one call each, and syncs.
@@ -226,5 +242,41 @@ pub struct SlotHold<'a> {
 impl Drop for SlotHold<'_> {
     fn drop(&mut self) {
         self.file.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_grows_by_zeroed_slots_taken_lowest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pans");
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let f = SlotFile::open(&path, &HashSet::new()).unwrap();
+        let mut batch = Vec::new();
+        for want in 0..3 {
+            let (slot, bytes) = f.alloc(b"sealed").unwrap();
+            assert_eq!(slot, want);
+            batch.push((slot, bytes));
+        }
+        assert_eq!(size(&path), GROW * SLOT as u64, "grown once, ahead of use");
+        f.write_all(&mut batch).unwrap();
+        assert_eq!(f.get(1).unwrap().as_deref(), Some(&b"sealed"[..]));
+        assert_eq!(f.get(3).unwrap(), None, "the rest is zeros");
+        for _ in 3..GROW {
+            f.alloc(b"x").unwrap();
+        }
+        assert_eq!(f.alloc(b"y").unwrap().0, GROW);
+        assert_eq!(size(&path), 2 * GROW * SLOT as u64);
+        drop(f);
+
+        // Reopened: the written slots are kept, the zeroed tail is free.
+        let used: HashSet<u64> = [0, 1, 2].into();
+        let f = SlotFile::open(&path, &used).unwrap();
+        assert_eq!(f.get(2).unwrap().as_deref(), Some(&b"sealed"[..]));
+        assert_eq!(f.alloc(b"z").unwrap().0, 3);
+        assert_eq!(size(&path), 2 * GROW * SLOT as u64, "no growth while free");
     }
 }
