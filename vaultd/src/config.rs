@@ -129,9 +129,9 @@ pub struct Storage {
     /// How long audit records may stay committed but not yet sealed with
     /// the HSM's audit key (they are hash-chained from the start). Under
     /// load one seal then covers the commits of this interval instead of
-    /// one HSM call per commit; a quiet writer seals at once, the `audit`
-    /// op seals before it reads, and a stop seals the tail. "0ms" seals
-    /// every commit.
+    /// one HSM call per commit; a quiet writer seals within the interval,
+    /// the `audit` op seals before it reads, and a stop seals the tail.
+    /// "0ms" seals every commit.
     #[serde(default = "default_seal_interval")]
     pub audit_seal_interval: Dur,
 }

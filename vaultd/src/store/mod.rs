@@ -50,7 +50,8 @@ pub(crate) const TRANSACTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// seq → encoded [`AuditRec`] ‖ chain hash (32 bytes), see [`audit`].
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-/// seq of a commit's last audit record → HSM seal of the chain there.
+/// seq of an audit record → HSM seal of the chain there (one every
+/// `audit_seal_interval` at most, see `writer`).
 pub(crate) const AUDIT_SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seals");
 /// Schema version, counters, cursors, key versions.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
