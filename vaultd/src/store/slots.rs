@@ -113,7 +113,9 @@ impl SlotFile {
             if st.free.is_empty() {
                 self.grow(&mut st)?;
             }
-            st.free.pop().ok_or_else(|| io(std::io::ErrorKind::StorageFull.into()))?
+            st.free
+                .pop()
+                .ok_or_else(|| io(std::io::ErrorKind::StorageFull.into()))?
         };
         let mut buf = [0u8; SLOT];
         buf[0] = sealed.len() as u8;
