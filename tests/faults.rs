@@ -839,7 +839,8 @@ async fn audit_seals_lag_at_most_the_interval_and_cover_every_record() {
     assert_eq!((last.seq, last.op.as_str()), (6, "audit_seal"));
     assert_eq!(
         last.outcome,
-        "sealed records 5 to 5, committed without a seal before this start"
+        "sealed records 5 to 5, committed without a seal before this start \
+         (a crash, a restored backup or an HSM outage)"
     );
     v.close().await;
     assert_integrity(&cfg.storage.path);

@@ -342,7 +342,8 @@ fn run(mut st: State, clock: &tokio::runtime::Runtime, mut rx: mpsc::Receiver<Jo
 }
 
 /// Records committed without a seal before this start (a crash between a
-/// commit and the seal after it, or a stop while the HSM was unavailable):
+/// commit and the seal after it, a backup taken between them, or a stop
+/// while the HSM was unavailable):
 /// says so in the trail and seals, before the store takes requests. If the
 /// HSM is unavailable the record is committed unsealed and the next seal
 /// covers both.
@@ -352,8 +353,9 @@ fn seal_leftover_tail(st: &mut State) {
     }
     let (from, to) = (st.p.counters.sealed_seq + 1, st.p.counters.audit_seq);
     let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
-        let outcome =
-            format!("sealed records {from} to {to}, committed without a seal before this start");
+        let outcome = format!(
+            "sealed records {from} to {to}, committed without a seal before this start (a crash, a restored backup or an HSM outage)"
+        );
         ctx.audit(&AuditRec::by_daemon("audit_seal", outcome))?;
         ctx.seal_audit();
         Ok(Box::new(|_| {}) as Completion)

@@ -295,6 +295,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             return Err(bad(format!("the directory of {path} does not exist")));
         }
         let started = Instant::now();
+        // The copy's audit trail then ends sealed, but for records committed
+        // while it is taken (a restored copy seals those when it starts).
+        if let Err(e) = self.store.seal_audit().await {
+            tracing::warn!(error = %e, "could not seal the audit chain before the backup");
+        }
         let summary = match blocking(&self.store, move |s| s.backup(&dest)).await {
             Ok(s) => s,
             // The operator needs the reason (it names paths, never card data).
