@@ -750,11 +750,13 @@ async fn mixed_writes_in_shared_batches_all_commit() {
 
 // ------------------------------------------------ audit seals (store level)
 
+/// vaultd's `audit_seals` table, read and edited on disk by these tests.
+const SEALS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit_seals");
+
 /// The newest sealed audit record and the newest audit record.
 fn seal_and_head(store: &RedbStore) -> (u64, u64) {
-    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{ReadableDatabase, ReadableTable};
     use vaultd::store::Store;
-    const SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seals");
     let r = store.db().begin_read().unwrap();
     let sealed = r
         .open_table(SEALS)
@@ -825,9 +827,7 @@ async fn audit_seals_lag_at_most_the_interval_and_cover_every_record() {
 
     // A crash between a commit and the seal after it: the seal is gone.
     {
-        use redb::{Database, TableDefinition};
-        const SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seals");
-        let db = Database::open(&cfg.storage.path).unwrap();
+        let db = redb::Database::open(&cfg.storage.path).unwrap();
         let w = db.begin_write().unwrap();
         w.open_table(SEALS).unwrap().remove(5).unwrap();
         w.commit().unwrap();

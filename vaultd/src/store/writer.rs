@@ -175,6 +175,17 @@ struct State {
     next_seal: Instant,
 }
 
+/// While the HSM refuses seals they are retried this often at most, not
+/// at every commit.
+const SEAL_RETRY: Duration = Duration::from_secs(1);
+
+impl State {
+    /// The next seal after a seal the HSM refused at `t0`.
+    fn seal_refused_at(&mut self, t0: Instant) {
+        self.next_seal = t0 + self.p.opts.seal_interval.max(SEAL_RETRY);
+    }
+}
+
 impl Writer {
     pub(crate) fn start(parts: WriterParts) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>(parts.opts.max_batch * 4);
@@ -452,10 +463,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
             match sealed {
                 Sealed::No => {}
                 Sealed::At(_) => st.next_seal = t0 + st.p.opts.seal_interval,
-                // Not a retry every few milliseconds while the HSM is down.
-                Sealed::HsmDown => {
-                    st.next_seal = t0 + st.p.opts.seal_interval.max(Duration::from_secs(1))
-                }
+                Sealed::HsmDown => st.seal_refused_at(t0),
             }
             st.p.stats.commits.fetch_add(1, Relaxed);
             st.p.stats.failing.store(false, Relaxed);
@@ -472,7 +480,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
             if !matches!(e, StoreError::Hsm(_)) {
                 st.p.stats.failing.store(true, Relaxed);
             } else {
-                st.next_seal = t0 + st.p.opts.seal_interval.max(Duration::from_secs(1));
+                st.seal_refused_at(t0);
             }
             for c in completions {
                 c(Err(StoreError::Unavailable(
@@ -537,11 +545,7 @@ pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
         .get("job_id")?
         .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(0);
-    let sealed_seq = r
-        .open_table(AUDIT_SEALS)?
-        .last()?
-        .map(|(k, _)| k.value())
-        .unwrap_or(0);
+    let sealed_seq = super::newest_seq(&r.open_table(AUDIT_SEALS)?)?;
     Ok(Counters {
         audit_seq,
         audit_hash,
