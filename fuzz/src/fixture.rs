@@ -60,6 +60,13 @@ fn scratch() -> tempfile::TempDir {
     b.expect("temp dir")
 }
 
+/// The fixture lives in a static that is never dropped, so its writer thread
+/// is still running when libFuzzer calls `exit`. With the default seal
+/// interval a quiet writer seals the audit tail by itself ~10 ms after the
+/// last input, and if that lands after the exit handlers unloaded OpenSSL
+/// (SoftHSM2's crypto) the HMAC faults (CI caught it: SEGV in the writer
+/// after "Done N runs"). Sealing every commit leaves the writer nothing to
+/// do between inputs.
 fn config(dir: &Path) -> Config {
     let text = format!(
         r#"[server]
@@ -67,6 +74,7 @@ socket = "{sock}"
 [storage]
 path = "{db}"
 max_batch = 64
+audit_seal_interval = "0ms"
 [hsm]
 module = "{MODULE}"
 token_label = "{LABEL}"
