@@ -59,9 +59,9 @@ fuzz_target!(|data: &[u8]| {
     }
     // Raw args as every type, without an envelope.
     every_args_type(Some(data));
-    if let Ok(resp) = frame::decode_response(data) {
-        if let Err(e) = resp.outcome {
-            assert!(!e.code.as_str().is_empty());
-        }
+    if let Ok(resp) = frame::decode_response(data)
+        && let Err(e) = resp.outcome
+    {
+        assert!(!e.code.as_str().is_empty());
     }
 });
