@@ -120,7 +120,7 @@ pub struct Storage {
     /// and the second fsync halves the commit rate (BENCHMARKS.md).
     #[serde(default)]
     pub two_phase_commit: bool,
-    /// redb page cache in bytes (default 64 MiB): bounds the daemon's memory.
+    /// redb page cache in bytes (default 48 MiB): bounds the daemon's memory.
     #[serde(default = "default_cache")]
     pub cache_size: usize,
     /// Most mutations one group commit takes.
@@ -141,7 +141,7 @@ fn default_seal_interval() -> Dur {
 }
 
 fn default_cache() -> usize {
-    64 * 1024 * 1024
+    48 * 1024 * 1024
 }
 
 impl Storage {

@@ -7,6 +7,17 @@ use clap::{Parser, Subcommand};
 use vaultd::config::Config;
 use vaultd::{daemon, logging};
 
+/// jemalloc for the whole process, the PKCS#11 module included (its
+/// `malloc` and `free` are the ones the dynamic linker binds). SoftHSM2
+/// allocates and frees dozens of small C++ objects per call and keeps the
+/// shell of every session object it ever made (see `vault_hsm`'s
+/// re-initialisation); glibc's allocator then spends its time searching
+/// fragmented bins (`_int_malloc` was the hottest symbol of the HSM
+/// threads). Measured in BENCHMARKS.md (session 6): credentials +20-25%,
+/// tokenize-repeat +27%, the same memory bound with a 48 MiB redb cache.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "vaultd", version, about = "Card vault daemon")]
 struct Cli {
