@@ -312,27 +312,32 @@ impl Pkcs11Hsm {
         op: impl Fn(&Session, ObjectHandle) -> CallResult<T>,
     ) -> HsmResult<T> {
         self.source.with_session(what, |s| {
-            let first = self.lookup(s, key).and_then(|handle| op(s, handle));
-            let retried = match first {
-                Err(e) if stale_handle(&e) => {
-                    self.evict(s, key);
-                    self.lookup(s, key).and_then(|handle| op(s, handle))
+            // The error, and the handle it came from (none: the lookup failed).
+            let attempt = || -> Result<T, (CallError, Option<ObjectHandle>)> {
+                let handle = self.lookup(s, key).map_err(|e| (e, None))?;
+                op(s, handle).map_err(|e| (gone_under_us(s, handle, e), Some(handle)))
+            };
+            let retried = match attempt() {
+                Err((e, handle)) if stale_handle(&e) => {
+                    self.evict(s, key, handle);
+                    attempt()
                 }
                 other => other,
             };
             match retried {
-                Err(e) if stale_handle(&e) || is_key_missing(&e) => {
+                Ok(v) => Ok(v),
+                Err((e, handle)) if stale_handle(&e) || is_key_missing(&e) => {
                     // A logged-out session sees no private keys: that is an
                     // unavailable HSM, not a missing key.
                     ensure_logged_in(s)?;
                     if stale_handle(&e) {
-                        self.evict(s, key);
+                        self.evict(s, key, handle);
                         Err(HsmError::KeyMissing(key.label().into_owned()).into())
                     } else {
                         Err(e)
                     }
                 }
-                other => other,
+                Err((e, _)) => Err(e),
             }
         })
     }
@@ -346,11 +351,16 @@ impl Pkcs11Hsm {
         let label = key.label();
         // The vault's own keys serve every request: copy at first use.
         let always = matches!(key, KeyRef::Pan(_)) || label.starts_with("vault.");
-        self.source
-            .copies
-            .get_or_copy(s, &self.source.module, &label, always, || {
-                self.lookup_token(s, key)
-            })
+        // Inside the gate (`with_session`): the generation cannot change.
+        let generation = self.source.module.generation();
+        self.source.copies.get_or_copy(
+            s,
+            &self.source.module,
+            &label,
+            always,
+            || self.lookup_token(s, key),
+            |object, template| self.source.copy_key(generation, object, template),
+        )
     }
 
     fn lookup_token(&self, s: &Session, key: KeyRef<'_>) -> CallResult<ObjectHandle> {
@@ -361,9 +371,12 @@ impl Pkcs11Hsm {
         }
     }
 
-    fn evict(&self, s: &Session, key: KeyRef<'_>) {
+    /// Forgets `key`'s cached handles after `failed` (the handle a call
+    /// failed with, if any) went stale. A copy is only dropped if it is the
+    /// one that failed: another thread may have made a new one meanwhile.
+    fn evict(&self, s: &Session, key: KeyRef<'_>, failed: Option<ObjectHandle>) {
         if key.copyable() {
-            self.source.copies.evict(s, &key.label());
+            self.source.copies.evict(s, &key.label(), failed);
         }
         match key {
             KeyRef::Pan(v) => self.source.handles.evict_pan(v),
@@ -375,6 +388,11 @@ impl Pkcs11Hsm {
     /// after the change): session copies of the old key are dropped.
     pub(crate) fn key_changed(&self, label: &str) {
         self.source.copies.epochs.changed(label);
+    }
+
+    /// Key copies made since this instance opened (see `copies`).
+    pub fn key_copies_made(&self) -> u64 {
+        self.source.copies.made()
     }
 
     /// How many keys may be kept as session-object copies (default
@@ -715,6 +733,30 @@ impl Aad {
         } else {
             &self.heap
         }
+    }
+}
+
+/// `e`, or a stale-handle error when `handle` no longer exists: an object
+/// destroyed while a call used it (a key copy evicted by another thread, or
+/// one whose session closed) makes SoftHSM2 answer with whatever check it
+/// was at (`CKR_KEY_TYPE_INCONSISTENT`, `CKR_KEY_FUNCTION_NOT_PERMITTED`)
+/// instead of `CKR_OBJECT_HANDLE_INVALID`; such a call is retried with a
+/// fresh handle like any stale one.
+fn gone_under_us(s: &Session, handle: ObjectHandle, e: CallError) -> CallError {
+    if stale_handle(&e) {
+        return e;
+    }
+    match s.get_attributes(handle, &[AttributeType::Class]) {
+        Err(
+            gone @ cryptoki::error::Error::Pkcs11(
+                RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                _,
+            ),
+        ) => {
+            tracing::debug!(error = ?errors::rv(&e), "a key was destroyed during a call; retrying with a fresh handle");
+            gone.into()
+        }
+        _ => e,
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::{Mutex, RwLock};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::errors::{CallError, CallResult, refuses_copy};
+use super::errors::{CallResult, refuses_copy};
 use super::locks::{lock, read, write};
 use super::module::Module;
 
@@ -103,6 +103,9 @@ pub(crate) struct KeyCopies {
     /// Labels used once since they were last evicted or the set was reset.
     seen: Mutex<HashSet<String>>,
     tick: AtomicU64,
+    /// Copies made since start (diagnostics: a cache that thrashes, or
+    /// copies that die early, show as a number that keeps climbing).
+    made: AtomicU64,
 }
 
 impl Default for KeyCopies {
@@ -113,6 +116,7 @@ impl Default for KeyCopies {
             copies: RwLock::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
             tick: AtomicU64::new(0),
+            made: AtomicU64::new(0),
         }
     }
 }
@@ -121,6 +125,10 @@ impl KeyCopies {
     /// How many copies to keep; 0 turns copying off.
     pub(crate) fn set_capacity(&self, capacity: usize) {
         self.capacity.store(capacity as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
     }
 
     fn capacity(&self) -> usize {
@@ -136,6 +144,7 @@ impl KeyCopies {
         label: &str,
         always: bool,
         original: impl FnOnce() -> CallResult<ObjectHandle>,
+        copy: impl FnOnce(ObjectHandle, &[Attribute]) -> CallResult<ObjectHandle>,
     ) -> CallResult<ObjectHandle> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
         let stale = {
@@ -173,13 +182,13 @@ impl KeyCopies {
         if !admit {
             return Ok(token_object);
         }
-        let handle = match session.copy_object(token_object, &[Attribute::Token(false)]) {
+        let handle = match copy(token_object, &[Attribute::Token(false)]) {
             Ok(h) => {
                 module.made_session_objects(1);
+                self.made.fetch_add(1, Ordering::Relaxed);
                 h
             }
             Err(e) => {
-                let e = CallError::from(e);
                 if !refuses_copy(&e) {
                     return Err(e);
                 }
@@ -226,10 +235,19 @@ impl KeyCopies {
         Ok(used)
     }
 
-    /// Drops the copy of `label` (its handle went stale) and destroys it if
-    /// it still exists.
-    pub(crate) fn evict(&self, session: &Session, label: &str) {
-        if let Some(handle) = self.forget(label) {
+    /// Drops the copy of `label` whose handle went stale (`failed`; any copy
+    /// of `label` if `None`) and destroys it if it still exists. A newer copy
+    /// another thread made meanwhile stays: it may be in use.
+    pub(crate) fn evict(&self, session: &Session, label: &str, failed: Option<ObjectHandle>) {
+        let gone = {
+            let mut copies = write(&self.copies);
+            match (copies.get(label), failed) {
+                (Some(c), Some(f)) if c.handle != f => None,
+                (Some(_), _) => copies.remove(label).map(|c| c.handle),
+                (None, _) => None,
+            }
+        };
+        if let Some(handle) = gone {
             let _ = session.destroy_object(handle);
         }
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -74,6 +75,8 @@ pub(crate) struct SessionSource {
     pub(crate) handles: HandleCache,
     /// Session-object copies of keys in use (see `copies`).
     pub(crate) copies: super::copies::KeyCopies,
+    /// The session that makes every key copy (see [`SessionSource::copy_key`]).
+    copy_owner: std::sync::Mutex<Option<Held>>,
     /// The module generation `handles` and `copies` belong to.
     generation: AtomicU64,
     /// Held while they are emptied for a new generation.
@@ -138,6 +141,7 @@ impl SessionSource {
             pin,
             handles: HandleCache::new(module.is_softhsm()),
             copies: super::copies::KeyCopies::default(),
+            copy_owner: std::sync::Mutex::new(None),
             resync: std::sync::Mutex::new(()),
             module,
         }
@@ -154,6 +158,61 @@ impl SessionSource {
             self.handles.clear();
             self.copies.forget_all();
             self.generation.store(generation, Ordering::Release);
+        }
+    }
+
+    /// Copies `key` into a session object (same attributes, `CKA_TOKEN`
+    /// false) made by this instance's copy-owner session, which lives as long
+    /// as the module generation: a session object dies with the session that
+    /// made it, and copies are shared by every thread, so one made by a
+    /// request thread's session would vanish (under other threads' calls,
+    /// which SoftHSM2 may then answer with errors other than a stale handle)
+    /// when that thread exits. Call inside the gate, with `generation`.
+    pub(crate) fn copy_key(
+        &self,
+        generation: u64,
+        key: ObjectHandle,
+        template: &[Attribute],
+    ) -> CallResult<ObjectHandle> {
+        let mut owner = lock(&self.copy_owner);
+        if owner.as_ref().is_some_and(|h| h.generation != generation) {
+            // A dead session of an older generation: `Held` forgets it.
+            owner.take();
+        }
+        // Twice at most: an owner that outlived an HSM restart is replaced.
+        let mut fresh = false;
+        loop {
+            let session = match owner.as_ref().and_then(|h| h.session.as_ref()) {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    owner
+                        .insert(Held {
+                            instance: self.instance,
+                            generation,
+                            module: Arc::clone(&self.module),
+                            session: Some(self.open()?),
+                        })
+                        .session
+                        .as_ref()
+                        .expect("just opened")
+                }
+            };
+            let e = match session.copy_object(key, template) {
+                Ok(h) => return Ok(h),
+                Err(e) => CallError::from(e),
+            };
+            if !kills_session(&e) {
+                return Err(e);
+            }
+            // Its copies died with it.
+            self.copies.forget_all();
+            if let Some(s) = owner.take().and_then(Held::into_session) {
+                let _ = s.close();
+            }
+            if fresh {
+                return Err(e);
+            }
         }
     }
 
