@@ -128,6 +128,7 @@ impl HandleCache {
         if index.ran {
             return Ok(false);
         }
+        let started = std::time::Instant::now();
         let found = super::creating_token_object(|| -> CallResult<Vec<(String, ObjectHandle)>> {
             let handles = session.find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -173,6 +174,12 @@ impl HandleCache {
                  the extra objects are destroyed when the key is replaced or deleted"
             );
         }
+        tracing::info!(
+            token_keys = named.len(),
+            complete,
+            took_ms = started.elapsed().as_millis() as u64,
+            "indexed the token keys' HSM handles"
+        );
         self.complete.store(complete, Ordering::Release);
         drop(named);
         index.duplicated = duplicated;
