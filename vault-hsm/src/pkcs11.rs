@@ -760,7 +760,6 @@ fn gone_under_us(s: &Session, handle: ObjectHandle, e: CallError) -> CallError {
     }
 }
 
-/// `tsp.<scheme>.kek`, for a known scheme only.
 /// Token objects are created, destroyed and searched one at a time in this
 /// process: SoftHSM2's file backend answers CKR_GENERAL_ERROR (or
 /// CKR_TEMPLATE_INCONSISTENT) when sessions change or search the token's
@@ -773,6 +772,7 @@ pub(crate) fn creating_token_object<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// `tsp.<scheme>.kek`, for a known scheme only.
 pub fn kek_label(scheme: &str) -> HsmResult<String> {
     if SCHEMES.contains(&scheme) {
         Ok(format!("tsp.{scheme}.kek"))
