@@ -351,15 +351,13 @@ impl Pkcs11Hsm {
         let label = key.label();
         // The vault's own keys serve every request: copy at first use.
         let always = matches!(key, KeyRef::Pan(_)) || label.starts_with("vault.");
-        // Inside the gate (`with_session`): the generation cannot change.
-        let generation = self.source.module.generation();
         self.source.copies.get_or_copy(
             s,
             &self.source.module,
             &label,
             always,
             || self.lookup_token(s, key),
-            |object, template| self.source.copy_key(generation, object, template),
+            |object, template| self.source.copy_key(object, template),
         )
     }
 

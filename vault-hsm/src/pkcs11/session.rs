@@ -119,12 +119,7 @@ impl SessionSource {
             }
             Err(e) => {
                 if kills_session(&e) {
-                    tracing::warn!(operation = what, "HSM session lost; it will be re-opened");
-                    // Its session-object key copies died with it.
-                    self.copies.forget_all();
-                    // `close` rather than drop: cryptoki's drop logs an error
-                    // when the token has already closed the session.
-                    let _ = session.close();
+                    self.session_died(what, session);
                 } else {
                     self.put_back(session, generation);
                 }
@@ -167,53 +162,64 @@ impl SessionSource {
     /// made it, and copies are shared by every thread, so one made by a
     /// request thread's session would vanish (under other threads' calls,
     /// which SoftHSM2 may then answer with errors other than a stale handle)
-    /// when that thread exits. Call inside the gate, with `generation`.
+    /// when that thread exits. Call inside the gate.
     pub(crate) fn copy_key(
         &self,
-        generation: u64,
         key: ObjectHandle,
         template: &[Attribute],
     ) -> CallResult<ObjectHandle> {
+        let generation = self.module.generation();
         let mut owner = lock(&self.copy_owner);
         if owner.as_ref().is_some_and(|h| h.generation != generation) {
             // A dead session of an older generation: `Held` forgets it.
             owner.take();
         }
-        // Twice at most: an owner that outlived an HSM restart is replaced.
-        let mut fresh = false;
-        loop {
-            let session = match owner.as_ref().and_then(|h| h.session.as_ref()) {
-                Some(s) => s,
-                None => {
-                    fresh = true;
-                    owner
-                        .insert(Held {
-                            instance: self.instance,
-                            generation,
-                            module: Arc::clone(&self.module),
-                            session: Some(self.open()?),
-                        })
-                        .session
-                        .as_ref()
-                        .expect("just opened")
-                }
-            };
-            let e = match session.copy_object(key, template) {
-                Ok(h) => return Ok(h),
-                Err(e) => CallError::from(e),
-            };
-            if !kills_session(&e) {
-                return Err(e);
+        let reused = owner.is_some();
+        match self.copy_by_owner(&mut owner, generation, key, template) {
+            // An owner that outlived an HSM restart is replaced once.
+            Err(e) if reused && kills_session(&e) => {
+                self.copy_by_owner(&mut owner, generation, key, template)
             }
-            // Its copies died with it.
-            self.copies.forget_all();
-            if let Some(s) = owner.take().and_then(Held::into_session) {
-                let _ = s.close();
-            }
-            if fresh {
-                return Err(e);
-            }
+            result => result,
         }
+    }
+
+    /// One `C_CopyObject` on the owner session, opened if there is none;
+    /// a dead owner is discarded with its copies.
+    fn copy_by_owner(
+        &self,
+        owner: &mut Option<Held>,
+        generation: u64,
+        key: ObjectHandle,
+        template: &[Attribute],
+    ) -> CallResult<ObjectHandle> {
+        let held = match owner {
+            Some(h) => h,
+            None => owner.insert(self.hold(self.open()?, generation)),
+        };
+        let Some(session) = held.session.as_ref() else {
+            unreachable!("a held session is only taken out by `into_session`");
+        };
+        let e = match session.copy_object(key, template) {
+            Ok(h) => return Ok(h),
+            Err(e) => CallError::from(e),
+        };
+        if kills_session(&e)
+            && let Some(dead) = owner.take().and_then(Held::into_session)
+        {
+            self.session_died("copy_key", dead);
+        }
+        Err(e)
+    }
+
+    /// A session the HSM no longer knows (device error, restart): its
+    /// session-object key copies died with it.
+    fn session_died(&self, what: &str, session: Session) {
+        tracing::warn!(operation = what, "HSM session lost; it will be re-opened");
+        self.copies.forget_all();
+        // `close` rather than drop: cryptoki's drop logs an error when the
+        // token has already closed the session.
+        let _ = session.close();
     }
 
     /// Opens a read-write session and logs the user in. `UserAlreadyLoggedIn`
@@ -243,13 +249,17 @@ impl SessionSource {
     }
 
     fn put_back(&self, session: Session, generation: u64) {
-        let held = Held {
+        let held = self.hold(session, generation);
+        SESSIONS.with(|cell| cell.borrow_mut().push(held));
+    }
+
+    fn hold(&self, session: Session, generation: u64) -> Held {
+        Held {
             instance: self.instance,
             generation,
             module: Arc::clone(&self.module),
             session: Some(session),
-        };
-        SESSIONS.with(|cell| cell.borrow_mut().push(held));
+        }
     }
 
     /// Opens and logs in this thread's session at start-up, reporting a
