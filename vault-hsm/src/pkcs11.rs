@@ -741,7 +741,8 @@ impl Aad {
 /// instead of `CKR_OBJECT_HANDLE_INVALID`; such a call is retried with a
 /// fresh handle like any stale one.
 fn gone_under_us(s: &Session, handle: ObjectHandle, e: CallError) -> CallError {
-    if stale_handle(&e) {
+    // Already stale, or the session itself is gone: nothing to ask.
+    if stale_handle(&e) || errors::kills_session(&e) {
         return e;
     }
     match s.get_attributes(handle, &[AttributeType::Class]) {
