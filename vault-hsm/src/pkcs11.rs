@@ -6,6 +6,7 @@ mod errors;
 mod handles;
 mod locks;
 mod module;
+mod oneshot;
 mod random;
 mod session;
 mod startup;
@@ -295,6 +296,11 @@ impl Pkcs11Hsm {
         })
     }
 
+    /// Single-part calls without a length query (see `oneshot`).
+    fn oneshot(&self) -> &oneshot::OneShot {
+        &self.source.module.oneshot
+    }
+
     pub(crate) fn handles(&self) -> &HandleCache {
         &self.source.handles
     }
@@ -455,8 +461,11 @@ impl Pkcs11Hsm {
     /// HMAC-SHA-256 under the generic-secret key `label`.
     fn hmac(&self, what: &str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
         self.with_key(what, KeyRef::Named(label), |s, key| {
-            let mac = s.sign(&Mechanism::Sha256Hmac, key, data)?;
-            Ok(to_array(&mac, what)?)
+            let mut mac = [0u8; 32];
+            let n = self
+                .oneshot()
+                .sign(s, &Mechanism::Sha256Hmac, key, data, &mut mac)?;
+            Ok(to_array(&mac[..n], what)?)
         })
     }
 }
@@ -499,12 +508,22 @@ impl Hsm for Pkcs11Hsm {
         self.with_key("seal", KeyRef::Pan(version), |s, key| {
             let mut iv = [0u8; IV_LEN];
             random::fill(self.source.instance, s, &mut iv)?;
-            let mut out = Vec::with_capacity(SEALED_OVERHEAD + plaintext.len());
-            out.extend_from_slice(&version.to_be_bytes());
-            out.extend_from_slice(&iv);
+            let mut out = vec![0u8; SEALED_OVERHEAD + plaintext.len()];
+            let (header, ct) = out.split_at_mut(4 + IV_LEN);
+            header[..4].copy_from_slice(&version.to_be_bytes());
+            header[4..].copy_from_slice(&iv);
             let params = GcmParams::new(&mut iv, aad.bytes(), TAG_BITS.into())?;
-            let ct = s.encrypt(&Mechanism::AesGcm(params), key, plaintext)?;
-            out.extend_from_slice(&ct);
+            let n = self
+                .oneshot()
+                .encrypt(s, &Mechanism::AesGcm(params), key, plaintext, ct)?;
+            if n != ct.len() {
+                return Err(HsmError::Other(format!(
+                    "AES-GCM sealed {} bytes into {n}; expected {}",
+                    plaintext.len(),
+                    ct.len()
+                ))
+                .into());
+            }
             Ok(out)
         })
     }
@@ -524,9 +543,14 @@ impl Hsm for Pkcs11Hsm {
             let mut iv_buf = [0u8; IV_LEN];
             iv_buf.copy_from_slice(iv);
             let params = GcmParams::new(&mut iv_buf, aad.bytes(), TAG_BITS.into())?;
-            s.decrypt(&Mechanism::AesGcm(params), key, ct)
-                .map(Zeroizing::new)
-                .map_err(|e| authentication_failed(s, e))
+            // SoftHSM2 asks for a buffer as long as the ciphertext.
+            let mut plain = Zeroizing::new(vec![0u8; ct.len()]);
+            let n = self
+                .oneshot()
+                .decrypt(s, &Mechanism::AesGcm(params), key, ct, &mut plain)
+                .map_err(|e| authentication_failed(s, e))?;
+            plain.truncate(n);
+            Ok(plain)
         })
     }
 
@@ -657,12 +681,13 @@ impl Hsm for Pkcs11Hsm {
                 ],
             )?;
             self.source.module.made_session_objects(1);
-            let mac = s.sign(&Mechanism::AesCMac, sk, data);
+            let mut mac = [0u8; 16];
+            let signed = self.oneshot().sign(s, &Mechanism::AesCMac, sk, data, &mut mac);
             // Always destroy SK; it would also vanish with the session.
             if let Err(e) = s.destroy_object(sk) {
                 tracing::warn!(error = %startup::short(&e), "could not destroy a cryptogram session key");
             }
-            Ok(to_array(&mac?, "cryptogram_mac")?)
+            Ok(to_array(&mac[..signed?], "cryptogram_mac")?)
         })
     }
 

@@ -26,6 +26,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 
 use super::locks::{read, write};
+use super::oneshot::OneShot;
 use super::startup::short;
 use crate::{HsmError, HsmResult};
 
@@ -39,6 +40,8 @@ pub const SOFTHSM_REINIT_AFTER_OBJECTS: u64 = 200_000;
 pub(crate) struct Module {
     pub(crate) path: PathBuf,
     pub(crate) ctx: Pkcs11,
+    /// Its sign, encrypt and decrypt without a length query.
+    pub(crate) oneshot: OneShot,
     /// Shared by every call (outermost per thread), exclusive while the
     /// module is re-initialised. The flag: `C_Initialize` succeeded.
     gate: RwLock<bool>,
@@ -111,6 +114,12 @@ impl Module {
                 path.display()
             ))
         })?;
+        let oneshot = OneShot::load(path).map_err(|e| {
+            HsmError::Unavailable(format!(
+                "cannot read the function list of PKCS#11 module {}: {e}",
+                path.display()
+            ))
+        })?;
         initialize(&ctx).map_err(|e| {
             let conf = std::env::var("SOFTHSM2_CONF").unwrap_or_else(|_| "unset".to_owned());
             HsmError::Unavailable(format!(
@@ -127,6 +136,7 @@ impl Module {
         Ok(Module {
             path: path.to_owned(),
             ctx,
+            oneshot,
             gate: RwLock::new(true),
             generation: AtomicU64::new(1),
             objects: AtomicU64::new(0),
