@@ -33,6 +33,7 @@ pub(crate) use handles::find_all;
 pub use handles::pan_label;
 use handles::{HandleCache, TokenKey};
 pub use module::SOFTHSM_REINIT_AFTER_OBJECTS;
+use oneshot::Op;
 use session::{SessionSource, ensure_logged_in};
 pub use startup::finalize_module;
 
@@ -462,9 +463,9 @@ impl Pkcs11Hsm {
     fn hmac(&self, what: &str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
         self.with_key(what, KeyRef::Named(label), |s, key| {
             let mut mac = [0u8; 32];
-            let n = self
-                .oneshot()
-                .sign(s, &Mechanism::Sha256Hmac, key, data, &mut mac)?;
+            let n =
+                self.oneshot()
+                    .call(Op::Sign, s, &Mechanism::Sha256Hmac, key, data, &mut mac)?;
             Ok(to_array(&mac[..n], what)?)
         })
     }
@@ -513,9 +514,14 @@ impl Hsm for Pkcs11Hsm {
             header[..4].copy_from_slice(&version.to_be_bytes());
             header[4..].copy_from_slice(&iv);
             let params = GcmParams::new(&mut iv, aad.bytes(), TAG_BITS.into())?;
-            let n = self
-                .oneshot()
-                .encrypt(s, &Mechanism::AesGcm(params), key, plaintext, ct)?;
+            let n = self.oneshot().call(
+                Op::Encrypt,
+                s,
+                &Mechanism::AesGcm(params),
+                key,
+                plaintext,
+                ct,
+            )?;
             if n != ct.len() {
                 return Err(HsmError::Other(format!(
                     "AES-GCM sealed {} bytes into {n}; expected {}",
@@ -547,7 +553,14 @@ impl Hsm for Pkcs11Hsm {
             let mut plain = Zeroizing::new(vec![0u8; ct.len()]);
             let n = self
                 .oneshot()
-                .decrypt(s, &Mechanism::AesGcm(params), key, ct, &mut plain)
+                .call(
+                    Op::Decrypt,
+                    s,
+                    &Mechanism::AesGcm(params),
+                    key,
+                    ct,
+                    &mut plain,
+                )
                 .map_err(|e| authentication_failed(s, e))?;
             plain.truncate(n);
             Ok(plain)
@@ -682,7 +695,7 @@ impl Hsm for Pkcs11Hsm {
             )?;
             self.source.module.made_session_objects(1);
             let mut mac = [0u8; 16];
-            let signed = self.oneshot().sign(s, &Mechanism::AesCMac, sk, data, &mut mac);
+            let signed = self.oneshot().call(Op::Sign, s, &Mechanism::AesCMac, sk, data, &mut mac);
             // Always destroy SK; it would also vanish with the session.
             if let Err(e) = s.destroy_object(sk) {
                 tracing::warn!(error = %startup::short(&e), "could not destroy a cryptogram session key");

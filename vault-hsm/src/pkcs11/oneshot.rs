@@ -31,16 +31,28 @@ type Run = unsafe extern "C" fn(
     CK_ULONG_PTR,
 ) -> CK_RV;
 
-/// The module's single-part entry points.
+/// A single-part operation.
+#[derive(Clone, Copy)]
+pub(crate) enum Op {
+    Sign = 0,
+    Encrypt = 1,
+    Decrypt = 2,
+}
+
+/// One operation's entry points and the names errors carry.
+#[derive(Clone, Copy)]
+struct Entry {
+    init: Init,
+    run: Run,
+    init_fn: Function,
+    run_fn: Function,
+}
+
+/// The module's single-part entry points, by [`Op`].
 pub(crate) struct OneShot {
     /// Keeps the library mapped as long as the pointers below are used.
     _lib: cryptoki_sys::Pkcs11,
-    sign_init: Init,
-    sign: Run,
-    encrypt_init: Init,
-    encrypt: Run,
-    decrypt_init: Init,
-    decrypt: Run,
+    entries: [Entry; 3],
 }
 
 impl std::fmt::Debug for OneShot {
@@ -66,70 +78,55 @@ impl OneShot {
         }
         // SAFETY: non-null and valid as above; the list is copied.
         let list = unsafe { *list };
-        let missing = |name: &str| format!("the module's function list has no {name}");
-        Ok(OneShot {
-            sign_init: list.C_SignInit.ok_or_else(|| missing("C_SignInit"))?,
-            sign: list.C_Sign.ok_or_else(|| missing("C_Sign"))?,
-            encrypt_init: list.C_EncryptInit.ok_or_else(|| missing("C_EncryptInit"))?,
-            encrypt: list.C_Encrypt.ok_or_else(|| missing("C_Encrypt"))?,
-            decrypt_init: list.C_DecryptInit.ok_or_else(|| missing("C_DecryptInit"))?,
-            decrypt: list.C_Decrypt.ok_or_else(|| missing("C_Decrypt"))?,
-            _lib: lib,
-        })
+        let entry = |init: Option<Init>, run: Option<Run>, init_fn, run_fn| {
+            Ok::<Entry, String>(Entry {
+                init: init.ok_or_else(|| format!("the module has no {init_fn}"))?,
+                run: run.ok_or_else(|| format!("the module has no {run_fn}"))?,
+                init_fn,
+                run_fn,
+            })
+        };
+        let entries = [
+            entry(
+                list.C_SignInit,
+                list.C_Sign,
+                Function::SignInit,
+                Function::Sign,
+            )?,
+            entry(
+                list.C_EncryptInit,
+                list.C_Encrypt,
+                Function::EncryptInit,
+                Function::Encrypt,
+            )?,
+            entry(
+                list.C_DecryptInit,
+                list.C_Decrypt,
+                Function::DecryptInit,
+                Function::Decrypt,
+            )?,
+        ];
+        Ok(OneShot { _lib: lib, entries })
     }
 
-    /// `C_SignInit` + `C_Sign` into `out`; the signature's length.
-    pub(crate) fn sign(
+    /// `C_<op>Init`, then `C_<op>` into `out`; the output's length.
+    pub(crate) fn call(
         &self,
+        op: Op,
         session: &Session,
         mechanism: &Mechanism<'_>,
         key: ObjectHandle,
         data: &[u8],
         out: &mut [u8],
     ) -> Result<usize, Error> {
-        let ops = (
-            self.sign_init,
-            self.sign,
-            Function::SignInit,
-            Function::Sign,
-        );
-        run(ops, session, mechanism, key, data, out)
-    }
-
-    /// `C_EncryptInit` + `C_Encrypt` into `out`; the ciphertext's length.
-    pub(crate) fn encrypt(
-        &self,
-        session: &Session,
-        mechanism: &Mechanism<'_>,
-        key: ObjectHandle,
-        data: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, Error> {
-        let ops = (
-            self.encrypt_init,
-            self.encrypt,
-            Function::EncryptInit,
-            Function::Encrypt,
-        );
-        run(ops, session, mechanism, key, data, out)
-    }
-
-    /// `C_DecryptInit` + `C_Decrypt` into `out`; the plaintext's length.
-    pub(crate) fn decrypt(
-        &self,
-        session: &Session,
-        mechanism: &Mechanism<'_>,
-        key: ObjectHandle,
-        data: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, Error> {
-        let ops = (
-            self.decrypt_init,
-            self.decrypt,
-            Function::DecryptInit,
-            Function::Decrypt,
-        );
-        run(ops, session, mechanism, key, data, out)
+        run(
+            self.entries[op as usize],
+            session,
+            mechanism,
+            key,
+            data,
+            out,
+        )
     }
 }
 
@@ -139,7 +136,12 @@ impl OneShot {
 /// is ended by a length query and a call into a buffer of the right size,
 /// so the session is left clean.
 fn run(
-    (init, op, init_fn, op_fn): (Init, Run, Function, Function),
+    Entry {
+        init,
+        run: op,
+        init_fn,
+        run_fn: op_fn,
+    }: Entry,
     session: &Session,
     mechanism: &Mechanism<'_>,
     key: ObjectHandle,
