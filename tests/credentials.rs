@@ -320,7 +320,15 @@ fn eci_defaults_per_scheme_and_authenticated_eci_passes_through() {
 
 #[test]
 fn a_thousand_cryptograms_match_an_independent_software_computation() {
-    let t = start();
+    // The smallest re-initialisation budget: SoftHSM2 is finalised and
+    // initialised again (new sessions, handles, key copies) within the
+    // thousand, and every cryptogram on either side of it still matches.
+    let t = TokenEnv::start(TokenOpts {
+        tenants: TENANTS,
+        clients: CLIENTS,
+        hsm: "reinit_after_objects = 1000",
+        ..TokenOpts::default()
+    });
     let mut c = t.client();
     let started = Instant::now();
     let mut checked = 0;
@@ -364,6 +372,21 @@ fn a_thousand_cryptograms_match_an_independent_software_computation() {
     }
     assert_eq!(checked, 1000);
     eprintln!("1000 cryptograms checked in {:?}", started.elapsed());
+    let hsm = c
+        .op::<ops::StatsOp>(&NoArgs {})
+        .unwrap()
+        .hsm
+        .expect("stats.hsm for a PKCS#11 module");
+    assert_eq!(hsm.reinit_after_objects, 1000);
+    assert!(
+        hsm.reinitializations >= 1,
+        "a session key per cryptogram spends the budget: {hsm:?}"
+    );
+    assert!(hsm.session_objects < 1000, "{hsm:?}");
+    assert!(
+        hsm.key_copies_made >= 4,
+        "the four token keys are copied: {hsm:?}"
+    );
 }
 
 // ---------------------------------------------------------------- 3

@@ -205,6 +205,11 @@ impl TestEnv {
     /// Writes the daemon's configuration: `extra` is appended (tenants,
     /// clients, schemes, overrides).
     pub fn write_config(&self, server_extra: &str, extra: &str) {
+        self.write_config_with_hsm(server_extra, "", extra);
+    }
+
+    /// [`TestEnv::write_config`] with `hsm_extra` in the `[hsm]` table.
+    pub fn write_config_with_hsm(&self, server_extra: &str, hsm_extra: &str, extra: &str) {
         let cfg = format!(
             r#"[server]
 socket = "{sock}"
@@ -215,6 +220,7 @@ path = "{db}"
 module = "{module}"
 token_label = "vaultd-test"
 pin_file = "{pin}"
+{hsm_extra}
 [log]
 level = "info,vaultd=debug"
 {extra}
@@ -440,6 +446,8 @@ pub struct TokenOpts {
     pub provisioning: &'static str,
     pub tenants: &'static str,
     pub clients: &'static str,
+    /// Lines for the `[hsm]` table.
+    pub hsm: &'static str,
 }
 
 impl Default for TokenOpts {
@@ -448,6 +456,7 @@ impl Default for TokenOpts {
             provisioning: "backoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\nmax_attempts = 30\npoll_interval = \"1s\"\nbreaker_threshold = 20\nbreaker_cooldown = \"500ms\"\n",
             tenants: "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = true\n",
             clients: "",
+            hsm: "",
         }
     }
 }
@@ -463,7 +472,7 @@ impl TokenEnv {
             opts.tenants,
             opts.clients
         );
-        env.write_config("", &extra);
+        env.write_config_with_hsm("", opts.hsm, &extra);
         env.vaultd_cmd(&["keys", "init"]);
         sim.import_keks(&env);
         let daemon = Some(Vaultd::spawn(&env));

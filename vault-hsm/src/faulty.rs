@@ -201,6 +201,10 @@ impl<H: Hsm> Hsm for FaultyHsm<H> {
         self.faults.next()?;
         self.inner.check()
     }
+
+    fn stats(&self) -> Option<vault_proto::ops::HsmStats> {
+        self.inner.stats()
+    }
 }
 
 #[cfg(test)]

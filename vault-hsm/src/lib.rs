@@ -135,4 +135,9 @@ pub trait Hsm: Send + Sync + 'static {
 
     /// A cheap liveness check (e.g. `C_GetSessionInfo` on this thread's session).
     fn check(&self) -> HsmResult<()>;
+
+    /// The module's upkeep figures, where this HSM has any.
+    fn stats(&self) -> Option<vault_proto::ops::HsmStats> {
+        None
+    }
 }

@@ -729,6 +729,17 @@ impl Hsm for Pkcs11Hsm {
         // `session` already asks C_GetSessionInfo whether we are logged in.
         self.session("check", |_| Ok(()))
     }
+
+    fn stats(&self) -> Option<vault_proto::ops::HsmStats> {
+        let module = &self.source.module;
+        Some(vault_proto::ops::HsmStats {
+            reinit_after_objects: module.reinit_after(),
+            session_objects: module.session_objects(),
+            reinitializations: module.reinits(),
+            last_reinit_pause_ms: module.last_pause_ms(),
+            key_copies_made: self.key_copies_made(),
+        })
+    }
 }
 
 /// `alias ‖ 0x00 ‖ field ‖ 0x00 ‖ version (u32 BE)`: never empty, binds a

@@ -295,6 +295,28 @@ pub struct Stats {
     /// millions of records from the oldest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogHeads>,
+    /// The PKCS#11 module's upkeep (optional field; see [`HsmStats`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<HsmStats>,
+}
+
+/// `stats.hsm`: the upkeep vaultd does on its PKCS#11 module. SoftHSM2
+/// frees destroyed session objects (one per cryptogram) only when it is
+/// finalised, so vaultd re-initialises it every `reinit_after_objects`
+/// session objects, and HSM calls wait for that pause; 0 for other modules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsmStats {
+    /// Re-initialise after this many session objects; 0: never.
+    pub reinit_after_objects: u64,
+    /// Session objects made since the last (re-)initialisation.
+    pub session_objects: u64,
+    /// Re-initialisations since the daemon started.
+    pub reinitializations: u64,
+    /// How long the last one held HSM calls, in ms (0: none yet).
+    pub last_reinit_pause_ms: u64,
+    /// Session copies of keys made since start (a number that keeps
+    /// climbing under a steady load means the key cache is too small).
+    pub key_copies_made: u64,
 }
 
 /// `stats.logs`: the newest `seq` of each log, 0 when it is empty.

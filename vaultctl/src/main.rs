@@ -434,6 +434,17 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                         k.reencrypted
                     );
                 }
+                if let Some(h) = &s.hsm {
+                    println!(
+                        "hsm            session_objects {} of {} reinitializations {} \
+                         last_pause {} ms key_copies_made {}",
+                        h.session_objects,
+                        h.reinit_after_objects,
+                        h.reinitializations,
+                        h.last_reinit_pause_ms,
+                        h.key_copies_made
+                    );
+                }
                 println!("uptime         {} s", s.uptime_ms / 1000);
             });
         }

@@ -54,6 +54,8 @@ pub(crate) struct Module {
     reinit_after: AtomicU64,
     /// Re-initialisations done (for tests and diagnostics).
     reinits: AtomicU64,
+    /// How long the last one held calls, in ms.
+    last_pause_ms: AtomicU64,
     /// The module is SoftHSM2 (`C_GetInfo`'s manufacturer).
     softhsm: bool,
 }
@@ -146,6 +148,7 @@ impl Module {
                 0
             }),
             reinits: AtomicU64::new(0),
+            last_pause_ms: AtomicU64::new(0),
             softhsm,
         })
     }
@@ -223,6 +226,15 @@ impl Module {
         self.reinits.load(Ordering::Relaxed)
     }
 
+    /// Session objects made since the last (re-)initialisation.
+    pub(crate) fn session_objects(&self) -> u64 {
+        self.objects.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_pause_ms(&self) -> u64 {
+        self.last_pause_ms.load(Ordering::Relaxed)
+    }
+
     /// Re-initialises the module when its session-object budget is spent.
     /// Call outside the gate.
     fn maybe_reinitialize(&self) {
@@ -242,10 +254,13 @@ impl Module {
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.reinits.fetch_add(1, Ordering::Relaxed);
-        match initialize(&self.ctx) {
+        let result = initialize(&self.ctx);
+        let pause_ms = started.elapsed().as_millis() as u64;
+        self.last_pause_ms.store(pause_ms, Ordering::Relaxed);
+        match result {
             Ok(()) => tracing::info!(
                 session_objects = objects,
-                pause_ms = started.elapsed().as_millis() as u64,
+                pause_ms,
                 "re-initialised the PKCS#11 module to release the session objects it keeps"
             ),
             Err(e) => {

@@ -124,6 +124,7 @@ pub fn stats(k: u64) -> Stats {
         uptime_ms: health().uptime_ms,
         keys: None,
         logs: None,
+        hsm: None,
     }
 }
 

@@ -572,6 +572,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             uptime_ms: self.uptime_ms(),
             keys: Some(self.keys.stats(self.hsm.hsm().as_ref())),
             logs: Some(self.store.log_heads()?),
+            hsm: self.hsm.hsm().stats(),
         })
     }
 
