@@ -321,7 +321,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Every secret key in the token, for `vaultd keys list` and tests.
 pub fn list_keys(hsm: &Pkcs11Hsm) -> Result<Vec<KeyInfo>, HsmError> {
     hsm.session("list keys", |s| {
-        let handles = crate::pkcs11::creating_token_object(|| {
+        let handles = crate::pkcs11::searching_token(|| {
             s.find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Token(true),

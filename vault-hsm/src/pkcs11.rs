@@ -12,6 +12,7 @@ mod session;
 mod startup;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cryptoki::context::Function;
@@ -124,7 +125,7 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 /// The vault's HSM over PKCS#11. `Send + Sync`: share it in an `Arc`; every
 /// thread that calls it gets its own logged-in session.
 pub struct Pkcs11Hsm {
-    source: SessionSource,
+    source: Arc<SessionSource>,
     module: PathBuf,
     token_label: String,
     /// Newest `vault.pan.v<N>`; 0 when none exists (admin mode only).
@@ -166,7 +167,7 @@ impl Pkcs11Hsm {
     /// `vaultd keys ...` commands that create them.
     pub fn open_admin(cfg: &HsmConfig) -> Result<Pkcs11Hsm, HsmError> {
         let module = startup::load_module(&cfg.module)?;
-        let slot = startup::find_slot(&module.ctx, &cfg.module, &cfg.token_label)?;
+        let slot = startup::find_slot(module.ctx(), &cfg.module, &cfg.token_label)?;
         let hsm = Pkcs11Hsm {
             source: SessionSource::new(
                 module,
@@ -207,7 +208,7 @@ impl Pkcs11Hsm {
     /// [`Hsm::seal`] uses. Returns it (0 if none).
     pub fn refresh_pan_version(&self) -> HsmResult<u32> {
         let present = self.session("scan pan keys", |s| {
-            creating_token_object(|| {
+            searching_token(|| {
                 // Only AES keys that may encrypt: the PAN keys, not the many
                 // derive-only `nt.*` keys.
                 let candidates = s.find_objects(&[
@@ -243,7 +244,7 @@ impl Pkcs11Hsm {
     /// one [`Hsm::audit_mac`] uses. Returns it (0 if none).
     pub fn refresh_audit_version(&self) -> HsmResult<u32> {
         let newest = self.session("scan audit keys", |s| {
-            creating_token_object(|| {
+            searching_token(|| {
                 let candidates = s.find_objects(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::Token(true),
@@ -299,7 +300,7 @@ impl Pkcs11Hsm {
 
     /// Single-part calls without a length query (see `oneshot`).
     fn oneshot(&self) -> &oneshot::OneShot {
-        &self.source.module.oneshot
+        &self.source.module.lane().oneshot
     }
 
     pub(crate) fn handles(&self) -> &HandleCache {
@@ -426,6 +427,19 @@ impl Pkcs11Hsm {
     /// How many times this process re-initialised the module.
     pub fn reinitializations(&self) -> u64 {
         self.source.module.reinits()
+    }
+
+    /// Re-initialise SoftHSM2 through a standby copy of the library (the
+    /// default; see `module`), or in place (`false`). Per module; ignored
+    /// for other modules.
+    pub fn set_reinit_standby(&self, on: bool) {
+        self.source.module.set_use_standby(on);
+    }
+
+    /// Of [`Pkcs11Hsm::reinitializations`], those that switched to the
+    /// standby copy.
+    pub fn standby_switches(&self) -> u64 {
+        self.source.module.switches()
     }
 
     /// Destroys every object labelled `label` (a token key's); whether
@@ -737,6 +751,7 @@ impl Hsm for Pkcs11Hsm {
             session_objects: module.session_objects(),
             reinitializations: module.reinits(),
             last_reinit_pause_ms: module.last_pause_ms(),
+            standby_switches: module.switches(),
             key_copies_made: self.key_copies_made(),
         })
     }
@@ -815,10 +830,20 @@ fn gone_under_us(s: &Session, handle: ObjectHandle, e: CallError) -> CallError {
 /// ceremony, one token key per provisioned or deleted token), so the lock
 /// costs nothing on the hot path.
 pub(crate) fn creating_token_object<T>(f: impl FnOnce() -> T) -> T {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = locks::lock(&LOCK);
+    let _guard = locks::lock(&TOKEN_OBJECTS);
+    module::token_object_changing();
     f()
 }
+
+/// Runs a search of the token's objects under the same lock as
+/// [`creating_token_object`], without counting it as a change.
+pub(crate) fn searching_token<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = locks::lock(&TOKEN_OBJECTS);
+    f()
+}
+
+/// Serialises token-object changes and searches in this process.
+static TOKEN_OBJECTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `tsp.<scheme>.kek`, for a known scheme only.
 pub fn kek_label(scheme: &str) -> HsmResult<String> {
@@ -858,7 +883,7 @@ fn parse_audit_label(label: &str) -> Option<u32> {
         .filter(|v| *v > 1)
 }
 
-fn parse_pan_label(label: &str) -> Option<u32> {
+pub(crate) fn parse_pan_label(label: &str) -> Option<u32> {
     label
         .strip_prefix("vault.pan.v")?
         .parse()

@@ -314,6 +314,11 @@ pub struct HsmStats {
     pub reinitializations: u64,
     /// How long the last one held HSM calls, in ms (0: none yet).
     pub last_reinit_pause_ms: u64,
+    /// Re-initialisations that switched to a standby copy of the module
+    /// prepared beside the one in use (SoftHSM2), holding calls only for
+    /// the switch.
+    #[serde(default)]
+    pub standby_switches: u64,
     /// Session copies of keys made since start (a number that keeps
     /// climbing under a steady load means the key cache is too small).
     pub key_copies_made: u64,

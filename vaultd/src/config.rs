@@ -180,6 +180,16 @@ pub struct Hsm {
     /// `C_Finalize`, and never for other modules.
     #[serde(default)]
     pub reinit_after_objects: Option<u64>,
+    /// Re-initialise SoftHSM2 through a standby copy of the library,
+    /// prepared beside the one in use, so calls wait only for the switch
+    /// (see `vault-hsm` `pkcs11::module`); false: in place, calls wait for
+    /// the whole re-initialisation. Ignored for other modules.
+    #[serde(default = "default_true")]
+    pub reinit_standby: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_hsm_threads() -> usize {
@@ -660,6 +670,16 @@ tenants = ["*"]
         for ok in ["reinit_after_objects = 0", "reinit_after_objects = 50000"] {
             Config::parse(&hsm(ok)).expect(ok);
         }
+        assert!(
+            Config::parse(GOOD).unwrap().hsm.reinit_standby,
+            "on by default"
+        );
+        assert!(
+            !Config::parse(&hsm("reinit_standby = false"))
+                .unwrap()
+                .hsm
+                .reinit_standby
+        );
         let storage = |line: &str| GOOD.replace("[storage]", &format!("[storage]\n{line}"));
         let e = Config::parse(&storage("audit_seal_interval = \"2s\"")).unwrap_err();
         assert_eq!(e.key, "[storage].audit_seal_interval", "{e}");

@@ -39,6 +39,7 @@ pub fn open_hsm(cfg: &Config) -> Result<Pkcs11Hsm, StartError> {
     if let Some(objects) = cfg.hsm.reinit_after_objects {
         hsm.set_reinit_after_objects(objects);
     }
+    hsm.set_reinit_standby(cfg.hsm.reinit_standby);
     Ok(hsm)
 }
 

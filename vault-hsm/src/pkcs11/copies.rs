@@ -67,7 +67,7 @@ impl KeyEpochs {
         c.by_label.insert(label.to_owned(), now);
     }
 
-    fn current(&self) -> u64 {
+    pub(crate) fn current(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
@@ -250,6 +250,30 @@ impl KeyCopies {
         if let Some(handle) = gone {
             let _ = session.destroy_object(handle);
         }
+    }
+
+    /// The labels that have a copy now.
+    pub(crate) fn labels(&self) -> Vec<String> {
+        read(&self.copies).keys().cloned().collect()
+    }
+
+    /// Replaces every copy by `copies`, made (for a standby copy of the
+    /// module) after `epoch` was read, so a key changed since is dropped at
+    /// its next use.
+    pub(crate) fn install(&self, copies: Vec<(String, ObjectHandle)>, epoch: u64) {
+        let tick = self.tick.load(Ordering::Relaxed);
+        self.made.fetch_add(copies.len() as u64, Ordering::Relaxed);
+        *write(&self.copies) = copies
+            .into_iter()
+            .map(|(label, handle)| {
+                let copy = Copy {
+                    handle,
+                    good_to: AtomicU64::new(epoch),
+                    last_used: AtomicU64::new(tick),
+                };
+                (label, copy)
+            })
+            .collect();
     }
 
     /// A session died: the copies it made died with it, and which session

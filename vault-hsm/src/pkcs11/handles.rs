@@ -129,24 +129,96 @@ impl HandleCache {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        let found = super::creating_token_object(|| -> CallResult<Vec<(String, ObjectHandle)>> {
-            let handles = session.find_objects(&[
+        let found = labelled_secret_keys(
+            session,
+            &[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Token(true),
                 Attribute::KeyType(KeyType::AES),
                 Attribute::Derive(true),
-            ])?;
-            let mut found = Vec::new();
-            // One more than fits: then the pass is known to be incomplete.
-            for handle in handles.into_iter().take(MAX_TOKEN_KEYS + 1) {
-                if let Some(label) = super::label_of(session, handle)?
-                    && label.starts_with("nt.")
-                {
-                    found.push((label, handle));
+            ],
+        )?;
+        let token_keys = found.into_iter().filter(|(l, _)| l.starts_with("nt."));
+        self.fill_token_keys(&mut index, token_keys, started);
+        Ok(true)
+    }
+
+    /// A cache for a freshly initialised copy of the module (see
+    /// `module`): every secret key of the token learnt in one pass.
+    pub(crate) fn prepared(session: &Session) -> CallResult<HandleCache> {
+        let cache = HandleCache::new(true);
+        let started = std::time::Instant::now();
+        let found = labelled_secret_keys(
+            session,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+            ],
+        )?;
+        let (token_keys, vault_keys): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|(l, _)| l.starts_with("nt."));
+        let mut seen = HashSet::new();
+        let mut shared = HashSet::new();
+        for (label, _) in &vault_keys {
+            if !seen.insert(label.as_str()) {
+                shared.insert(label.clone());
+            }
+        }
+        for (label, handle) in vault_keys {
+            // A label on several objects is left to a search, which warns.
+            if shared.contains(&label) {
+                continue;
+            }
+            match super::parse_pan_label(&label) {
+                Some(version) => {
+                    write(&cache.pan).insert(version, handle);
+                }
+                None => {
+                    write(&cache.named).insert(label, handle);
                 }
             }
-            Ok(found)
-        })?;
+        }
+        let mut index = lock(&cache.index);
+        cache.fill_token_keys(&mut index, token_keys.into_iter(), started);
+        drop(index);
+        Ok(cache)
+    }
+
+    /// Takes over `other`'s handles (a prepared cache, see
+    /// [`HandleCache::prepared`]).
+    pub(crate) fn install(&self, other: HandleCache) {
+        let HandleCache {
+            pan,
+            named,
+            index,
+            complete,
+            ..
+        } = other;
+        *write(&self.pan) = pan.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut mine = write(&self.named);
+        *mine = named.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.complete
+            .store(complete.into_inner(), Ordering::Release);
+        drop(mine);
+        *lock(&self.index) = index.into_inner().unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// The cached handle of `label`, if any (no search).
+    pub(crate) fn known(&self, label: &str) -> Option<ObjectHandle> {
+        match super::parse_pan_label(label) {
+            Some(version) => read(&self.pan).get(&version).copied(),
+            None => read(&self.named).get(label).copied(),
+        }
+    }
+
+    /// Records the token keys `found` by one pass (see
+    /// [`HandleCache::index_token_keys`]).
+    fn fill_token_keys(
+        &self,
+        index: &mut Index,
+        found: impl Iterator<Item = (String, ObjectHandle)>,
+        started: std::time::Instant,
+    ) {
         let mut named = write(&self.named);
         let mut complete = true;
         let mut duplicated = HashSet::new();
@@ -184,7 +256,6 @@ impl HandleCache {
         drop(named);
         index.duplicated = duplicated;
         index.ran = true;
-        Ok(true)
     }
 
     pub(crate) fn insert_named(&self, label: &str, handle: ObjectHandle) {
@@ -215,11 +286,29 @@ impl HandleCache {
     }
 }
 
+/// The labelled secret-key objects matching `template`, with their labels,
+/// in one search (up to one more than the cache's bound for token keys).
+fn labelled_secret_keys(
+    session: &Session,
+    template: &[Attribute],
+) -> CallResult<Vec<(String, ObjectHandle)>> {
+    super::searching_token(|| {
+        let handles = session.find_objects(template)?;
+        let mut found = Vec::new();
+        for handle in handles.into_iter().take(MAX_TOKEN_KEYS + 64) {
+            if let Some(label) = super::label_of(session, handle)? {
+                found.push((label, handle));
+            }
+        }
+        Ok(found)
+    })
+}
+
 /// The token's secret-key objects labelled `label` (normally one).
 /// Searches run under the same lock as object changes: SoftHSM2 answers a
 /// search racing a creation with errors such as CKR_TEMPLATE_INCONSISTENT.
 pub(crate) fn find_all(session: &Session, label: &str) -> CallResult<Vec<ObjectHandle>> {
-    super::creating_token_object(|| {
+    super::searching_token(|| {
         Ok(session.find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Token(true),

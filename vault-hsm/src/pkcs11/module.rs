@@ -15,18 +15,37 @@
 //! Every call into the module runs inside [`Module::enter`] (shared;
 //! re-entrant per thread), the re-initialisation under the exclusive side of
 //! the same lock.
+//!
+//! **The standby copy** (SoftHSM2, `reinit_standby`, on by default): done in
+//! place, the re-initialisation holds every call while SoftHSM2 loads its
+//! token again, and then the first calls learn every key handle and make
+//! the key copies again (1.2–2 s without an answer with 10,000 token keys).
+//! Instead, a second copy of the library (its bytes in a `memfd`, so the
+//! loader maps a second, independent SoftHSM2) is initialised beside the
+//! one in use by a background thread, which also logs every instance in,
+//! learns every key handle in one pass and makes the key copies in use
+//! (see `SessionSource::prepare`). Calls are held only for the switch; the
+//! old copy is finalised after it, freeing its session objects, and is the
+//! standby for the next round. Two copies of SoftHSM2 in one process do not
+//! exclude each other's file accesses (POSIX record locks are per process),
+//! so the standby's view of the token is used only if no token object was
+//! created or destroyed while it loaded (see [`token_changes`]); otherwise
+//! that round re-initialises in place, as without the standby.
 
 use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::Instant;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 
-use super::locks::{read, write};
+use super::locks::{lock, read, write};
 use super::oneshot::OneShot;
+use super::session::SessionSource;
 use super::startup::short;
 use crate::{HsmError, HsmResult};
 
@@ -37,11 +56,49 @@ use crate::{HsmError, HsmResult};
 /// keys on tmpfs), so the budget trades memory for pauses.
 pub const SOFTHSM_REINIT_AFTER_OBJECTS: u64 = 200_000;
 
-pub(crate) struct Module {
-    pub(crate) path: PathBuf,
+/// One loaded copy of the library.
+pub(crate) struct Lane {
     pub(crate) ctx: Pkcs11,
     /// Its sign, encrypt and decrypt without a length query.
     pub(crate) oneshot: OneShot,
+    /// The standby copy's bytes (a `memfd`), kept open while it is mapped.
+    _image: Option<std::fs::File>,
+}
+
+/// Token objects created or destroyed in this process (see
+/// [`super::creating_token_object`]).
+static TOKEN_CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a token-object change; call with the token-object lock held,
+/// before the change.
+pub(crate) fn token_object_changing() {
+    TOKEN_CHANGES.fetch_add(1, Ordering::AcqRel);
+}
+
+/// How many token-object changes began so far.
+pub(crate) fn token_changes() -> u64 {
+    TOKEN_CHANGES.load(Ordering::Acquire)
+}
+
+pub(crate) struct Module {
+    pub(crate) path: PathBuf,
+    /// The copy loaded from `path` (lane 0) and the standby copy (lane 1,
+    /// loaded at the first re-initialisation that uses it; `None` if it
+    /// could not be loaded).
+    primary: Lane,
+    standby: OnceLock<Option<Lane>>,
+    /// The lane calls use; changed only under the gate's exclusive side.
+    active: AtomicUsize,
+    /// Re-initialise through the standby copy (SoftHSM2 only).
+    use_standby: AtomicBool,
+    /// Held by the thread preparing the standby (and by `finalize_all`).
+    warming: Mutex<()>,
+    /// A standby thread was started and has not finished.
+    warm_pending: AtomicBool,
+    /// Every instance's session source, for the standby's preparation.
+    sources: Mutex<Vec<Weak<SessionSource>>>,
+    /// This module, for the standby thread.
+    me: Weak<Module>,
     /// Shared by every call (outermost per thread), exclusive while the
     /// module is re-initialised. The flag: `C_Initialize` succeeded.
     gate: RwLock<bool>,
@@ -54,6 +111,8 @@ pub(crate) struct Module {
     reinit_after: AtomicU64,
     /// Re-initialisations done (for tests and diagnostics).
     reinits: AtomicU64,
+    /// Of those, switches to the standby copy.
+    switches: AtomicU64,
     /// How long the last one held calls, in ms.
     last_pause_ms: AtomicU64,
     /// The module is SoftHSM2 (`C_GetInfo`'s manufacturer).
@@ -102,7 +161,7 @@ impl Drop for Entered<'_> {
 
 impl Module {
     /// Loads and initialises the module at `path`.
-    pub(crate) fn load(path: &Path) -> HsmResult<Module> {
+    pub(crate) fn load(path: &Path) -> HsmResult<Arc<Module>> {
         if !path.exists() {
             return Err(HsmError::Unavailable(format!(
                 "PKCS#11 module {} not found: install SoftHSM2 (`apt-get install softhsm2`) \
@@ -135,10 +194,20 @@ impl Module {
         let softhsm = ctx
             .get_library_info()
             .is_ok_and(|info| info.manufacturer_id().contains("SoftHSM"));
-        Ok(Module {
+        Ok(Arc::new_cyclic(|me| Module {
             path: path.to_owned(),
-            ctx,
-            oneshot,
+            primary: Lane {
+                ctx,
+                oneshot,
+                _image: None,
+            },
+            standby: OnceLock::new(),
+            active: AtomicUsize::new(0),
+            use_standby: AtomicBool::new(softhsm),
+            warming: Mutex::new(()),
+            warm_pending: AtomicBool::new(false),
+            sources: Mutex::new(Vec::new()),
+            me: me.clone(),
             gate: RwLock::new(true),
             generation: AtomicU64::new(1),
             objects: AtomicU64::new(0),
@@ -148,9 +217,60 @@ impl Module {
                 0
             }),
             reinits: AtomicU64::new(0),
+            switches: AtomicU64::new(0),
             last_pause_ms: AtomicU64::new(0),
             softhsm,
-        })
+        }))
+    }
+
+    /// The lane calls use now (stable inside the gate).
+    pub(crate) fn lane(&self) -> &Lane {
+        self.lane_at(self.active.load(Ordering::Acquire))
+    }
+
+    fn lane_at(&self, idx: usize) -> &Lane {
+        match (idx, self.standby.get()) {
+            (1, Some(Some(lane))) => lane,
+            _ => &self.primary,
+        }
+    }
+
+    /// Which copy calls use now: 0 the one loaded from `path`, 1 the
+    /// standby (stable inside the gate).
+    pub(crate) fn lane_index(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// The context calls use now (stable inside the gate).
+    pub(crate) fn ctx(&self) -> &Pkcs11 {
+        &self.lane().ctx
+    }
+
+    /// Remembers an instance, for the standby's preparation.
+    pub(crate) fn register(&self, source: &Arc<SessionSource>) {
+        let mut sources = lock(&self.sources);
+        sources.retain(|s| s.strong_count() > 0);
+        sources.push(Arc::downgrade(source));
+    }
+
+    /// Re-initialise through a standby copy (SoftHSM2; on by default) or in
+    /// place.
+    pub(crate) fn set_use_standby(&self, on: bool) {
+        self.use_standby
+            .store(on && self.softhsm, Ordering::Relaxed);
+    }
+
+    /// Re-initialisations that switched to the standby copy.
+    pub(crate) fn switches(&self) -> u64 {
+        self.switches.load(Ordering::Relaxed)
+    }
+
+    /// `C_Finalize` on every initialised copy, after any standby
+    /// preparation has finished (process exit).
+    pub(crate) fn finalize_all(&self) -> Result<(), Error> {
+        let _warming = lock(&self.warming);
+        let _gate = write(&self.gate);
+        self.ctx().clone().finalize()
     }
 
     pub(crate) fn is_softhsm(&self) -> bool {
@@ -190,7 +310,7 @@ impl Module {
             // again, once per caller, until it works.
             let mut initialized = write(&self.gate);
             if !*initialized {
-                initialize(&self.ctx).map_err(|e| {
+                initialize(self.ctx()).map_err(|e| {
                     HsmError::Unavailable(format!(
                         "PKCS#11 module {} is not initialised: {}",
                         self.path.display(),
@@ -235,26 +355,165 @@ impl Module {
         self.last_pause_ms.load(Ordering::Relaxed)
     }
 
-    /// Re-initialises the module when its session-object budget is spent.
-    /// Call outside the gate.
-    fn maybe_reinitialize(&self) {
+    fn budget_spent(&self) -> bool {
         let budget = self.reinit_after();
-        if budget == 0 || self.objects.load(Ordering::Relaxed) < budget {
+        budget != 0 && self.objects.load(Ordering::Relaxed) >= budget
+    }
+
+    /// Re-initialises the module when its session-object budget is spent:
+    /// through the standby copy on a background thread where it is on,
+    /// else in place. Call outside the gate.
+    fn maybe_reinitialize(&self) {
+        if !self.budget_spent() {
             return;
+        }
+        if self.use_standby.load(Ordering::Relaxed)
+            && let Some(me) = self.me.upgrade()
+        {
+            // One preparation at a time; calls go on meanwhile.
+            if self.warm_pending.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let spawned = std::thread::Builder::new()
+                .name("hsm-standby".to_owned())
+                .spawn(move || {
+                    me.reinitialize_through_standby();
+                    me.warm_pending.store(false, Ordering::Release);
+                });
+            if spawned.is_ok() {
+                return;
+            }
+            self.warm_pending.store(false, Ordering::Release);
         }
         let mut initialized = write(&self.gate);
         // Another thread may have done it while this one waited.
-        if !*initialized || self.objects.load(Ordering::Relaxed) < budget {
+        if *initialized && self.budget_spent() {
+            self.reinitialize_in_place(&mut initialized);
+        }
+    }
+
+    /// Prepares the standby copy beside the active one and switches to it
+    /// (see the module docs); falls back to [`Module::reinitialize_in_place`]
+    /// where the standby cannot be used this time.
+    fn reinitialize_through_standby(&self) {
+        let _warming = lock(&self.warming);
+        if !self.budget_spent() {
             return;
         }
+        let from = self.active.load(Ordering::Acquire);
+        let to = 1 - from;
+        let Some(lane) = self.standby_lane(to) else {
+            self.use_standby.store(false, Ordering::Relaxed);
+            return self.fall_back_in_place();
+        };
+        let started = Instant::now();
+        let changes = super::searching_token(token_changes);
+        let generation = self.generation();
+        let sources: Vec<Arc<SessionSource>> = lock(&self.sources)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let prepared = initialize(&lane.ctx).map_err(|e| short(&e)).and_then(|()| {
+            let mut copies = 0;
+            for source in &sources {
+                copies += source.prepare(lane, to, generation + 1)?;
+            }
+            Ok(copies)
+        });
+        let warm_ms = started.elapsed().as_millis() as u64;
+        let discard = |why: &str| {
+            for source in &sources {
+                source.discard_prepared();
+            }
+            if let Err(e) = lane.ctx.clone().finalize() {
+                tracing::debug!(error = %short(&e), "C_Finalize of the standby copy failed");
+            }
+            tracing::info!(
+                reason = why,
+                "the standby copy of the PKCS#11 module was not used"
+            );
+        };
+        let copies = match prepared {
+            Ok(copies) => copies,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prepare the standby copy of the PKCS#11 module");
+                discard("preparation failed");
+                return self.fall_back_in_place();
+            }
+        };
+        let mut initialized = write(&self.gate);
+        let switch_started = Instant::now();
+        if !*initialized || self.generation() != generation || token_changes() != changes {
+            discard("a token object changed, or the module was re-initialised, while it loaded");
+            if *initialized && self.budget_spent() {
+                self.reinitialize_in_place(&mut initialized);
+            }
+            return;
+        }
+        let objects = self.objects.swap(copies, Ordering::Relaxed);
+        self.active.store(to, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.reinits.fetch_add(1, Ordering::Relaxed);
+        self.switches.fetch_add(1, Ordering::Relaxed);
+        let pause_ms = switch_started.elapsed().as_millis() as u64;
+        self.last_pause_ms.store(pause_ms, Ordering::Relaxed);
+        drop(initialized);
+        // Every call that used the old copy has left the gate, and none
+        // enters it again: its sessions, handles and copies belong to an
+        // older generation.
+        let finalize_started = Instant::now();
+        if let Err(e) = self.lane_at(from).ctx.clone().finalize() {
+            tracing::warn!(error = %short(&e), "C_Finalize of the old copy of the PKCS#11 module failed");
+        }
+        tracing::info!(
+            session_objects = objects,
+            warm_ms,
+            pause_ms,
+            finalize_ms = finalize_started.elapsed().as_millis() as u64,
+            "switched to the standby copy of the PKCS#11 module; the old copy released its session objects"
+        );
+    }
+
+    fn fall_back_in_place(&self) {
+        let mut initialized = write(&self.gate);
+        if *initialized && self.budget_spent() {
+            self.reinitialize_in_place(&mut initialized);
+        }
+    }
+
+    /// The copy at `idx` for use as the standby: lane 1 is loaded at its
+    /// first use, from the library's bytes in a `memfd` (the loader knows a
+    /// library by its file, so this maps a second, independent copy).
+    fn standby_lane(&self, idx: usize) -> Option<&Lane> {
+        if idx == 0 {
+            return Some(&self.primary);
+        }
+        self.standby
+            .get_or_init(|| match load_copy(&self.path) {
+                Ok(lane) => Some(lane),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot load a standby copy of the PKCS#11 module; it will be \
+                         re-initialised in place (calls wait for it)"
+                    );
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Finalises and initialises the active copy; call with the gate held
+    /// exclusively.
+    fn reinitialize_in_place(&self, initialized: &mut bool) {
         let started = Instant::now();
         let objects = self.objects.swap(0, Ordering::Relaxed);
-        if let Err(e) = self.ctx.clone().finalize() {
+        if let Err(e) = self.ctx().clone().finalize() {
             tracing::warn!(error = %short(&e), "C_Finalize before re-initialising the HSM module failed");
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.reinits.fetch_add(1, Ordering::Relaxed);
-        let result = initialize(&self.ctx);
+        let result = initialize(self.ctx());
         let pause_ms = started.elapsed().as_millis() as u64;
         self.last_pause_ms.store(pause_ms, Ordering::Relaxed);
         match result {
@@ -272,6 +531,30 @@ impl Module {
             }
         }
     }
+}
+
+/// A second, independent copy of the library at `path` (see
+/// [`Module::standby_lane`]), not initialised.
+fn load_copy(path: &Path) -> Result<Lane, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    // SAFETY: a name and flags; the returned descriptor is owned below.
+    let fd = unsafe { libc::memfd_create(c"pkcs11-standby".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut image = unsafe { std::fs::File::from_raw_fd(fd) };
+    image
+        .write_all(&bytes)
+        .map_err(|e| format!("writing the copy: {e}"))?;
+    let copy = PathBuf::from(format!("/proc/self/fd/{}", image.as_raw_fd()));
+    let ctx = Pkcs11::new(&copy).map_err(|e| format!("loading the copy: {e}"))?;
+    let oneshot = OneShot::load(&copy)?;
+    Ok(Lane {
+        ctx,
+        oneshot,
+        _image: Some(image),
+    })
 }
 
 fn initialize(ctx: &Pkcs11) -> Result<(), Error> {

@@ -21,7 +21,7 @@ use cryptoki::types::AuthPin;
 use super::errors::{CallError, CallResult, kills_session, to_hsm_error};
 use super::handles::HandleCache;
 use super::locks::lock;
-use super::module::Module;
+use super::module::{Lane, Module};
 use crate::HsmResult;
 
 thread_local! {
@@ -81,6 +81,25 @@ pub(crate) struct SessionSource {
     generation: AtomicU64,
     /// Held while they are emptied for a new generation.
     resync: std::sync::Mutex<()>,
+    /// What the standby copy prepared for the generation after the switch.
+    prepared: std::sync::Mutex<Option<Prepared>>,
+}
+
+/// One instance's state for a standby copy of the module, made before the
+/// switch to it (see `module`): its key handles, the key copies in use
+/// made again, and the session that owns them.
+pub(crate) struct Prepared {
+    generation: u64,
+    /// The module's lane (copy) it was made on.
+    lane: usize,
+    handles: HandleCache,
+    copies: Vec<(String, ObjectHandle)>,
+    /// The copies' epoch (see `copies`): read before the token was looked at.
+    epoch: u64,
+    /// The session that made the copies (a bare `Session`, not a `Held`:
+    /// discarding it must not enter the gate, which the discarding thread
+    /// may hold exclusively).
+    owner: Session,
 }
 
 impl SessionSource {
@@ -128,8 +147,8 @@ impl SessionSource {
         }
     }
 
-    pub(crate) fn new(module: Arc<Module>, instance: u64, slot: Slot, pin: AuthPin) -> Self {
-        SessionSource {
+    pub(crate) fn new(module: Arc<Module>, instance: u64, slot: Slot, pin: AuthPin) -> Arc<Self> {
+        let source = Arc::new(SessionSource {
             instance,
             generation: AtomicU64::new(module.generation()),
             slot,
@@ -138,21 +157,91 @@ impl SessionSource {
             copies: super::copies::KeyCopies::default(),
             copy_owner: std::sync::Mutex::new(None),
             resync: std::sync::Mutex::new(()),
-            module,
-        }
+            prepared: std::sync::Mutex::new(None),
+            module: Arc::clone(&module),
+        });
+        module.register(&source);
+        source
     }
 
     /// Forgets the handles and key copies of an older module generation
-    /// before any call of `generation` may use them.
+    /// before any call of `generation` may use them, or installs what the
+    /// standby copy prepared for `generation`.
     fn resync(&self, generation: u64) {
         if self.generation.load(Ordering::Acquire) == generation {
             return;
         }
         let _one = lock(&self.resync);
         if self.generation.load(Ordering::Acquire) != generation {
-            self.handles.clear();
-            self.copies.forget_all();
+            match lock(&self.prepared).take() {
+                Some(p) if p.generation == generation && p.lane == self.module.lane_index() => {
+                    self.handles.install(p.handles);
+                    self.copies.install(p.copies, p.epoch);
+                    *lock(&self.copy_owner) = Some(self.hold(p.owner, generation));
+                }
+                other => {
+                    // Made for a switch that did not happen: its copy of
+                    // the module is finalised without it.
+                    if let Some(p) = other {
+                        std::mem::forget(p.owner);
+                    }
+                    self.handles.clear();
+                    self.copies.forget_all();
+                }
+            }
             self.generation.store(generation, Ordering::Release);
+        }
+    }
+
+    /// Makes this instance ready for the standby copy `lane`, which becomes
+    /// `generation` (see `module`): logs in, learns every key handle in one
+    /// pass, and copies the keys now in use. Returns how many copies it
+    /// made (session objects of `lane`).
+    pub(crate) fn prepare(
+        &self,
+        lane: &Lane,
+        lane_index: usize,
+        generation: u64,
+    ) -> Result<u64, String> {
+        let what = |e: CallError| to_hsm_error(e, "prepare the standby HSM copy").to_string();
+        let session = lane
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| what(e.into()))?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(what(e.into())),
+        }
+        let handles = HandleCache::prepared(&session).map_err(what)?;
+        let epoch = self.copies.epochs.current();
+        let mut copies = Vec::new();
+        for label in self.copies.labels() {
+            let Some(key) = handles.known(&label) else {
+                continue;
+            };
+            match session.copy_object(key, &[Attribute::Token(false)]) {
+                Ok(copy) => copies.push((label, copy)),
+                Err(e) => return Err(what(e.into())),
+            }
+        }
+        let made = copies.len() as u64;
+        *lock(&self.prepared) = Some(Prepared {
+            generation,
+            lane: lane_index,
+            handles,
+            copies,
+            epoch,
+            owner: session,
+        });
+        Ok(made)
+    }
+
+    /// Drops what [`SessionSource::prepare`] made (the standby was not
+    /// used): its session is closed on the standby copy, which nothing
+    /// else uses. Does not enter the gate.
+    pub(crate) fn discard_prepared(&self) {
+        if let Some(p) = lock(&self.prepared).take() {
+            let _ = p.owner.close();
         }
     }
 
@@ -225,7 +314,7 @@ impl SessionSource {
     /// Opens a read-write session and logs the user in. `UserAlreadyLoggedIn`
     /// is fine: PKCS#11 login state is per application, not per session.
     pub(crate) fn open(&self) -> CallResult<Session> {
-        let session = self.module.ctx.open_rw_session(self.slot)?;
+        let session = self.module.ctx().open_rw_session(self.slot)?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => Err(CallError::Pkcs11(e)),

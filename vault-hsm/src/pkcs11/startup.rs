@@ -25,7 +25,7 @@ pub(crate) fn load_module(path: &Path) -> HsmResult<Arc<Module>> {
     if let Some(module) = loaded.iter().find(|m| m.path == path) {
         return Ok(Arc::clone(module));
     }
-    let module = Arc::new(Module::load(path)?);
+    let module = Module::load(path)?;
     loaded.push(Arc::clone(&module));
     Ok(module)
 }
@@ -42,9 +42,7 @@ pub fn finalize_module(module: &Path) -> HsmResult<()> {
         }
     };
     found
-        .ctx
-        .clone()
-        .finalize()
+        .finalize_all()
         .map_err(|e| HsmError::Other(format!("C_Finalize on {}: {}", module.display(), short(&e))))
 }
 

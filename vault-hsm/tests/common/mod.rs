@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod reinit;
+
 use aes::Aes128;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 use aes_kw::KwAes256;

@@ -1,0 +1,92 @@
+//! Re-initialising SoftHSM2 through the standby copy (the default): a
+//! second copy of the library is initialised, logged in and given the key
+//! handles and key copies beside the one in use, then calls switch to it.
+//! Calls racing the switches keep giving right answers; token keys created
+//! and destroyed while a copy loads make that round re-initialise in place
+//! instead, and answers stay right; the old copy's memory is released.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::reinit::{
+    cryptograms_under_load, destroyed_key_is_gone_everywhere, import_keys, memory_stays_flat,
+};
+use common::shared_hsm;
+use vault_hsm::keys::import_token_key_for_test;
+use vault_hsm::{Hsm, Pkcs11Hsm};
+
+fn hsm() -> &'static Arc<Pkcs11Hsm> {
+    &shared_hsm("vaultd-standby").1
+}
+
+/// Waits until no standby preparation is left running (the budget is
+/// below its limit again).
+fn settled(hsm: &Pkcs11Hsm) -> vault_proto::ops::HsmStats {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = hsm.stats().expect("stats");
+        if stats.session_objects < stats.reinit_after_objects || Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// One test per binary: the budget is per module and process-wide.
+#[test]
+fn reinitialisation_through_the_standby_copy_keeps_answers_right() {
+    let hsm = hsm();
+    let keys = import_keys(hsm, "tr-standby");
+    hsm.set_reinit_after_objects(40);
+    let copies_before = hsm.key_copies_made();
+    cryptograms_under_load(hsm, &keys, 400);
+    let stats = settled(hsm);
+    assert!(
+        stats.standby_switches >= 3,
+        "only {} switches to the standby copy: {stats:?}",
+        stats.standby_switches
+    );
+    assert_eq!(stats.reinitializations, stats.standby_switches, "{stats:?}");
+    // Each switch brought the key copies in use along (made by the
+    // preparation, not again by the calls after it).
+    assert!(
+        hsm.key_copies_made() - copies_before >= 3 * stats.standby_switches,
+        "{stats:?}"
+    );
+
+    // Token keys created and destroyed while copies load: those rounds
+    // re-initialise in place (rounds of churn under load until one did),
+    // and every answer stays right.
+    let in_place = |s: &vault_proto::ops::HsmStats| s.reinitializations - s.standby_switches;
+    let before = in_place(&stats);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0u8;
+    loop {
+        let churn = std::thread::spawn(move || {
+            let hsm = self::hsm();
+            for i in 0..10u8 {
+                let token_ref = format!("tr-churn-{round}-{i}");
+                import_token_key_for_test(hsm, &token_ref, &[i; 16]).expect("import");
+                hsm.destroy_token_key(&token_ref).expect("destroy");
+            }
+        });
+        cryptograms_under_load(hsm, &keys, 100);
+        churn.join().expect("churn thread");
+        let stats = settled(hsm);
+        if in_place(&stats) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no round fell back in place: {stats:?}"
+        );
+        round += 1;
+    }
+
+    destroyed_key_is_gone_everywhere(hsm, &keys[0].0);
+    memory_stays_flat(hsm, &keys[1]);
+    let stats = settled(hsm);
+    assert!(stats.standby_switches >= 10, "{stats:?}");
+}
