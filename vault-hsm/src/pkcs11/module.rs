@@ -265,8 +265,9 @@ impl Module {
         self.switches.load(Ordering::Relaxed)
     }
 
-    /// `C_Finalize` on every initialised copy, after any standby
-    /// preparation has finished (process exit).
+    /// `C_Finalize` on the copy in use (process exit), after any standby
+    /// preparation has finished: outside one, the standby is never left
+    /// initialised.
     pub(crate) fn finalize_all(&self) -> Result<(), Error> {
         let _warming = lock(&self.warming);
         let _gate = write(&self.gate);
