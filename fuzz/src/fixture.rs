@@ -147,6 +147,10 @@ impl Fixture {
         init_keys(&admin).expect("init keys");
         drop(admin);
         let hsm = Arc::new(Pkcs11Hsm::open(&hsm_cfg).expect("open HSM"));
+        // No background thread for a standby copy of the module either (see
+        // `config`): a re-initialisation, if fuzzing ever spends the budget,
+        // runs in place on the calling thread.
+        hsm.set_reinit_standby(false);
         let store = Arc::new(
             RedbStore::open(&cfg.storage.path, hsm.clone(), &cfg.storage.options())
                 .expect("open store"),
