@@ -109,7 +109,12 @@ impl OneShot {
         Ok(OneShot { _lib: lib, entries })
     }
 
-    /// `C_<op>Init`, then `C_<op>` into `out`; the output's length.
+    /// `C_<op>Init`, then `C_<op>` into `out`; the output's length. A
+    /// module that wants a larger buffer answers `CKR_BUFFER_TOO_SMALL` and
+    /// keeps the operation active (PKCS#11 5.2): the operation is then
+    /// ended by one more call into a buffer of the length it asked for
+    /// (wiped unread), so the session is left clean, and that error is
+    /// returned.
     pub(crate) fn call(
         &self,
         op: Op,
@@ -119,73 +124,47 @@ impl OneShot {
         data: &[u8],
         out: &mut [u8],
     ) -> Result<usize, Error> {
-        run(
-            self.entries[op as usize],
-            session,
-            mechanism,
-            key,
-            data,
-            out,
-        )
-    }
-}
-
-/// The init call, then the operation into `out`. A module that wants a
-/// larger buffer answers `CKR_BUFFER_TOO_SMALL` and keeps the operation
-/// active (PKCS#11 5.2); that is returned as the error after the operation
-/// is ended by a length query and a call into a buffer of the right size,
-/// so the session is left clean.
-fn run(
-    Entry {
-        init,
-        run: op,
-        init_fn,
-        run_fn: op_fn,
-    }: Entry,
-    session: &Session,
-    mechanism: &Mechanism<'_>,
-    key: ObjectHandle,
-    data: &[u8],
-    out: &mut [u8],
-) -> Result<usize, Error> {
-    let mut mechanism: CK_MECHANISM = mechanism.into();
-    let data_len = CK_ULONG::try_from(data.len())?;
-    let mut out_len = CK_ULONG::try_from(out.len())?;
-    // SAFETY: a live session handle and key handle; the mechanism (and the
-    // parameters it points to) outlives the call.
-    let rv = unsafe { init(session.handle(), &mut mechanism, key.handle()) };
-    Rv::from(rv).into_result(init_fn)?;
-    // SAFETY: the module reads `data_len` bytes of `data` (PKCS#11 declares
-    // it non-const but does not write it) and writes at most `out_len`
-    // bytes into `out`, updating `out_len`.
-    let rv = unsafe {
-        op(
-            session.handle(),
-            data.as_ptr().cast_mut(),
-            data_len,
-            out.as_mut_ptr(),
-            &mut out_len,
-        )
-    };
-    match Rv::from(rv) {
-        Rv::Ok => Ok(usize::try_from(out_len)?),
-        Rv::Error(RvError::BufferTooSmall) => {
-            let mut end = vec![0u8; usize::try_from(out_len)?];
-            // SAFETY: as above, into a buffer of the length the module asked
-            // for; its contents are dropped unread (zeroed: it may hold a
-            // plaintext).
-            let _ = unsafe {
-                op(
+        let Entry {
+            init,
+            run,
+            init_fn,
+            run_fn,
+        } = self.entries[op as usize];
+        let mut mechanism: CK_MECHANISM = mechanism.into();
+        let data_len = CK_ULONG::try_from(data.len())?;
+        // SAFETY: a live session handle and key handle; the mechanism (and the
+        // parameters it points to) outlives the call.
+        let rv = unsafe { init(session.handle(), &mut mechanism, key.handle()) };
+        Rv::from(rv).into_result(init_fn)?;
+        // The operation into `buf`: its return value, and the output length
+        // the module reported.
+        let run_into = |buf: &mut [u8]| -> Result<(Rv, CK_ULONG), Error> {
+            let mut len = CK_ULONG::try_from(buf.len())?;
+            // SAFETY: the module reads `data_len` bytes of `data` (PKCS#11
+            // declares it non-const but does not write it) and writes at
+            // most `len` bytes into `buf`, updating `len`.
+            let rv = unsafe {
+                run(
                     session.handle(),
                     data.as_ptr().cast_mut(),
                     data_len,
-                    end.as_mut_ptr(),
-                    &mut out_len,
+                    buf.as_mut_ptr(),
+                    &mut len,
                 )
             };
-            zeroize::Zeroize::zeroize(&mut end);
-            Err(Error::Pkcs11(RvError::BufferTooSmall, op_fn))
+            Ok((Rv::from(rv), len))
+        };
+        match run_into(out)? {
+            (Rv::Ok, len) => Ok(usize::try_from(len)?),
+            (Rv::Error(RvError::BufferTooSmall), wanted) => {
+                // Ends the operation into a buffer of the length the module
+                // asked for; dropped unread, zeroed (it may hold a plaintext).
+                let mut end = vec![0u8; usize::try_from(wanted)?];
+                let _ = run_into(&mut end);
+                zeroize::Zeroize::zeroize(&mut end);
+                Err(Error::Pkcs11(RvError::BufferTooSmall, run_fn))
+            }
+            (Rv::Error(e), _) => Err(Error::Pkcs11(e, run_fn)),
         }
-        Rv::Error(e) => Err(Error::Pkcs11(e, op_fn)),
     }
 }
