@@ -287,7 +287,9 @@ impl HandleCache {
 }
 
 /// The labelled secret-key objects matching `template`, with their labels,
-/// in one search (up to one more than the cache's bound for token keys).
+/// in one search: up to the cache's bound for token keys plus room for the
+/// vault's own keys, so a token with more token keys than the bound is
+/// seen as such (the pass is then marked incomplete).
 fn labelled_secret_keys(
     session: &Session,
     template: &[Attribute],

@@ -225,7 +225,7 @@ impl Module {
 
     /// The lane calls use now (stable inside the gate).
     pub(crate) fn lane(&self) -> &Lane {
-        self.lane_at(self.active.load(Ordering::Acquire))
+        self.lane_at(self.lane_index())
     }
 
     fn lane_at(&self, idx: usize) -> &Lane {
@@ -386,11 +386,7 @@ impl Module {
             }
             self.warm_pending.store(false, Ordering::Release);
         }
-        let mut initialized = write(&self.gate);
-        // Another thread may have done it while this one waited.
-        if *initialized && self.budget_spent() {
-            self.reinitialize_in_place(&mut initialized);
-        }
+        self.fall_back_in_place();
     }
 
     /// Prepares the standby copy beside the active one and switches to it
@@ -446,10 +442,7 @@ impl Module {
         let switch_started = Instant::now();
         if !*initialized || self.generation() != generation || token_changes() != changes {
             discard("a token object changed, or the module was re-initialised, while it loaded");
-            if *initialized && self.budget_spent() {
-                self.reinitialize_in_place(&mut initialized);
-            }
-            return;
+            return self.reinitialize_in_place(&mut initialized);
         }
         let objects = self.objects.swap(copies, Ordering::Relaxed);
         self.active.store(to, Ordering::Release);
@@ -475,11 +468,10 @@ impl Module {
         );
     }
 
+    /// [`Module::reinitialize_in_place`] under the gate, once calls in
+    /// flight have left it.
     fn fall_back_in_place(&self) {
-        let mut initialized = write(&self.gate);
-        if *initialized && self.budget_spent() {
-            self.reinitialize_in_place(&mut initialized);
-        }
+        self.reinitialize_in_place(&mut write(&self.gate));
     }
 
     /// The copy at `idx` for use as the standby: lane 1 is loaded at its
@@ -505,8 +497,13 @@ impl Module {
     }
 
     /// Finalises and initialises the active copy; call with the gate held
-    /// exclusively.
+    /// exclusively. Does nothing when the module is not initialised or the
+    /// budget is no longer spent (another thread did it while this one
+    /// waited for the gate).
     fn reinitialize_in_place(&self, initialized: &mut bool) {
+        if !*initialized || !self.budget_spent() {
+            return;
+        }
         let started = Instant::now();
         let objects = self.objects.swap(0, Ordering::Relaxed);
         if let Err(e) = self.ctx().clone().finalize() {
