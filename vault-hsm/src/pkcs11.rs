@@ -4,7 +4,7 @@
 mod copies;
 mod errors;
 mod handles;
-mod locks;
+pub(crate) mod locks;
 mod module;
 mod oneshot;
 mod random;

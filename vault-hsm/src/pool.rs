@@ -1,24 +1,92 @@
 //! [`HsmPool`]: a few named std threads that run HSM calls for async code.
 //! HSM calls block, so they never run on a tokio worker; each pool thread
 //! keeps its own logged-in session (the `Hsm` implementation's thread-local).
+//!
+//! Two queues feed the threads. Requests a client waits for (tokenize,
+//! credentials, ...) go to the foreground queue, which is always served
+//! first. The provisioning worker's calls (open the PAN, unwrap a token key
+//! into the token, seal the token number, destroy a token key) go to the
+//! background queue, [`HsmPool::run_background`]: they run one at a time, and
+//! only when no foreground call is waiting, or when none has run for
+//! [`BACKGROUND_MIN_SHARE`] (so a saturated pool still provisions a trickle
+//! rather than nothing). A token-key unwrap holds SoftHSM2's token for
+//! 0.5–1 ms and the process-wide token-object lock; without the split, two of
+//! them could occupy both pool threads while tokenize calls queue behind.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::pkcs11::locks::lock;
 use crate::{Hsm, HsmError};
 
 type Job<H> = Box<dyn FnOnce(&H) + Send + 'static>;
 
-/// N threads named `hsm-<i>` taking closures from one queue. Dropping the
-/// pool closes the queue, lets queued jobs finish and joins the threads.
+/// While foreground calls keep the pool busy, a background call still starts
+/// once this long after the last one started: a floor of ~100 background
+/// calls a second, at most one at a time.
+pub const BACKGROUND_MIN_SHARE: Duration = Duration::from_millis(10);
+
+/// N threads named `hsm-<i>` taking closures from two queues. Dropping the
+/// pool closes the queues, lets queued jobs finish and joins the threads.
 pub struct HsmPool<H: Hsm> {
     hsm: Arc<H>,
-    jobs: Option<Sender<Job<H>>>,
+    queue: Arc<Queue<H>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+struct Queue<H> {
+    state: Mutex<State<H>>,
+    ready: Condvar,
+}
+
+struct State<H> {
+    foreground: VecDeque<Job<H>>,
+    background: VecDeque<Job<H>>,
+    /// A background job is running (they run one at a time).
+    background_running: bool,
+    /// When the last background job started.
+    background_started: Option<Instant>,
+    background_done: u64,
+    closed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Foreground,
+    Background,
+}
+
+impl<H> State<H> {
+    /// The next job for a free thread, by the rules of the module doc.
+    fn take(&mut self, now: Instant) -> Option<(Lane, Job<H>)> {
+        let background_due = !self.background_running
+            && !self.background.is_empty()
+            && (self.foreground.is_empty()
+                || self
+                    .background_started
+                    .is_none_or(|t| now.duration_since(t) >= BACKGROUND_MIN_SHARE));
+        if background_due {
+            self.background_running = true;
+            self.background_started = Some(now);
+            return self.background.pop_front().map(|j| (Lane::Background, j));
+        }
+        self.foreground.pop_front().map(|j| (Lane::Foreground, j))
+    }
+
+    /// How long an idle thread may sleep before a background job waiting
+    /// behind foreground work is due (`None`: until notified).
+    fn next_due(&self, now: Instant) -> Option<Duration> {
+        if self.background_running || self.background.is_empty() {
+            return None;
+        }
+        self.background_started
+            .map(|t| BACKGROUND_MIN_SHARE.saturating_sub(now.duration_since(t)))
+    }
 }
 
 impl<H: Hsm> HsmPool<H> {
@@ -27,29 +95,55 @@ impl<H: Hsm> HsmPool<H> {
     /// # Panics
     /// If the OS refuses to start a thread (start-up only).
     pub fn new(hsm: Arc<H>, threads: usize) -> Self {
-        let (tx, rx) = channel::<Job<H>>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                foreground: VecDeque::new(),
+                background: VecDeque::new(),
+                background_running: false,
+                background_started: None,
+                background_done: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         let threads = (0..threads.max(1))
             .map(|i| {
                 let hsm = Arc::clone(&hsm);
-                let rx = Arc::clone(&rx);
+                let queue = Arc::clone(&queue);
                 std::thread::Builder::new()
                     .name(format!("hsm-{i}"))
-                    .spawn(move || worker(&*hsm, &rx))
+                    .spawn(move || worker(&*hsm, &queue))
                     .expect("start HSM pool thread")
             })
             .collect();
         HsmPool {
             hsm,
-            jobs: Some(tx),
+            queue,
             threads,
         }
     }
 
-    /// Runs `f` on a pool thread and returns its result. Fails only when the
-    /// pool is shut down (or `f` panicked).
+    /// Runs `f` on a pool thread, ahead of any background work, and returns
+    /// its result. Fails only when the pool is shut down (or `f` panicked).
     pub async fn run<R: Send + 'static>(
         &self,
+        f: impl FnOnce(&H) -> R + Send + 'static,
+    ) -> Result<R, HsmError> {
+        self.submit(Lane::Foreground, f).await
+    }
+
+    /// Runs `f` on a pool thread when no foreground call is waiting (see the
+    /// module doc): for work no client is waiting for.
+    pub async fn run_background<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&H) -> R + Send + 'static,
+    ) -> Result<R, HsmError> {
+        self.submit(Lane::Background, f).await
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        lane: Lane,
         f: impl FnOnce(&H) -> R + Send + 'static,
     ) -> Result<R, HsmError> {
         let (reply, answer) = oneshot::channel();
@@ -57,11 +151,17 @@ impl<H: Hsm> HsmPool<H> {
             // The caller may have given up (request cancelled): ignore.
             let _ = reply.send(f(hsm));
         });
-        self.jobs
-            .as_ref()
-            .ok_or_else(shut_down)?
-            .send(job)
-            .map_err(|_| shut_down())?;
+        {
+            let mut state = lock(&self.queue.state);
+            if state.closed {
+                return Err(shut_down());
+            }
+            match lane {
+                Lane::Foreground => state.foreground.push_back(job),
+                Lane::Background => state.background.push_back(job),
+            }
+        }
+        self.queue.ready.notify_one();
         answer.await.map_err(|_| shut_down())
     }
 
@@ -75,35 +175,140 @@ impl<H: Hsm> HsmPool<H> {
     pub fn threads(&self) -> usize {
         self.threads.len()
     }
+
+    /// Background jobs finished since start (for tests and figures).
+    pub fn background_done(&self) -> u64 {
+        lock(&self.queue.state).background_done
+    }
 }
 
 impl<H: Hsm> Drop for HsmPool<H> {
     fn drop(&mut self) {
-        drop(self.jobs.take());
+        lock(&self.queue.state).closed = true;
+        self.queue.ready.notify_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn worker<H: Hsm>(hsm: &H, jobs: &Mutex<Receiver<Job<H>>>) {
+fn worker<H: Hsm>(hsm: &H, queue: &Queue<H>) {
+    let mut state = lock(&queue.state);
     loop {
-        // Hold the lock only while taking a job, not while running it.
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(poisoned) => poisoned.into_inner().recv(),
-        };
-        let Ok(job) = job else {
-            return; // queue closed: the pool is shutting down
-        };
-        // A panicking job must not take the thread down; its caller sees the
-        // dropped reply as an error.
-        if catch_unwind(AssertUnwindSafe(|| job(hsm))).is_err() {
-            tracing::error!("an HSM job panicked");
+        let now = Instant::now();
+        if let Some((lane, job)) = state.take(now) {
+            drop(state);
+            // A panicking job must not take the thread down; its caller sees
+            // the dropped reply as an error.
+            if catch_unwind(AssertUnwindSafe(|| job(hsm))).is_err() {
+                tracing::error!("an HSM job panicked");
+            }
+            state = lock(&queue.state);
+            if lane == Lane::Background {
+                state.background_running = false;
+                state.background_done += 1;
+                // The next background job may be waiting for this one.
+                queue.ready.notify_one();
+            }
+            continue;
         }
+        if state.closed && state.foreground.is_empty() && state.background.is_empty() {
+            // The pool is shutting down and every queued job ran; threads
+            // waiting for a background job to end must see that too.
+            queue.ready.notify_all();
+            return;
+        }
+        state = match state.next_due(now) {
+            None => queue.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+            Some(due) => {
+                queue
+                    .ready
+                    .wait_timeout(state, due)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
     }
 }
 
 fn shut_down() -> HsmError {
     HsmError::Unavailable("HSM pool is shut down".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State<()> {
+        State {
+            foreground: VecDeque::new(),
+            background: VecDeque::new(),
+            background_running: false,
+            background_started: None,
+            background_done: 0,
+            closed: false,
+        }
+    }
+
+    fn job() -> Job<()> {
+        Box::new(|_| {})
+    }
+
+    /// A queue whose last background job started at `t0`, with `background`
+    /// and `foreground` jobs waiting.
+    fn queued(t0: Instant, background: usize, foreground: usize) -> State<()> {
+        let mut s = state();
+        s.background_started = Some(t0);
+        s.background.extend((0..background).map(|_| job()));
+        s.foreground.extend((0..foreground).map(|_| job()));
+        s
+    }
+
+    fn lane(taken: Option<(Lane, Job<()>)>) -> Option<Lane> {
+        taken.map(|(l, _)| l)
+    }
+
+    #[test]
+    fn foreground_goes_first_until_background_is_owed_its_share() {
+        let t0 = Instant::now();
+        let mut s = queued(t0, 1, 2);
+        assert_eq!(lane(s.take(t0)), Some(Lane::Foreground));
+        assert_eq!(
+            s.next_due(t0),
+            Some(BACKGROUND_MIN_SHARE),
+            "an idle thread wakes when the background job is owed its turn"
+        );
+        // The share is due: the background job goes before the waiting
+        // foreground one.
+        let later = t0 + BACKGROUND_MIN_SHARE;
+        assert_eq!(lane(s.take(later)), Some(Lane::Background));
+        assert_eq!(s.background_started, Some(later));
+        assert_eq!(lane(s.take(later)), Some(Lane::Foreground));
+        assert_eq!(lane(s.take(later)), None);
+    }
+
+    #[test]
+    fn background_runs_at_once_when_no_foreground_waits_but_one_at_a_time() {
+        let t0 = Instant::now();
+        let mut s = queued(t0, 2, 0);
+        assert_eq!(lane(s.take(t0)), Some(Lane::Background));
+        assert!(s.background_running);
+        // The second waits for the first, whatever the time.
+        let much_later = t0 + BACKGROUND_MIN_SHARE * 10;
+        assert_eq!(lane(s.take(much_later)), None);
+        assert_eq!(s.next_due(much_later), None, "woken by the first's end");
+        s.foreground.push_back(job());
+        assert_eq!(lane(s.take(much_later)), Some(Lane::Foreground));
+        s.background_running = false;
+        assert_eq!(lane(s.take(much_later)), Some(Lane::Background));
+    }
+
+    #[test]
+    fn the_first_background_job_is_not_held_back() {
+        let t0 = Instant::now();
+        let mut s = state();
+        s.foreground.push_back(job());
+        s.background.push_back(job());
+        assert_eq!(lane(s.take(t0)), Some(Lane::Background));
+    }
 }

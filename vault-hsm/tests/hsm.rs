@@ -474,3 +474,63 @@ async fn pool_runs_closures_on_several_threads() {
     assert!(pool.run(|_| -> u8 { panic!("job panics") }).await.is_err());
     assert_eq!(pool.run(|hsm| hsm.pan_key_version()).await.expect("run"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_jobs_run_one_at_a_time_and_never_hold_up_foreground_calls() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    let pool = Arc::new(HsmPool::new(Arc::clone(hsm()), 2));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    // 40 background jobs of 20 ms each: 800 ms of work, one at a time.
+    let background: Vec<_> = (0..40)
+        .map(|_| {
+            let (pool, running, most) =
+                (Arc::clone(&pool), Arc::clone(&running), Arc::clone(&most));
+            tokio::spawn(async move {
+                pool.run_background(move |hsm: &Pkcs11Hsm| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    hsm.pan_key_version()
+                })
+                .await
+            })
+        })
+        .collect();
+    // Once background work is under way:
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background job started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Foreground calls meanwhile are served by the other thread, without
+    // waiting for the background queue: in a first-come pool each would
+    // wait for the 40 jobs queued before it.
+    let mut done_at_first = None;
+    for _ in 0..20 {
+        let sealed = pool
+            .run(|hsm: &Pkcs11Hsm| hsm.seal("al_lanes", "pan", b"4111111111111111"))
+            .await
+            .expect("run")
+            .expect("seal");
+        assert!(!sealed.is_empty());
+        done_at_first.get_or_insert(pool.background_done());
+    }
+    assert!(
+        done_at_first < Some(20) && pool.background_done() < 40,
+        "the foreground calls waited for the background queue ({done_at_first:?} background \
+         jobs done at the first, {} after the last)",
+        pool.background_done()
+    );
+    for job in background {
+        assert_eq!(job.await.expect("task").expect("run"), 1);
+    }
+    assert_eq!(pool.background_done(), 40, "no background job is starved");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "background jobs overlapped");
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use vault_proto::Pan;
 use vault_proto::ops::{AliasArgs, AliasStatus, Tokenize};
 
-use super::{Bench, CardSet, tokenize_args};
+use super::{AliasSlots, Bench, CardSet, tokenize_args, tokenize_into};
 use crate::load::{self, Failure, Stop};
 use crate::report::ScenarioReport;
 
@@ -50,7 +50,7 @@ impl Bench {
         let start = self.next_card.fetch_add(n as u64, Relaxed);
         let pans: Arc<Vec<Pan>> =
             Arc::new((0..n as u64).map(|i| self.pans.visa(start + i)).collect());
-        let slots: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
+        let slots: AliasSlots = Arc::new(Mutex::new(vec![None; n]));
         let (p, s) = (Arc::clone(&pans), Arc::clone(&slots));
         let run = load::run(
             &self.clients,
@@ -59,18 +59,7 @@ impl Bench {
             None,
             move |client, seq| {
                 let i = seq as usize;
-                let pan = p[i].clone();
-                let slots = Arc::clone(&s);
-                async move {
-                    let r = client
-                        .op::<Tokenize>(&tokenize_args(pan))
-                        .await
-                        .map_err(Failure::of)?;
-                    if let Ok(mut v) = slots.lock() {
-                        v[i] = Some(r.record.alias);
-                    }
-                    Ok("created")
-                }
+                tokenize_into(client, p[i].clone(), Arc::clone(&s), i)
             },
         )
         .await;

@@ -9,15 +9,15 @@ mod network;
 mod verify;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vault_proto::Client;
 use vault_proto::client::ClientError;
-use vault_proto::ops::TokenizeArgs;
+use vault_proto::ops::{Tokenize, TokenizeArgs};
 
-use crate::load::{self, Outcome, Progress, Stop};
+use crate::load::{self, Failure, Outcome, Progress, Stop};
 use crate::pans::PanGen;
 use crate::procfs::{self, CpuSnapshot, SystemCpu};
 use crate::report::ScenarioReport;
@@ -168,6 +168,26 @@ fn tokenize_args(pan: vault_proto::Pan) -> TokenizeArgs {
         exp_year: 2031,
         transaction_id: None,
     }
+}
+
+/// Aliases by call number, filled in as tokenize calls answer.
+type AliasSlots = Arc<Mutex<Vec<Option<String>>>>;
+
+/// One tokenize of `pan` whose alias is kept in `slots[i]`.
+async fn tokenize_into(
+    client: Arc<Client>,
+    pan: vault_proto::Pan,
+    slots: AliasSlots,
+    i: usize,
+) -> Outcome {
+    let r = client
+        .op::<Tokenize>(&tokenize_args(pan))
+        .await
+        .map_err(Failure::of)?;
+    if let Ok(mut v) = slots.lock() {
+        v[i] = Some(r.record.alias);
+    }
+    Ok(if r.created { "created" } else { "existing" })
 }
 
 /// `code: message` of a refused probe, for a skipped scenario.

@@ -73,7 +73,11 @@ async fn poll_once<S: Store, H: Hsm>(
         .map_err(|e| e.to_string())?;
     for r in deleted {
         let r2 = r.clone();
-        match tokens.hsm.run(move |h| h.destroy_token_key(&r2)).await {
+        match tokens
+            .hsm
+            .run_background(move |h| h.destroy_token_key(&r2))
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) | Err(e) => {
                 tracing::warn!(token_ref = %r, error = %e, "could not destroy a deleted token's key")
@@ -117,7 +121,9 @@ async fn prepare<S: Store, H: Hsm>(
                     let alias = t.alias.clone();
                     let ct = tokens
                         .hsm
-                        .run(move |h| h.seal(&alias, "token", number.expose().as_bytes()))
+                        .run_background(move |h| {
+                            h.seal(&alias, "token", number.expose().as_bytes())
+                        })
                         .await
                         .and_then(|r| r)
                         .map_err(|e| e.to_string())?;

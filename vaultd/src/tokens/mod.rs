@@ -384,7 +384,11 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             Ok(FinishOutcome::Ok) => {}
             Ok(FinishOutcome::Orphaned { token_ref }) => {
                 let r = token_ref.clone();
-                if let Err(e) = self.hsm.run(move |h| h.destroy_token_key(&r)).await {
+                if let Err(e) = self
+                    .hsm
+                    .run_background(move |h| h.destroy_token_key(&r))
+                    .await
+                {
                     tracing::warn!(error = %e, "could not destroy an orphaned token key");
                 }
             }
@@ -400,7 +404,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         if let Some(r) = &job.token_ref {
             let key = r.clone();
             self.hsm
-                .run(move |h| h.destroy_token_key(&key))
+                .run_background(move |h| h.destroy_token_key(&key))
                 .await
                 .and_then(|r| r)
                 .map_err(|e| JobError::Local(format!("could not destroy the token key: {e}")))?;
@@ -427,7 +431,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let a = alias.clone();
         let pan = self
             .hsm
-            .run(move |h| h.open(&a, "pan", &ct).map(|p| Pan::from_bytes(&p)))
+            .run_background(move |h| h.open(&a, "pan", &ct).map(|p| Pan::from_bytes(&p)))
             .await
             .and_then(|r| r)
             .map_err(|e| JobError::Local(e.to_string()))?
@@ -443,7 +447,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             .map_err(JobError::Tsp)?;
         drop(pan);
         let (token_ref, token) = self
-            .install(&alias, &job.tenant, &job.scheme, c, p)
+            .install(&alias, &job.tenant, &job.scheme, c, p, Lane::Background)
             .await
             .map_err(JobError::Local)?;
         Ok(JobFinish::Provisioned {
@@ -453,7 +457,9 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         })
     }
 
-    /// Puts an issued token's key into the HSM and seals its number.
+    /// Puts an issued token's key into the HSM and seals its number, on the
+    /// HSM pool's background lane for a queued job, ahead of it for a
+    /// client that waits ([`Tokens::provision_now`]).
     async fn install(
         &self,
         alias: &str,
@@ -461,6 +467,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         scheme: &str,
         c: &Connector,
         p: Provisioned,
+        lane: Lane,
     ) -> Result<(String, TokenRec), String> {
         let wrapped =
             hex_decode(&p.wrapped_key).ok_or("token service sent a malformed wrapped key")?;
@@ -477,15 +484,16 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let (a, s, r) = (alias.to_owned(), scheme.to_owned(), token_ref.clone());
         let number = p.token;
         let last4 = number.last4().to_owned();
-        let token_ct = self
-            .hsm
-            .run(move |h| {
-                h.unwrap_token_key(&s, &r, &wrapped)?;
-                h.seal(&a, "token", number.expose().as_bytes())
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| e.to_string())?;
+        let work = move |h: &H| {
+            h.unwrap_token_key(&s, &r, &wrapped)?;
+            h.seal(&a, "token", number.expose().as_bytes())
+        };
+        let token_ct = match lane {
+            Lane::Background => self.hsm.run_background(work).await,
+            Lane::Foreground => self.hsm.run(work).await,
+        }
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())?;
         Ok((
             token_ref,
             TokenRec {
@@ -517,7 +525,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let s = job.scheme.clone();
         // A new key under the same label: the old one must go first.
         self.hsm
-            .run(move |h| {
+            .run_background(move |h| {
                 h.destroy_token_key(&r)?;
                 h.unwrap_token_key(&s, &r, &wrapped)
             })
@@ -579,13 +587,22 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             Ok(Ok(p)) => p,
         };
         let (token_ref, token) = self
-            .install(alias, tenant, scheme, &s.connector, p)
+            .install(alias, tenant, scheme, &s.connector, p, Lane::Foreground)
             .await
             .map_err(SyncError::Unavailable)?;
         s.provisioned.fetch_add(1, Ordering::Relaxed);
         record_latency(&s.latencies_ms, started.elapsed());
         Ok(SyncToken { token_ref, token })
     }
+}
+
+/// Which of the HSM pool's queues a call goes to.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// A client waits for it.
+    Foreground,
+    /// Queued work ([`HsmPool::run_background`]).
+    Background,
 }
 
 enum JobError {

@@ -197,8 +197,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let chunk: Vec<Stale> = items.by_ref().take(HSM_CHUNK).collect();
+            // Background work: tokenize and credentials calls go first.
             let done = self
-                .hsm(move |h| {
+                .hsm
+                .run_background(move |h| {
                     let mut done = Vec::with_capacity(chunk.len());
                     for stale in chunk {
                         let field = stale.field();
@@ -212,7 +214,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                     }
                     Ok(done)
                 })
-                .await?;
+                .await??;
             out.extend(done);
         }
         Ok(out)
