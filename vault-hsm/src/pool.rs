@@ -62,6 +62,17 @@ enum Lane {
 }
 
 impl<H> State<H> {
+    fn empty() -> Self {
+        State {
+            foreground: VecDeque::new(),
+            background: VecDeque::new(),
+            background_running: false,
+            background_started: None,
+            background_done: 0,
+            closed: false,
+        }
+    }
+
     /// The next job for a free thread, by the rules of the module doc.
     fn take(&mut self, now: Instant) -> Option<(Lane, Job<H>)> {
         let background_due = !self.background_running
@@ -96,14 +107,7 @@ impl<H: Hsm> HsmPool<H> {
     /// If the OS refuses to start a thread (start-up only).
     pub fn new(hsm: Arc<H>, threads: usize) -> Self {
         let queue = Arc::new(Queue {
-            state: Mutex::new(State {
-                foreground: VecDeque::new(),
-                background: VecDeque::new(),
-                background_running: false,
-                background_started: None,
-                background_done: 0,
-                closed: false,
-            }),
+            state: Mutex::new(State::empty()),
             ready: Condvar::new(),
         });
         let threads = (0..threads.max(1))
@@ -240,14 +244,7 @@ mod tests {
     use super::*;
 
     fn state() -> State<()> {
-        State {
-            foreground: VecDeque::new(),
-            background: VecDeque::new(),
-            background_running: false,
-            background_started: None,
-            background_done: 0,
-            closed: false,
-        }
+        State::empty()
     }
 
     fn job() -> Job<()> {
