@@ -175,7 +175,7 @@ pub struct Hsm {
     #[serde(default = "default_key_cache")]
     pub key_cache: usize,
     /// Re-initialise the PKCS#11 module after this many session objects
-    /// (one per cryptogram, one per key copy); 0 never. Unset: 200,000 for
+    /// (one per cryptogram, one per key copy); 0 never. Unset: 600,000 for
     /// SoftHSM2, which frees destroyed session objects only at
     /// `C_Finalize`, and never for other modules.
     #[serde(default)]

@@ -50,11 +50,13 @@ use super::startup::short;
 use crate::{HsmError, HsmResult};
 
 /// SoftHSM2's default: re-initialise after this many session objects
-/// (about 48 MB of objects SoftHSM2 keeps after their destruction). Each
-/// re-initialisation pauses HSM calls for as long as SoftHSM2 takes to load
-/// the token again, about 60 µs per token object (0.6 s with 10,000 token
-/// keys on tmpfs), so the budget trades memory for pauses.
-pub const SOFTHSM_REINIT_AFTER_OBJECTS: u64 = 200_000;
+/// (about 144 MB of objects SoftHSM2 keeps after their destruction). Each
+/// re-initialisation costs the standby copy's warm-up, about 2 s of one core
+/// with 20,000 token keys (or, in place, a pause of ~60 µs per token
+/// object), so the budget trades memory for that work: at 200,000, under
+/// full payment load, the warm-ups every ~15 s cost 7–10% of the payments
+/// (BENCHMARKS.md, session 8).
+pub const SOFTHSM_REINIT_AFTER_OBJECTS: u64 = 600_000;
 
 /// One loaded copy of the library.
 pub(crate) struct Lane {
