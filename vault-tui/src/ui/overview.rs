@@ -5,13 +5,13 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Sparkline, Table};
-use vault_proto::ops::{Health, Stats, TokenStatus};
+use vault_proto::ops::{Health, HsmStats, Stats, TokenStatus};
 
 use super::{HEADER, fmt, placeholder};
 use crate::state::App;
 
 /// Height of the two panels on top.
-const TOP: u16 = 11;
+const TOP: u16 = 12;
 /// From this body height on, a scheme summary fills the space below.
 const ROOM_FOR_SCHEMES: u16 = 28;
 
@@ -92,17 +92,36 @@ fn vault_panel(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn health_lines(health: Option<&Health>, stats: &Stats) -> Vec<Line<'static>> {
+    let mut lines = match health {
+        Some(h) => vec![row("HSM", health_span(&h.hsm))],
+        None => vec![row("HSM / Store", "unknown".dark_gray())],
+    };
+    if let Some(hsm) = &stats.hsm {
+        lines.push(Line::from(hsm_upkeep(hsm)).fg(Color::DarkGray));
+    }
     match health {
-        Some(h) => vec![
-            row("HSM", health_span(&h.hsm)),
+        Some(h) => lines.extend([
             row("Store", health_span(&h.store)),
             row("Uptime", fmt::span(h.uptime_ms)),
-        ],
-        None => vec![
-            row("HSM / Store", "unknown".dark_gray()),
-            row("Uptime", fmt::span(stats.uptime_ms)),
-        ],
+        ]),
+        None => lines.push(row("Uptime", fmt::span(stats.uptime_ms))),
     }
+    lines
+}
+
+/// The module's upkeep (`stats.hsm`): how far it is into its session-object
+/// budget, how many re-initialisations there were and how long the last
+/// one held calls, so a latency spike can be matched to one.
+fn hsm_upkeep(hsm: &HsmStats) -> String {
+    if hsm.reinit_after_objects == 0 {
+        return format!("   key copies {}", fmt::count(hsm.key_copies_made));
+    }
+    let used = hsm.session_objects.saturating_mul(100) / hsm.reinit_after_objects;
+    format!(
+        "   objects {used}% · re-inits {} · pause {} ms",
+        fmt::count(hsm.reinitializations),
+        hsm.last_reinit_pause_ms
+    )
 }
 
 fn status_style(status: &str) -> Style {
