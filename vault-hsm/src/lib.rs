@@ -27,7 +27,7 @@ use vault_proto::Pan;
 use zeroize::Zeroizing;
 
 pub use pkcs11::{HsmConfig, Pkcs11Hsm, SOFTHSM_REINIT_AFTER_OBJECTS, load_pin};
-pub use pool::HsmPool;
+pub use pool::{HsmPool, Lane};
 
 /// Why an HSM call failed. Messages name keys and PKCS#11 return values,
 /// never key material or card data.

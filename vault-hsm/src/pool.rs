@@ -55,9 +55,13 @@ struct State<H> {
     closed: bool,
 }
 
+/// Which of the pool's queues a call goes to (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lane {
+pub enum Lane {
+    /// A client waits for it: served first.
     Foreground,
+    /// Queued work no client waits for: one at a time, when no foreground
+    /// call waits (or its share is due).
     Background,
 }
 
@@ -133,7 +137,7 @@ impl<H: Hsm> HsmPool<H> {
         &self,
         f: impl FnOnce(&H) -> R + Send + 'static,
     ) -> Result<R, HsmError> {
-        self.submit(Lane::Foreground, f).await
+        self.run_in(Lane::Foreground, f).await
     }
 
     /// Runs `f` on a pool thread when no foreground call is waiting (see the
@@ -142,10 +146,11 @@ impl<H: Hsm> HsmPool<H> {
         &self,
         f: impl FnOnce(&H) -> R + Send + 'static,
     ) -> Result<R, HsmError> {
-        self.submit(Lane::Background, f).await
+        self.run_in(Lane::Background, f).await
     }
 
-    async fn submit<R: Send + 'static>(
+    /// Runs `f` on a pool thread from `lane`'s queue.
+    pub async fn run_in<R: Send + 'static>(
         &self,
         lane: Lane,
         f: impl FnOnce(&H) -> R + Send + 'static,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
-use vault_hsm::{Hsm, HsmPool};
+use vault_hsm::{Hsm, HsmPool, Lane};
 use vault_proto::Pan;
 use vault_proto::ops::{SchemeStats, TokenStatus};
 
@@ -488,12 +488,12 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             h.unwrap_token_key(&s, &r, &wrapped)?;
             h.seal(&a, "token", number.expose().as_bytes())
         };
-        let token_ct = match lane {
-            Lane::Background => self.hsm.run_background(work).await,
-            Lane::Foreground => self.hsm.run(work).await,
-        }
-        .and_then(|r| r)
-        .map_err(|e| e.to_string())?;
+        let token_ct = self
+            .hsm
+            .run_in(lane, work)
+            .await
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())?;
         Ok((
             token_ref,
             TokenRec {
@@ -594,15 +594,6 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         record_latency(&s.latencies_ms, started.elapsed());
         Ok(SyncToken { token_ref, token })
     }
-}
-
-/// Which of the HSM pool's queues a call goes to.
-#[derive(Clone, Copy)]
-enum Lane {
-    /// A client waits for it.
-    Foreground,
-    /// Queued work ([`HsmPool::run_background`]).
-    Background,
 }
 
 enum JobError {
