@@ -395,6 +395,12 @@ fn a_thousand_cryptograms_match_an_independent_software_computation() {
         hsm.key_copies_made >= 4,
         "the four token keys are copied: {hsm:?}"
     );
+    // Each provisioning ran two background HSM calls (open the PAN; unwrap
+    // the key and seal the number), and nothing is left waiting.
+    assert!(
+        hsm.background_done >= 8 && hsm.background_queued == 0,
+        "{hsm:?}"
+    );
 }
 
 // ---------------------------------------------------------------- 3

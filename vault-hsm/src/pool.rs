@@ -185,9 +185,14 @@ impl<H: Hsm> HsmPool<H> {
         self.threads.len()
     }
 
-    /// Background jobs finished since start (for tests and figures).
+    /// Background jobs finished since start.
     pub fn background_done(&self) -> u64 {
         lock(&self.queue.state).background_done
+    }
+
+    /// Background jobs waiting for their turn now.
+    pub fn background_queued(&self) -> u64 {
+        lock(&self.queue.state).background.len() as u64
     }
 }
 

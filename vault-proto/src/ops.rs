@@ -322,6 +322,13 @@ pub struct HsmStats {
     /// Session copies of keys made since start (a number that keeps
     /// climbing under a steady load means the key cache is too small).
     pub key_copies_made: u64,
+    /// HSM calls of background work (provisioning, lifecycle, key
+    /// destruction, re-encryption) waiting behind client calls now.
+    #[serde(default)]
+    pub background_queued: u64,
+    /// Background HSM calls finished since start.
+    #[serde(default)]
+    pub background_done: u64,
 }
 
 /// `stats.logs`: the newest `seq` of each log, 0 when it is empty.

@@ -437,13 +437,16 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 if let Some(h) = &s.hsm {
                     println!(
                         "hsm            session_objects {} of {} reinitializations {} \
-                         (standby_switches {}) last_pause {} ms key_copies_made {}",
+                         (standby_switches {}) last_pause {} ms key_copies_made {} \
+                         background queued {} done {}",
                         h.session_objects,
                         h.reinit_after_objects,
                         h.reinitializations,
                         h.standby_switches,
                         h.last_reinit_pause_ms,
-                        h.key_copies_made
+                        h.key_copies_made,
+                        h.background_queued,
+                        h.background_done
                     );
                 }
                 println!("uptime         {} s", s.uptime_ms / 1000);

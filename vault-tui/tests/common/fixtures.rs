@@ -131,6 +131,8 @@ pub fn stats(k: u64) -> Stats {
             last_reinit_pause_ms: 0,
             standby_switches: 3,
             key_copies_made: 41_208,
+            background_queued: 0,
+            background_done: 20_118,
         }),
     }
 }
