@@ -4,14 +4,16 @@
 //!
 //! Two queues feed the threads. Requests a client waits for (tokenize,
 //! credentials, ...) go to the foreground queue, which is always served
-//! first. The provisioning worker's calls (open the PAN, unwrap a token key
-//! into the token, seal the token number, destroy a token key) go to the
-//! background queue, [`HsmPool::run_background`]: they run one at a time, and
-//! only when no foreground call is waiting, or when none has run for
-//! [`BACKGROUND_MIN_SHARE`] (so a saturated pool still provisions a trickle
-//! rather than nothing). A token-key unwrap holds SoftHSM2's token for
-//! 0.5–1 ms and the process-wide token-object lock; without the split, two of
-//! them could occupy both pool threads while tokenize calls queue behind.
+//! first. Work no client waits for goes to the background queue,
+//! [`HsmPool::run_background`]: the provisioning worker's calls (open the
+//! PAN, unwrap a token key into the token, seal the token number), lifecycle
+//! changes, token-key destruction, re-encryption after a key rotation. They
+//! run one at a time, when no foreground call is waiting, or when the last
+//! background call started [`BACKGROUND_MIN_SHARE`] ago or more (so a
+//! saturated pool still provisions a trickle rather than nothing). A
+//! token-key unwrap holds SoftHSM2's token for 0.5–1 ms and the process-wide
+//! token-object lock; without the split, two of them could occupy both pool
+//! threads while tokenize calls queue behind.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -91,16 +93,6 @@ impl<H> State<H> {
             return self.background.pop_front().map(|j| (Lane::Background, j));
         }
         self.foreground.pop_front().map(|j| (Lane::Foreground, j))
-    }
-
-    /// How long an idle thread may sleep before a background job waiting
-    /// behind foreground work is due (`None`: until notified).
-    fn next_due(&self, now: Instant) -> Option<Duration> {
-        if self.background_running || self.background.is_empty() {
-            return None;
-        }
-        self.background_started
-            .map(|t| BACKGROUND_MIN_SHARE.saturating_sub(now.duration_since(t)))
     }
 }
 
@@ -232,16 +224,9 @@ fn worker<H: Hsm>(hsm: &H, queue: &Queue<H>) {
             queue.ready.notify_all();
             return;
         }
-        state = match state.next_due(now) {
-            None => queue.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
-            Some(due) => {
-                queue
-                    .ready
-                    .wait_timeout(state, due)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
-            }
-        };
+        // Idle: nothing in the foreground queue, and the background queue
+        // empty or its one job running. A new job or that job's end wakes us.
+        state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
     }
 }
 
@@ -280,11 +265,6 @@ mod tests {
         let t0 = Instant::now();
         let mut s = queued(t0, 1, 2);
         assert_eq!(lane(s.take(t0)), Some(Lane::Foreground));
-        assert_eq!(
-            s.next_due(t0),
-            Some(BACKGROUND_MIN_SHARE),
-            "an idle thread wakes when the background job is owed its turn"
-        );
         // The share is due: the background job goes before the waiting
         // foreground one.
         let later = t0 + BACKGROUND_MIN_SHARE;
@@ -302,8 +282,7 @@ mod tests {
         assert!(s.background_running);
         // The second waits for the first, whatever the time.
         let much_later = t0 + BACKGROUND_MIN_SHARE * 10;
-        assert_eq!(lane(s.take(much_later)), None);
-        assert_eq!(s.next_due(much_later), None, "woken by the first's end");
+        assert_eq!(lane(s.take(much_later)), None, "woken by the first's end");
         s.foreground.push_back(job());
         assert_eq!(lane(s.take(much_later)), Some(Lane::Foreground));
         s.background_running = false;
