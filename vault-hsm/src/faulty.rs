@@ -205,6 +205,10 @@ impl<H: Hsm> Hsm for FaultyHsm<H> {
     fn stats(&self) -> Option<vault_proto::ops::HsmStats> {
         self.inner.stats()
     }
+
+    fn attach_background_hold(&self, hold: std::sync::Weak<dyn crate::pool::BackgroundHold>) {
+        self.inner.attach_background_hold(hold);
+    }
 }
 
 #[cfg(test)]

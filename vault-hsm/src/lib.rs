@@ -27,7 +27,7 @@ use vault_proto::Pan;
 use zeroize::Zeroizing;
 
 pub use pkcs11::{HsmConfig, Pkcs11Hsm, SOFTHSM_REINIT_AFTER_OBJECTS, load_pin};
-pub use pool::{HsmPool, Lane};
+pub use pool::{BackgroundHold, HsmPool, Lane};
 
 /// Why an HSM call failed. Messages name keys and PKCS#11 return values,
 /// never key material or card data.
@@ -139,5 +139,12 @@ pub trait Hsm: Send + Sync + 'static {
     /// The module's upkeep figures, where this HSM has any.
     fn stats(&self) -> Option<vault_proto::ops::HsmStats> {
         None
+    }
+
+    /// A pool running this HSM's calls hands over its background queue, so
+    /// the HSM can hold background work while it must not see token-object
+    /// changes (SoftHSM2's standby re-initialisation).
+    fn attach_background_hold(&self, hold: std::sync::Weak<dyn pool::BackgroundHold>) {
+        let _ = hold;
     }
 }

@@ -744,6 +744,10 @@ impl Hsm for Pkcs11Hsm {
         self.session("check", |_| Ok(()))
     }
 
+    fn attach_background_hold(&self, hold: std::sync::Weak<dyn crate::pool::BackgroundHold>) {
+        self.source.module.attach_background_hold(hold);
+    }
+
     fn stats(&self) -> Option<vault_proto::ops::HsmStats> {
         let module = &self.source.module;
         Some(vault_proto::ops::HsmStats {

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,23 @@ type Job<H> = Box<dyn FnOnce(&H) + Send + 'static>;
 /// once this long after the last one started: a floor of ~100 background
 /// calls a second, at most one at a time.
 pub const BACKGROUND_MIN_SHARE: Duration = Duration::from_millis(10);
+
+/// How long [`BackgroundHold::hold`] waits at most for the background job
+/// that is running to end.
+const HOLD_WAIT: Duration = Duration::from_secs(2);
+
+/// Lets the HSM layer stop a pool's background work for a while: SoftHSM2's
+/// standby copy must see no token-object change while it loads, and token
+/// objects are created and destroyed only by background work (and by the
+/// rare admin call). Attached by [`HsmPool::new`] through
+/// [`Hsm::attach_background_hold`].
+pub trait BackgroundHold: Send + Sync {
+    /// Starts no more background jobs, and waits (a bounded time) for the
+    /// one running to end.
+    fn hold(&self);
+    /// Starts background jobs again.
+    fn release(&self);
+}
 
 /// N threads named `hsm-<i>` taking closures from two queues. Dropping the
 /// pool closes the queues, lets queued jobs finish and joins the threads.
@@ -53,6 +70,8 @@ struct State<H> {
     background_running: bool,
     /// When the last background job started.
     background_started: Option<Instant>,
+    /// Background jobs are held ([`BackgroundHold`]).
+    held: bool,
     background_done: u64,
     closed: bool,
 }
@@ -74,6 +93,7 @@ impl<H> State<H> {
             background: VecDeque::new(),
             background_running: false,
             background_started: None,
+            held: false,
             background_done: 0,
             closed: false,
         }
@@ -81,7 +101,8 @@ impl<H> State<H> {
 
     /// The next job for a free thread, by the rules of the module doc.
     fn take(&mut self, now: Instant) -> Option<(Lane, Job<H>)> {
-        let background_due = !self.background_running
+        let background_due = !self.held
+            && !self.background_running
             && !self.background.is_empty()
             && (self.foreground.is_empty()
                 || self
@@ -106,6 +127,8 @@ impl<H: Hsm> HsmPool<H> {
             state: Mutex::new(State::empty()),
             ready: Condvar::new(),
         });
+        let hold: Weak<dyn BackgroundHold> = Arc::downgrade(&queue) as Weak<Queue<H>>;
+        hsm.attach_background_hold(hold);
         let threads = (0..threads.max(1))
             .map(|i| {
                 let hsm = Arc::clone(&hsm);
@@ -213,8 +236,9 @@ fn worker<H: Hsm>(hsm: &H, queue: &Queue<H>) {
             if lane == Lane::Background {
                 state.background_running = false;
                 state.background_done += 1;
-                // The next background job may be waiting for this one.
-                queue.ready.notify_one();
+                // The next background job may be waiting for this one, and
+                // a hold for its end.
+                queue.ready.notify_all();
             }
             continue;
         }
@@ -227,6 +251,31 @@ fn worker<H: Hsm>(hsm: &H, queue: &Queue<H>) {
         // Idle: nothing in the foreground queue, and the background queue
         // empty or its one job running. A new job or that job's end wakes us.
         state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+impl<H: Hsm> BackgroundHold for Queue<H> {
+    fn hold(&self) {
+        let mut state = lock(&self.state);
+        state.held = true;
+        let deadline = Instant::now() + HOLD_WAIT;
+        while state.background_running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::debug!("a background HSM job is still running; holding the others anyway");
+                break;
+            }
+            state = self
+                .ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self) {
+        lock(&self.state).held = false;
+        self.ready.notify_all();
     }
 }
 

@@ -30,7 +30,11 @@
 //! exclude each other's file accesses (POSIX record locks are per process),
 //! so the standby's view of the token is used only if no token object was
 //! created or destroyed while it loaded (see [`token_changes`]); otherwise
-//! that round re-initialises in place, as without the standby.
+//! that round re-initialises in place, as without the standby. Token
+//! objects are made and destroyed by the pools' background work, which is
+//! held while the copy loads ([`crate::pool::BackgroundHold`]), so only a
+//! client call that changes one (an admin key operation, a synchronous
+//! provisioning) sends a round back to the in-place way.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -47,6 +51,7 @@ use super::locks::{lock, read, write};
 use super::oneshot::OneShot;
 use super::session::SessionSource;
 use super::startup::short;
+use crate::pool::BackgroundHold;
 use crate::{HsmError, HsmResult};
 
 /// SoftHSM2's default: re-initialise after this many session objects
@@ -57,6 +62,17 @@ use crate::{HsmError, HsmResult};
 /// full payment load, the warm-ups every ~15 s cost 7–10% of the payments
 /// (BENCHMARKS.md, session 8).
 pub const SOFTHSM_REINIT_AFTER_OBJECTS: u64 = 600_000;
+
+/// Background work held by [`Module::hold_background`]; released on drop.
+struct HeldBackground(Vec<Arc<dyn BackgroundHold>>);
+
+impl Drop for HeldBackground {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.release();
+        }
+    }
+}
 
 /// One loaded copy of the library.
 pub(crate) struct Lane {
@@ -99,6 +115,9 @@ pub(crate) struct Module {
     warm_pending: AtomicBool,
     /// Every instance's session source, for the standby's preparation.
     sources: Mutex<Vec<Weak<SessionSource>>>,
+    /// The background queues of the pools running calls on this module:
+    /// held while the standby loads (see `reinitialize_through_standby`).
+    background: Mutex<Vec<Weak<dyn BackgroundHold>>>,
     /// This module, for the standby thread.
     me: Weak<Module>,
     /// Shared by every call (outermost per thread), exclusive while the
@@ -209,6 +228,7 @@ impl Module {
             warming: Mutex::new(()),
             warm_pending: AtomicBool::new(false),
             sources: Mutex::new(Vec::new()),
+            background: Mutex::new(Vec::new()),
             me: me.clone(),
             gate: RwLock::new(true),
             generation: AtomicU64::new(1),
@@ -253,6 +273,25 @@ impl Module {
         let mut sources = lock(&self.sources);
         sources.retain(|s| s.strong_count() > 0);
         sources.push(Arc::downgrade(source));
+    }
+
+    /// Remembers a pool's background queue, to hold while the standby loads.
+    pub(crate) fn attach_background_hold(&self, hold: Weak<dyn BackgroundHold>) {
+        let mut holds = lock(&self.background);
+        holds.retain(|h| h.strong_count() > 0);
+        holds.push(hold);
+    }
+
+    /// Holds every attached pool's background work until the guard drops.
+    fn hold_background(&self) -> HeldBackground {
+        let holds: Vec<Arc<dyn BackgroundHold>> = lock(&self.background)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for h in &holds {
+            h.hold();
+        }
+        HeldBackground(holds)
     }
 
     /// Re-initialise through a standby copy (SoftHSM2; on by default) or in
@@ -406,6 +445,12 @@ impl Module {
             return self.fall_back_in_place();
         };
         let started = Instant::now();
+        // Token objects are made and destroyed by background work: held
+        // while the copy loads, so a change does not send this round back
+        // to the in-place way (under steady provisioning it nearly always
+        // did). A change by a client call (provision_now for tenants that
+        // keep no PAN, an admin key operation) still does.
+        let _held = self.hold_background();
         let changes = super::searching_token(token_changes);
         let generation = self.generation();
         let sources: Vec<Arc<SessionSource>> = lock(&self.sources)
