@@ -127,7 +127,7 @@ impl<H: Hsm> HsmPool<H> {
             state: Mutex::new(State::empty()),
             ready: Condvar::new(),
         });
-        let hold: Weak<dyn BackgroundHold> = Arc::downgrade(&queue) as Weak<Queue<H>>;
+        let hold: Weak<dyn BackgroundHold> = Arc::<Queue<H>>::downgrade(&queue);
         hsm.attach_background_hold(hold);
         let threads = (0..threads.max(1))
             .map(|i| {
