@@ -438,7 +438,7 @@ impl Module {
         if !self.budget_spent() {
             return;
         }
-        let from = self.active.load(Ordering::Acquire);
+        let from = self.lane_index();
         let to = 1 - from;
         let Some(lane) = self.standby_lane(to) else {
             self.use_standby.store(false, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptoki::context::Function;
+use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
@@ -204,14 +204,7 @@ impl SessionSource {
         generation: u64,
     ) -> Result<u64, String> {
         let what = |e: CallError| to_hsm_error(e, "prepare the standby HSM copy").to_string();
-        let session = lane
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| what(e.into()))?;
-        match session.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(what(e.into())),
-        }
+        let session = self.open_on(&lane.ctx).map_err(what)?;
         let handles = HandleCache::prepared(&session).map_err(what)?;
         let epoch = self.copies.epochs.current();
         let mut copies = Vec::new();
@@ -314,7 +307,13 @@ impl SessionSource {
     /// Opens a read-write session and logs the user in. `UserAlreadyLoggedIn`
     /// is fine: PKCS#11 login state is per application, not per session.
     pub(crate) fn open(&self) -> CallResult<Session> {
-        let session = self.module.ctx().open_rw_session(self.slot)?;
+        self.open_on(self.module.ctx())
+    }
+
+    /// [`SessionSource::open`] on the copy of the module `ctx` (the one in
+    /// use, or the standby being prepared).
+    fn open_on(&self, ctx: &Pkcs11) -> CallResult<Session> {
+        let session = ctx.open_rw_session(self.slot)?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => Err(CallError::Pkcs11(e)),
