@@ -757,7 +757,7 @@ impl Hsm for Pkcs11Hsm {
             last_reinit_pause_ms: module.last_pause_ms(),
             standby_switches: module.switches(),
             key_copies_made: self.key_copies_made(),
-            // The pool's figures: the vault fills them in.
+            // The pool's figures (`HsmPool::stats` fills them in).
             background_queued: 0,
             background_done: 0,
         })

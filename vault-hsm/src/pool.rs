@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use vault_proto::ops::HsmStats;
 
 use crate::pkcs11::locks::lock;
 use crate::{Hsm, HsmError};
@@ -205,9 +206,16 @@ impl<H: Hsm> HsmPool<H> {
         lock(&self.queue.state).background_done
     }
 
-    /// Background jobs waiting for their turn now.
-    pub fn background_queued(&self) -> u64 {
-        lock(&self.queue.state).background.len() as u64
+    /// The HSM's upkeep figures ([`Hsm::stats`]) with this pool's
+    /// background queue: waiting now, and done since start.
+    pub fn stats(&self) -> Option<HsmStats> {
+        let stats = self.hsm.stats()?;
+        let state = lock(&self.queue.state);
+        Some(HsmStats {
+            background_queued: state.background.len() as u64,
+            background_done: state.background_done,
+            ..stats
+        })
     }
 }
 
@@ -249,7 +257,8 @@ fn worker<H: Hsm>(hsm: &H, queue: &Queue<H>) {
             return;
         }
         // Idle: nothing in the foreground queue, and the background queue
-        // empty or its one job running. A new job or that job's end wakes us.
+        // empty, its one job running, or held. A new job, that job's end or
+        // the hold's release wakes us.
         state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
     }
 }

@@ -17,8 +17,7 @@ use std::time::Instant;
 use base64::Engine;
 use vault_hsm::{Hsm, HsmError, HsmPool};
 use vault_proto::ops::{
-    AliasRecord, Audit, AuditView, Card, Health, HsmStats, Stats, TokenInfo, TokenizeArgs,
-    TokenizeResult,
+    AliasRecord, Audit, AuditView, Card, Health, Stats, TokenInfo, TokenizeArgs, TokenizeResult,
 };
 use vault_proto::{ErrorCode, Pan, WireError};
 
@@ -573,11 +572,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             uptime_ms: self.uptime_ms(),
             keys: Some(self.keys.stats(self.hsm.hsm().as_ref())),
             logs: Some(self.store.log_heads()?),
-            hsm: self.hsm.hsm().stats().map(|h| HsmStats {
-                background_queued: self.hsm.background_queued(),
-                background_done: self.hsm.background_done(),
-                ..h
-            }),
+            hsm: self.hsm.stats(),
         })
     }
 
