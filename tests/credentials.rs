@@ -808,9 +808,17 @@ fn hammer(
         .collect()
 }
 
+/// The ATC journal is folded into the token records every 64 ATCs here
+/// (65,536 by default), so the kill lands among folds and trims of the
+/// journal, and the restart replays what is left of it over the records.
 #[test]
 fn sigkill_during_concurrent_payments_never_reissues_an_atc() {
-    let mut t = start();
+    let mut t = TokenEnv::start(TokenOpts {
+        tenants: TENANTS,
+        clients: CLIENTS,
+        storage: "atc_fold_after = 64",
+        ..TokenOpts::default()
+    });
     let mut c = t.client();
     let mut aliases = Vec::new();
     for i in 0..10u64 {
@@ -840,6 +848,11 @@ fn sigkill_during_concurrent_payments_never_reissues_an_atc() {
     }
     let pre = std::mem::take(&mut *pre.lock().unwrap());
     assert!(pre.len() >= 300, "only {} before the kill", pre.len());
+    let log = std::fs::read_to_string(t.env.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("ATC journal folded"),
+        "no fold of the ATC journal before the kill"
+    );
     t.restart();
 
     let post = Arc::new(Mutex::new(Vec::new()));
@@ -1066,26 +1079,36 @@ fn vaultctl_credentials_prints_only_masked_numbers() {
 // ------------------------------------------------------- ATC exhaustion
 
 /// Moves a token's ATC to `atc` in the redb file of a stopped daemon (what
-/// 65,000 payments would have done).
+/// 65,000 payments would have done). The ATC journal (`atc_log`, one row of
+/// (token_ref, ATC) pairs per group commit) is folded into the records
+/// first, as the daemon's fold would, so the record is the token's ATC.
 fn set_atc(t: &TokenEnv, token_ref: &str, atc: u16) {
     use redb::ReadableTable;
     use vaultd::store::records::{TokenRec, decode, encode};
     const TOKENS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
+    const ATC_LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("atc_log");
     let db = redb::Database::open(t.env.db()).expect("open the stopped daemon's database");
     let w = db.begin_write().unwrap();
     {
         let mut tokens = w.open_table(TOKENS).unwrap();
-        let raw = tokens
-            .get(token_ref)
-            .unwrap()
-            .expect("token record")
-            .value()
-            .to_vec();
-        let mut rec: TokenRec = decode("token", &raw).unwrap();
-        rec.atc = atc;
-        tokens
-            .insert(token_ref, encode(&rec).unwrap().as_slice())
-            .unwrap();
+        let mut log = w.open_table(ATC_LOG).unwrap();
+        let mut newest = std::collections::BTreeMap::new();
+        for row in log.iter().unwrap() {
+            let row: Vec<(String, u16)> = decode("atc journal", row.unwrap().1.value()).unwrap();
+            newest.extend(row);
+        }
+        newest.insert(token_ref.to_owned(), atc);
+        for (r, atc) in newest {
+            let Some(raw) = tokens.get(r.as_str()).unwrap().map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            let mut rec: TokenRec = decode("token", &raw).unwrap();
+            rec.atc = atc;
+            tokens
+                .insert(r.as_str(), encode(&rec).unwrap().as_slice())
+                .unwrap();
+        }
+        log.retain(|_, _| false).unwrap();
     }
     w.commit().unwrap();
 }

@@ -210,12 +210,25 @@ impl TestEnv {
 
     /// [`TestEnv::write_config`] with `hsm_extra` in the `[hsm]` table.
     pub fn write_config_with_hsm(&self, server_extra: &str, hsm_extra: &str, extra: &str) {
+        self.write_config_full(server_extra, "", hsm_extra, extra);
+    }
+
+    /// [`TestEnv::write_config_with_hsm`] with `storage_extra` in the
+    /// `[storage]` table.
+    pub fn write_config_full(
+        &self,
+        server_extra: &str,
+        storage_extra: &str,
+        hsm_extra: &str,
+        extra: &str,
+    ) {
         let cfg = format!(
             r#"[server]
 socket = "{sock}"
 {server_extra}
 [storage]
 path = "{db}"
+{storage_extra}
 [hsm]
 module = "{module}"
 token_label = "vaultd-test"
@@ -448,6 +461,8 @@ pub struct TokenOpts {
     pub clients: &'static str,
     /// Lines for the `[hsm]` table.
     pub hsm: &'static str,
+    /// Lines for the `[storage]` table.
+    pub storage: &'static str,
 }
 
 impl Default for TokenOpts {
@@ -457,6 +472,7 @@ impl Default for TokenOpts {
             tenants: "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = true\n",
             clients: "",
             hsm: "",
+            storage: "",
         }
     }
 }
@@ -472,7 +488,7 @@ impl TokenEnv {
             opts.tenants,
             opts.clients
         );
-        env.write_config_with_hsm("", opts.hsm, &extra);
+        env.write_config_full("", opts.storage, opts.hsm, &extra);
         env.vaultd_cmd(&["keys", "init"]);
         sim.import_keks(&env);
         let daemon = Some(Vaultd::spawn(&env));

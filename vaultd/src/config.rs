@@ -134,6 +134,15 @@ pub struct Storage {
     /// "0ms" seals every commit.
     #[serde(default = "default_seal_interval")]
     pub audit_seal_interval: Dur,
+    /// ATCs journaled between two folds of the ATC journal into the token
+    /// records (`store::atc`). Lower: a shorter journal to replay at
+    /// start-up, more record rewrites.
+    #[serde(default = "default_fold_after")]
+    pub atc_fold_after: u64,
+}
+
+fn default_fold_after() -> u64 {
+    crate::store::atc::FOLD_AFTER
 }
 
 fn default_seal_interval() -> Dur {
@@ -151,6 +160,7 @@ impl Storage {
             max_batch: self.max_batch,
             cache_size: self.cache_size,
             audit_seal_interval: self.audit_seal_interval.0,
+            atc_fold_after: self.atc_fold_after,
         }
     }
 }
@@ -431,6 +441,9 @@ impl Config {
         }
         if self.storage.max_batch == 0 {
             return Err(err("[storage].max_batch", "must be at least 1"));
+        }
+        if self.storage.atc_fold_after == 0 {
+            return Err(err("[storage].atc_fold_after", "must be at least 1"));
         }
         if self.storage.audit_seal_interval.0 > Duration::from_secs(1) {
             return Err(err(

@@ -23,8 +23,9 @@ use redb::{
 use super::records::{AliasRec, decode};
 use super::slots::{SLOT, SlotFile};
 use super::{
-    ACTIVE_RETAINED, ALIASES, AUDIT, AUDIT_SEALS, EVENTS, FINGERPRINTS, JOB_QUEUE, JOBS, META,
-    RETAINED, RedbStore, SCHEMA_VERSION, StoreError, StoreResult, TOKENS, TRANSACTIONS, slot_path,
+    ACTIVE_RETAINED, ALIASES, ATC_LOG, AUDIT, AUDIT_SEALS, EVENTS, FINGERPRINTS, JOB_QUEUE, JOBS,
+    META, RETAINED, RedbStore, SCHEMA_VERSION, StoreError, StoreResult, TOKENS, TRANSACTIONS,
+    slot_path,
 };
 
 /// What a backup holds.
@@ -139,6 +140,7 @@ pub fn backup(db: &Database, slots: &SlotFile, dest: &Path) -> StoreResult<Backu
     copy_table(&r, &w, ALIASES)?;
     copy_table(&r, &w, FINGERPRINTS)?;
     copy_table(&r, &w, TOKENS)?;
+    copy_table(&r, &w, ATC_LOG)?;
     copy_table(&r, &w, JOBS)?;
     copy_table(&r, &w, JOB_QUEUE)?;
     copy_table(&r, &w, TRANSACTIONS)?;
@@ -205,9 +207,10 @@ pub fn restore(src: &Path, dest: &Path) -> StoreResult<BackupSummary> {
             .open_table(META)?
             .get("schema_version")?
             .and_then(|v| v.value().try_into().ok().map(u32::from_be_bytes));
-        if version != Some(SCHEMA_VERSION) {
+        // Version 1 is upgraded when the daemon opens it.
+        if !version.is_some_and(|v| (1..=SCHEMA_VERSION).contains(&v)) {
             return Err(StoreError::Corrupt(format!(
-                "{} is not a vaultd database of schema version {SCHEMA_VERSION}",
+                "{} is not a vaultd database of schema version 1 to {SCHEMA_VERSION}",
                 src.display()
             )));
         }

@@ -5,6 +5,7 @@
 //! `Store` is the seam for a replicated backend one day: the vault only
 //! sees these domain operations, never redb.
 
+pub mod atc;
 pub mod audit;
 pub mod backup;
 #[cfg(any(test, feature = "fault-injection"))]
@@ -53,6 +54,9 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// seq of an audit record → HSM seal of the chain there (one every
 /// `audit_seal_interval` at most, see `writer`).
 pub(crate) const AUDIT_SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_seals");
+/// seq → the ATCs one group commit issued ([`atc`]): the journal the
+/// current ATCs are replayed from over `tokens`' (lagging) `atc` fields.
+pub(crate) const ATC_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("atc_log");
 /// Schema version, counters, cursors, key versions.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// tenant ‖ 0x00 ‖ created_at (BE) ‖ alias → (): every retained PAN, oldest first.
@@ -63,7 +67,11 @@ pub(crate) const ACTIVE_RETAINED: TableDefinition<&[u8], ()> =
     TableDefinition::new("active_retained");
 
 /// Layout version of the whole database. The store refuses any other.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: the ATC journal (`atc_log`); `tokens`' `atc` fields lag behind it, so
+/// a build of version 1 must not open such a database (it would issue ATCs
+/// again). A version 1 database is upgraded in place: its journal is empty.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -268,6 +276,7 @@ impl RedbStore {
     ) -> StoreResult<RedbStore> {
         init_schema(&db)?;
         let counters = writer::load_counters(&db)?;
+        let atcs = atc::AtcBook::load(&db, opts.atc_fold_after)?;
         let slots = Arc::new(slots::SlotFile::open(slots, &used_slots(&db)?)?);
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
@@ -276,6 +285,7 @@ impl RedbStore {
             slots: slots.clone(),
             hsm,
             counters,
+            atcs,
             opts: writer::WriterOptions {
                 two_phase: opts.two_phase_commit,
                 max_batch: opts.max_batch,
@@ -324,6 +334,8 @@ pub struct StoreOptions {
     /// Longest time a committed audit record waits for its HSM seal
     /// (`[storage] audit_seal_interval`; zero seals every commit).
     pub audit_seal_interval: std::time::Duration,
+    /// ATCs journaled between two folds ([`atc`]).
+    pub atc_fold_after: u64,
 }
 
 /// The PAN slot file beside the database: `vault.redb` → `vault.redb.pans`.
@@ -359,6 +371,10 @@ fn init_schema(db: &Database) -> StoreResult<()> {
                 meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
             }
             Some(Ok(SCHEMA_VERSION)) => {}
+            Some(Ok(1)) => {
+                meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                tracing::info!("database upgraded from schema version 1 to {SCHEMA_VERSION}");
+            }
             Some(Ok(v)) => {
                 return Err(StoreError::Corrupt(format!(
                     "database schema version {v}, this vaultd understands {SCHEMA_VERSION}"
@@ -370,6 +386,7 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         txn.open_table(ALIASES)?;
         txn.open_table(FINGERPRINTS)?;
         txn.open_table(TOKENS)?;
+        txn.open_table(ATC_LOG)?;
         txn.open_table(JOBS)?;
         txn.open_table(JOB_QUEUE)?;
         txn.open_table(TRANSACTIONS)?;
@@ -670,6 +687,7 @@ impl Store for RedbStore {
                 }
                 if let Some(r) = rec.nt.and_then(|n| n.token_ref) {
                     let gone = ctx.txn.open_table(TOKENS)?.remove(r.as_str())?.is_some();
+                    ctx.forget_atc(&r);
                     if gone {
                         // The delete job destroys its key, then deletes it
                         // at the token service (retried).

@@ -328,9 +328,16 @@ impl QueueStore for RedbStore {
                             )?;
                             return Ok(FinishOutcome::Orphaned { token_ref });
                         };
-                        ctx.txn
-                            .open_table(TOKENS)?
-                            .insert(token_ref.as_str(), encode(&token)?.as_slice())?;
+                        let mut tokens = ctx.txn.open_table(TOKENS)?;
+                        // The same token again (an idempotent replay of the
+                        // request): its ATCs go on from where they are.
+                        let mut token = token;
+                        if let Some(v) = tokens.get(token_ref.as_str())? {
+                            let before: TokenRec = decode("token", v.value())?;
+                            token.atc = ctx.atc(&token_ref, before.atc);
+                        }
+                        tokens.insert(token_ref.as_str(), encode(&token)?.as_slice())?;
+                        drop(tokens);
                         if let Some(nt) = rec.nt.as_mut() {
                             nt.token_ref = Some(token_ref.clone());
                             nt.job = None;
@@ -432,6 +439,7 @@ impl QueueStore for RedbStore {
                             if let Some(raw) = cur {
                                 let mut t: TokenRec = decode("token", &raw)?;
                                 t.atc = 0;
+                                ctx.set_atc(r, 0);
                                 t.refresh_pending = false;
                                 t.updated_at = at;
                                 tokens.insert(r.as_str(), encode(&t)?.as_slice())?;

@@ -59,6 +59,9 @@ impl TokenStore for RedbStore {
                 if t.status != TokenStatus::Active {
                     return Ok(AtcOutcome::NotActive);
                 }
+                // The record's ATC lags; the writer's book has the current
+                // one, journaled by the commit (`store::atc`).
+                t.atc = ctx.atc(&token_ref, t.atc);
                 if t.atc == u16::MAX {
                     if !t.refresh_pending {
                         t.refresh_pending = true;
@@ -75,9 +78,9 @@ impl TokenStore for RedbStore {
                     }
                     return Ok(AtcOutcome::Exhausted);
                 }
-                t.atc += 1;
-                tokens.insert(token_ref.as_str(), encode(&t)?.as_slice())?;
                 drop(tokens);
+                t.atc += 1;
+                ctx.set_atc(&token_ref, t.atc);
                 let mut audit = audit;
                 audit.outcome = format!("ok network_token atc {}", t.atc);
                 ctx.audit(&audit)?;

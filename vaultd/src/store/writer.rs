@@ -17,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 use vault_hsm::Hsm;
 
+use super::atc::AtcBook;
 use super::records::{AuditRec, EventRec, encode};
 use super::slots::SlotFile;
 use super::{AUDIT, AUDIT_SEALS, EVENTS, META, StoreError};
@@ -39,6 +40,7 @@ pub(crate) struct Counters {
 pub struct WriteCtx<'a> {
     pub txn: &'a WriteTransaction,
     pub(crate) counters: &'a mut Counters,
+    atcs: &'a mut AtcBook,
     slots: &'a SlotFile,
     /// New slots and their bytes, written in one pass before the commit.
     slot_writes: Vec<(u64, [u8; super::slots::SLOT])>,
@@ -104,6 +106,22 @@ impl WriteCtx<'_> {
         self.counters.audit_seq
     }
 
+    /// The token's current ATC, given the one in its record (the record
+    /// lags: see `store::atc`).
+    pub fn atc(&self, token_ref: &str, in_record: u16) -> u16 {
+        self.atcs.get(token_ref, in_record)
+    }
+
+    /// Sets the token's ATC, durably with this batch's commit.
+    pub fn set_atc(&mut self, token_ref: &str, atc: u16) {
+        self.atcs.set(token_ref, atc);
+    }
+
+    /// The token's record is being erased.
+    pub fn forget_atc(&mut self, token_ref: &str) {
+        self.atcs.forget(token_ref);
+    }
+
     /// A fresh job id.
     pub fn next_job_id(&mut self) -> Result<u64, StoreError> {
         self.counters.job_id += 1;
@@ -164,6 +182,8 @@ pub(crate) struct WriterParts {
     pub slots: Arc<SlotFile>,
     pub hsm: Arc<dyn Hsm>,
     pub counters: Counters,
+    /// Every token's current ATC (replayed from the journal at start-up).
+    pub atcs: AtcBook,
     pub opts: WriterOptions,
     pub stats: Arc<WriterStats>,
 }
@@ -394,6 +414,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
     let t0 = Instant::now();
     let (db, slots, hsm) = (&st.p.db, &st.p.slots, &st.p.hsm);
     let counters = &mut st.p.counters;
+    let atcs = &mut st.p.atcs;
     let outcome = (|| -> Result<Sealed, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_two_phase_commit(st.p.opts.two_phase);
@@ -402,6 +423,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
             let mut ctx = WriteCtx {
                 txn: &txn,
                 counters: &mut *counters,
+                atcs: &mut *atcs,
                 slots,
                 slot_writes: Vec::new(),
                 slot_frees: Vec::new(),
@@ -412,7 +434,8 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
                 for job in batch.drain(..) {
                     completions.push(job(&mut ctx)?);
                 }
-                ctx.flush_counters(saved.job_id)
+                ctx.flush_counters(saved.job_id)?;
+                ctx.atcs.finish_batch(ctx.txn)
             })();
             slot_writes = std::mem::take(&mut ctx.slot_writes);
             slot_frees = std::mem::take(&mut ctx.slot_frees);
@@ -460,6 +483,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
     batch.clear();
     match outcome {
         Ok(sealed) => {
+            st.p.atcs.committed();
             match sealed {
                 Sealed::No => {}
                 Sealed::At(_) => st.next_seal = t0 + st.p.opts.seal_interval,
@@ -475,6 +499,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
         Err(e) => {
             tracing::error!(error = %e, mutations = n, "group commit failed; batch rolled back");
             st.p.counters = saved;
+            st.p.atcs.rollback();
             // An HSM refusal (the audit seal) is the HSM's state, which
             // health reports on its own; only storage failures latch.
             if !matches!(e, StoreError::Hsm(_)) {
