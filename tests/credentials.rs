@@ -1113,6 +1113,92 @@ fn set_atc(t: &TokenEnv, token_ref: &str, atc: u16) {
     w.commit().unwrap();
 }
 
+/// Asks for `alias`'s credentials until its key refresh is done (it may
+/// already be): the PAN or nothing meanwhile, never a cryptogram of the old
+/// key. Returns the first credentials of the new key.
+fn after_key_refresh(c: &mut BlockingClient, alias: &str) -> Nt {
+    let deadline = Instant::now() + LONG;
+    loop {
+        match c.op::<CredentialsOp>(&cit(alias)).unwrap() {
+            Credentials::Pan { .. } => {
+                let only_token = args(alias, "t-a", TOKEN_ONLY, Initiator::Customer);
+                let r = c.op::<CredentialsOp>(&only_token);
+                if let Ok(c) = r {
+                    return nt(c);
+                }
+                assert_eq!(code(r), ErrorCode::NoUsableCredential);
+            }
+            other => return nt(other),
+        }
+        assert!(Instant::now() < deadline, "the key refresh did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A restored backup never re-issues an ATC. Payments made after the backup
+/// spent ATCs the scheme remembers; counting on from the backup's ATC would
+/// hand out the same ATCs again (declined as replays at best). After the
+/// restore the token's next payment falls back and queues a key refresh;
+/// the new key's ATC 1 is approved, and the trail names the restore.
+#[test]
+fn a_restored_backup_never_reissues_an_atc() {
+    let mut t = start();
+    let mut c = t.client();
+    let (alias, token_ref) = active_alias(&t, &mut c, &pan("4000", 80_011));
+    let pay = |c: &mut BlockingClient, want: u16| {
+        let n = nt(c.op::<CredentialsOp>(&cit(&alias)).unwrap());
+        assert_eq!(n.atc, Some(want));
+        assert_eq!(authorize(&t, &n, 1250, "CHF"), (true, "approved".into()));
+    };
+    for atc in 1..=3 {
+        pay(&mut c, atc);
+    }
+    let backup = t.env.path().join("vault-backup.redb");
+    c.op::<ops::BackupOp>(&ops::BackupArgs {
+        path: backup.to_string_lossy().into_owned(),
+    })
+    .expect("backup");
+    for atc in 4..=5 {
+        pay(&mut c, atc);
+    }
+    drop(c);
+
+    assert!(t.daemon().terminate().success());
+    let out = t
+        .env
+        .vaultd_cmd(&["restore", "--from", backup.to_str().expect("utf-8")]);
+    assert!(out.contains("restored"), "{out}");
+    t.restart();
+    let mut c = t.client();
+    match c.op::<CredentialsOp>(&cit(&alias)).unwrap() {
+        Credentials::Pan {
+            fallback_reason, ..
+        } => assert_eq!(fallback_reason, FallbackReason::TokenNotActive),
+        other => panic!("ATC 4 again? expected the PAN, got {other:?}"),
+    }
+    let fresh = after_key_refresh(&mut c, &alias);
+    assert_eq!(fresh.token_ref, token_ref);
+    assert_eq!(fresh.atc, Some(1), "the new key starts over at ATC 1");
+    assert_eq!(
+        authorize(&t, &fresh, 1250, "CHF"),
+        (true, "approved".into())
+    );
+    let audit = c
+        .op::<ops::AuditOp>(&ops::PageArgs {
+            after: None,
+            limit: 1000,
+        })
+        .expect("audit");
+    assert!(audit.chain_ok);
+    let restores: Vec<_> = audit.records.iter().filter(|r| r.op == "restore").collect();
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    assert!(
+        restores[0].outcome.contains("the ATCs of 1 network tokens"),
+        "{:?}",
+        restores[0].outcome
+    );
+}
+
 /// DESIGN.md "Cryptograms": the token whose ATC reached 65,535 makes no
 /// more cryptograms; `credentials` falls back as for a non-active token
 /// while the queued key refresh runs. Then the new key, unwrapped into the
@@ -1146,24 +1232,7 @@ fn atc_exhaustion_falls_back_until_the_key_refresh_then_payments_resume() {
         } => assert_eq!(fallback_reason, FallbackReason::TokenNotActive),
         other => panic!("expected the PAN, got {other:?}"),
     }
-    // Until the refresh is done (it may already be): the PAN or a token of
-    // the new key, never a second cryptogram of the old one.
-    let deadline = Instant::now() + LONG;
-    let fresh = loop {
-        match c.op::<CredentialsOp>(&cit(&alias)).unwrap() {
-            Credentials::Pan { .. } => {
-                let only_token = args(&alias, "t-a", TOKEN_ONLY, Initiator::Customer);
-                let r = c.op::<CredentialsOp>(&only_token);
-                if let Ok(c) = r {
-                    break nt(c);
-                }
-                assert_eq!(code(r), ErrorCode::NoUsableCredential);
-            }
-            other => break nt(other),
-        }
-        assert!(Instant::now() < deadline, "the key refresh did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let fresh = after_key_refresh(&mut c, &alias);
     assert_eq!(fresh.atc, Some(1), "the new key starts over at ATC 1");
     assert_eq!(fresh.token_ref, token_ref);
     assert_eq!(fresh.number, n.number, "same token, new key");

@@ -678,15 +678,20 @@ async fn atcs_continue_across_reopen_and_exhaust_into_one_refresh() {
     assert_integrity(&cfg.storage.path);
 }
 
-/// The ATCs in the journal (not yet folded into the records) are in a
-/// backup and come back with its restore; a database of schema version 1
-/// (no journal, the record's ATC is the ATC) is upgraded in place and its
-/// ATCs go on; a version this build does not know is refused.
+/// A backup copies the ATC journal as it is, and is marked as holding ATCs
+/// the schemes may have passed. The first start on a restored file (a
+/// backup, or a cold copy restored with `restore`) retires every token's
+/// key (ATC 65,535): no restored ATC is counted on from, a token's next
+/// cryptogram queues one key refresh instead, and the trail says so once.
+/// A database of schema version 1 (no journal, the record's ATC is the ATC)
+/// is upgraded in place and its ATCs go on; a version this build does not
+/// know is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn journaled_atcs_survive_backup_restore_and_a_version_1_database_is_upgraded() {
-    use redb::ReadableDatabase;
-    use vaultd::store::BackupStore;
+async fn a_restore_retires_every_atc_and_a_version_1_database_is_upgraded() {
+    use redb::{ReadableDatabase, ReadableTable};
     use vaultd::store::backup::restore;
+    use vaultd::store::records::{JobKind, decode};
+    use vaultd::store::{BackupStore, QueueStore, Store};
     const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
     const ATC_LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("atc_log");
     let set_version = |path: &Path, v: u32, drop_journal: bool| {
@@ -708,23 +713,106 @@ async fn journaled_atcs_survive_backup_restore_and_a_version_1_database_is_upgra
         let v = m.get("schema_version").unwrap().unwrap();
         u32::from_be_bytes(v.value().try_into().unwrap())
     };
+    let marked = |db: &redb::Database| {
+        let r = db.begin_read().unwrap();
+        r.open_table(META)
+            .unwrap()
+            .get("atcs_unknown")
+            .unwrap()
+            .is_some()
+    };
+    let refreshes = |store: &RedbStore, token_ref: &str| {
+        store
+            .jobs_page(0, 1000, &|j| {
+                j.kind == JobKind::KeyRefresh && j.token_ref.as_deref() == Some(token_ref)
+            })
+            .unwrap()
+            .len()
+    };
+    let restore_records = |store: &RedbStore| {
+        let page = store.audit_page(0, 1000, u64::MAX).unwrap();
+        page.records
+            .into_iter()
+            .filter(|(_, rec, ..)| rec.op == "restore")
+            .map(|(_, rec, ..)| rec.outcome)
+            .collect::<Vec<_>>()
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let store = open_normal(&cfg);
     alias_with_token(&store, "tr-bk", 0).await;
+    alias_with_token(&store, "tr-rec", 30).await;
     for want in 1..=5 {
         assert_eq!(next_atc(&store, "tr-bk").await, Some(want));
     }
     let backup = dir.path().join("backup.redb");
     store.backup(&backup).expect("backup");
+    // The copy holds the journal as it was, and the mark; the live
+    // database has no mark and counts on.
+    {
+        let db = redb::Database::open(&backup).unwrap();
+        assert!(marked(&db), "the backup is marked");
+        let r = db.begin_read().unwrap();
+        let log = r.open_table(ATC_LOG).unwrap();
+        let journaled: Vec<(String, u16)> = log
+            .iter()
+            .unwrap()
+            .flat_map(|row| {
+                decode::<Vec<(String, u16)>>("atc journal", row.unwrap().1.value()).unwrap()
+            })
+            .collect();
+        assert!(journaled.contains(&("tr-bk".into(), 5)), "{journaled:?}");
+    }
+    assert!(!marked(store.db()), "the live database is not marked");
+    assert_eq!(
+        next_atc(&store, "tr-bk").await,
+        Some(6),
+        "the live vault counts on"
+    );
     drop(store);
 
     let other = tempfile::tempdir().unwrap();
     let cfg2 = config(other.path());
     restore(&backup, &cfg2.storage.path).expect("restore");
     let store = open_normal(&cfg2);
-    assert_eq!(next_atc(&store, "tr-bk").await, Some(6), "restored journal");
+    assert!(!marked(store.db()), "the first start clears the mark");
+    assert_eq!(
+        restore_records(&store),
+        vec![
+            "started on a restored backup: the ATCs of 2 network tokens may be behind the schemes', so each one's next cryptogram waits for a key refresh"
+                .to_owned()
+        ]
+    );
+    for r in ["tr-bk", "tr-rec"] {
+        assert_eq!(refreshes(&store, r), 0, "{r}: refreshed only when used");
+        assert_eq!(
+            next_atc(&store, r).await,
+            None,
+            "{r}: no restored ATC is counted on from"
+        );
+        assert_eq!(next_atc(&store, r).await, None, "{r}");
+        assert_eq!(refreshes(&store, r), 1, "{r}: one key refresh");
+    }
+    drop(store);
+    let store = open_normal(&cfg2);
+    assert_eq!(restore_records(&store).len(), 1, "handled once");
+    assert_eq!(next_atc(&store, "tr-bk").await, None);
+    assert_eq!(refreshes(&store, "tr-bk"), 1);
+    drop(store);
+
+    // A cold copy (the daemon stopped, no mark) restored the same way.
+    let cold = tempfile::tempdir().unwrap();
+    let cfg4 = config(cold.path());
+    restore(&cfg.storage.path, &cfg4.storage.path).expect("restore a cold copy");
+    let store = open_normal(&cfg4);
+    assert_eq!(next_atc(&store, "tr-bk").await, None, "cold copy restored");
+    assert_eq!(restore_records(&store).len(), 1);
+    drop(store);
+    // The source of that restore was not touched.
+    let store = open_normal(&cfg);
+    assert_eq!(next_atc(&store, "tr-bk").await, Some(7));
+    assert!(restore_records(&store).is_empty());
     drop(store);
 
     // Version 1: what an earlier build wrote (ATC 40 in the record).

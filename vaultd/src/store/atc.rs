@@ -16,6 +16,10 @@
 //! it is journaled in the commit that makes it. At start-up the journal is
 //! replayed in order, last entry wins, over the records.
 //!
+//! A restored backup is the exception: its ATCs may be behind what the
+//! schemes accepted, so the first start after a restore takes every token
+//! to its key's last ATC and empties the journal ([`forget_after_restore`]).
+//!
 //! The book is changed only by the writer thread, inside a batch; if the
 //! batch's commit fails, its changes are undone ([`AtcBook::rollback`]).
 
@@ -23,8 +27,10 @@ use std::collections::HashMap;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use vault_proto::ops::TokenStatus;
+
 use super::records::{TokenRec, decode, encode};
-use super::{ATC_LOG, StoreError, TOKENS};
+use super::{ATC_LOG, META, StoreError, TOKENS};
 
 /// Entries journaled between the starts of two folds. The journal holds at
 /// most about twice this many (the fold in progress and the next), which
@@ -35,6 +41,14 @@ pub const FOLD_AFTER: u64 = 65_536;
 const FOLD_CHUNK: usize = 256;
 /// Journal rows a trim deletes per batch.
 const TRIM_CHUNK: u64 = 1024;
+
+/// `meta` key of a database whose ATCs may be behind what the schemes have
+/// accepted: set in every backup's copy and by a restore, cleared by the
+/// first start that has handled it ([`forget_after_restore`]). Its value
+/// is the time it was set (Unix seconds, big-endian).
+pub(crate) const ATCS_UNKNOWN: &str = "atcs_unknown";
+/// Token records the restore pass rewrites per transaction.
+const RESTORE_CHUNK: usize = 10_000;
 
 /// Where the fold is.
 #[derive(Debug)]
@@ -71,6 +85,90 @@ pub(crate) struct AtcBook {
 
 /// One journal row: the ATCs one batch issued, in order.
 type Row = Vec<(String, u16)>;
+
+/// The start-up pass over a restored database (one marked
+/// [`ATCS_UNKNOWN`]); returns how many tokens it covered, or `None` for a
+/// database that was not restored.
+///
+/// A backup holds each token's ATC as of the backup, and payments made
+/// after it spent higher ones that the schemes remember. Counting on from
+/// the restored value would issue those ATCs a second time (DESIGN.md: no
+/// ATC is ever issued twice). So every token that has a key is marked as
+/// having spent its key's last ATC (`u16::MAX`) and the journal, which
+/// could only bring back values as old, is emptied: the token's next
+/// cryptogram queues a key refresh and falls back until it is done, and the
+/// new key starts over at ATC 1 (`store::tokens::next_atc`). Tokens that
+/// are not used again are never refreshed, so a restore tried on a spare
+/// host does not call the schemes by itself.
+///
+/// Idempotent, in transactions of [`RESTORE_CHUNK`] records: a crash
+/// part-way leaves the marker, and the next start runs it again. The
+/// writer clears the marker with its audit record ([`super::writer`]).
+pub(crate) fn forget_after_restore(db: &Database) -> Result<Option<u64>, StoreError> {
+    forget_in_chunks(db, RESTORE_CHUNK)
+}
+
+fn forget_in_chunks(db: &Database, chunk_len: usize) -> Result<Option<u64>, StoreError> {
+    if db
+        .begin_read()?
+        .open_table(META)?
+        .get(ATCS_UNKNOWN)?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let (mut covered, mut after) = (0u64, None::<String>);
+    loop {
+        let txn = db.begin_write()?;
+        let more = {
+            let mut tokens = txn.open_table(TOKENS)?;
+            let chunk: Vec<(String, Vec<u8>)> = {
+                let range = match &after {
+                    Some(a) => tokens.range::<&str>((
+                        std::ops::Bound::Excluded(a.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))?,
+                    None => tokens.range::<&str>(..)?,
+                };
+                range
+                    .take(chunk_len)
+                    .map(|item| item.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
+                    .collect::<Result<_, _>>()?
+            };
+            for (r, raw) in &chunk {
+                let mut t: TokenRec = decode("token", raw)?;
+                if t.status == TokenStatus::Deleted {
+                    continue;
+                }
+                covered += 1;
+                if t.atc != u16::MAX {
+                    t.atc = u16::MAX;
+                    tokens.insert(r.as_str(), encode(&t)?.as_slice())?;
+                }
+            }
+            after = chunk.last().map(|(r, _)| r.clone());
+            chunk.len() == chunk_len
+        };
+        if !more {
+            txn.open_table(ATC_LOG)?.retain(|_, _| false)?;
+        }
+        txn.commit()?;
+        if !more {
+            return Ok(Some(covered));
+        }
+    }
+}
+
+/// Marks a database file (a backup's copy, a restored file) as holding
+/// ATCs that may be behind the schemes' ([`ATCS_UNKNOWN`]).
+pub(crate) fn mark_atcs_unknown(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    txn.open_table(META)?
+        .insert(ATCS_UNKNOWN, now.to_be_bytes().as_slice())?;
+    Ok(())
+}
 
 impl AtcBook {
     /// Replays the journal over the records (start-up).
@@ -248,7 +346,6 @@ impl AtcBook {
 mod tests {
     use super::*;
     use crate::store::records::TokenRec;
-    use vault_proto::ops::TokenStatus;
 
     fn db() -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
@@ -413,5 +510,53 @@ mod tests {
         book.committed();
         assert_eq!(book.get("tok00000", 0), 0);
         assert_eq!(AtcBook::load(&db, u64::MAX).unwrap().unfolded(), 0);
+    }
+    /// The restore pass covers every token in chunks (here 4 records per
+    /// transaction, 9 tokens, one deleted), takes each to ATC 65,535 and
+    /// empties the journal, so a replay brings no older value back; a
+    /// database without the mark is left alone.
+    #[test]
+    fn the_restore_pass_retires_every_atc_in_chunks() {
+        let (_dir, db) = db();
+        put_tokens(&db, 9);
+        {
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(TOKENS).unwrap();
+                let mut gone = token(3);
+                gone.status = TokenStatus::Deleted;
+                t.insert("tok00004", encode(&gone).unwrap().as_slice())
+                    .unwrap();
+            }
+            w.open_table(META).unwrap();
+            w.commit().unwrap();
+        }
+        let mut book = AtcBook::load(&db, FOLD_AFTER).unwrap();
+        batch(&db, &mut book, true, |b| {
+            b.set("tok00001", 7);
+            b.set("tok00008", 9);
+        });
+        assert_eq!(forget_in_chunks(&db, 4).unwrap(), None, "not restored");
+        assert_eq!(record_atc(&db, "tok00000"), 0);
+        assert_eq!(rows(&db), 1);
+
+        let w = db.begin_write().unwrap();
+        mark_atcs_unknown(&w).unwrap();
+        w.commit().unwrap();
+        assert_eq!(forget_in_chunks(&db, 4).unwrap(), Some(8));
+        assert_eq!(rows(&db), 0, "journal emptied");
+        for i in (0..9).filter(|i| *i != 4) {
+            assert_eq!(
+                record_atc(&db, &format!("tok{i:05}")),
+                u16::MAX,
+                "tok{i:05}"
+            );
+        }
+        assert_eq!(record_atc(&db, "tok00004"), 3, "a deleted token is left");
+        let book = AtcBook::load(&db, FOLD_AFTER).unwrap();
+        assert_eq!(book.get("tok00001", u16::MAX), u16::MAX);
+        // Until the writer clears the mark, the pass runs again (and
+        // changes nothing more).
+        assert_eq!(forget_in_chunks(&db, 8).unwrap(), Some(8));
     }
 }

@@ -8,7 +8,9 @@
 //! done. Both files are written under temporary names, synced, then renamed.
 //!
 //! A restore (daemon stopped) copies a backup pair over `[storage].path`
-//! the same way. Keys are not in the backup: they stay in the HSM, whose
+//! the same way. Both mark the copy: its ATCs are behind as soon as a
+//! payment follows, and the next start deals with that
+//! ([`super::atc::forget_after_restore`]). Keys are not in the backup: they stay in the HSM, whose
 //! token must be backed up on its own.
 
 use std::fs::{File, OpenOptions};
@@ -150,6 +152,8 @@ pub fn backup(db: &Database, slots: &SlotFile, dest: &Path) -> StoreResult<Backu
     copy_table(&r, &w, META)?;
     copy_table(&r, &w, RETAINED)?;
     copy_table(&r, &w, ACTIVE_RETAINED)?;
+    // The copy's ATCs fall behind with the first payment after it.
+    super::atc::mark_atcs_unknown(&w)?;
 
     let mut summary = BackupSummary::default();
     for item in r.open_table(ALIASES)?.iter()? {
@@ -187,8 +191,10 @@ pub fn backup(db: &Database, slots: &SlotFile, dest: &Path) -> StoreResult<Backu
 
 /// Checks that `src` is a vaultd database this build understands (and has
 /// its slot file), then copies both over `dest` and `dest` + ".pans":
-/// temporary names, sync, rename (slot file first). The daemon must be
-/// stopped; re-running an interrupted restore is safe.
+/// temporary names, sync, rename (slot file first). The copy is marked as
+/// holding ATCs the schemes may have passed (`atc::ATCS_UNKNOWN`), so the
+/// next start retires them. The daemon must be stopped; re-running an
+/// interrupted restore is safe.
 pub fn restore(src: &Path, dest: &Path) -> StoreResult<BackupSummary> {
     let refuse = |m: String| StoreError::Unavailable(format!("restore: {m}"));
     let src_pans = slot_path(src);
@@ -227,6 +233,16 @@ pub fn restore(src: &Path, dest: &Path) -> StoreResult<BackupSummary> {
         let mut input = File::open(from).map_err(|e| io("cannot open", from, e))?;
         std::io::copy(&mut input, &mut out).map_err(|e| io("cannot copy", from, e))?;
         out.sync_all().map_err(|e| io("cannot sync", &tmp, e))?;
+        drop(out);
+        if to == dest {
+            // A backup made by vaultd is marked already; a cold copy or a
+            // file system snapshot is not.
+            let db = Database::open(&tmp)
+                .map_err(|e| refuse(format!("cannot open {}: {e}", tmp.display())))?;
+            let w = db.begin_write()?;
+            super::atc::mark_atcs_unknown(&w)?;
+            w.commit()?;
+        }
         std::fs::rename(&tmp, to).map_err(|e| io("cannot rename", &tmp, e))?;
     }
     sync_dir(dest)?;

@@ -275,6 +275,7 @@ impl RedbStore {
         opts: &StoreOptions,
     ) -> StoreResult<RedbStore> {
         init_schema(&db)?;
+        let restored = atc::forget_after_restore(&db)?;
         let counters = writer::load_counters(&db)?;
         let atcs = atc::AtcBook::load(&db, opts.atc_fold_after)?;
         let slots = Arc::new(slots::SlotFile::open(slots, &used_slots(&db)?)?);
@@ -286,6 +287,7 @@ impl RedbStore {
             hsm,
             counters,
             atcs,
+            restored,
             opts: writer::WriterOptions {
                 two_phase: opts.two_phase_commit,
                 max_batch: opts.max_batch,

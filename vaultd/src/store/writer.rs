@@ -184,6 +184,9 @@ pub(crate) struct WriterParts {
     pub counters: Counters,
     /// Every token's current ATC (replayed from the journal at start-up).
     pub atcs: AtcBook,
+    /// Tokens whose ATCs a restore made unknown
+    /// ([`super::atc::forget_after_restore`]): audited at start.
+    pub restored: Option<u64>,
     pub opts: WriterOptions,
     pub stats: Arc<WriterStats>,
 }
@@ -218,6 +221,7 @@ impl Writer {
             next_seal: Instant::now(),
         };
         seal_leftover_tail(&mut state);
+        note_restore(&mut state);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || run(state, &clock, rx))?;
@@ -395,6 +399,30 @@ fn seal_leftover_tail(st: &mut State) {
         from,
         to,
         "audit records found unsealed at start-up; sealing them"
+    );
+    commit_batch(st, &mut vec![job], false);
+}
+
+/// The first start after a restore: says in the trail what the restore
+/// pass did and clears the database's restore mark in the same commit. If
+/// the commit fails the mark stays, and the next start does both again.
+fn note_restore(st: &mut State) {
+    let Some(tokens) = st.p.restored.take() else {
+        return;
+    };
+    let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
+        let outcome = format!(
+            "started on a restored backup: the ATCs of {tokens} network tokens may be behind the schemes', so each one's next cryptogram waits for a key refresh"
+        );
+        ctx.audit(&AuditRec::by_daemon("restore", outcome))?;
+        ctx.txn
+            .open_table(super::META)?
+            .remove(super::atc::ATCS_UNKNOWN)?;
+        Ok(Box::new(|_| {}) as Completion)
+    });
+    tracing::warn!(
+        tokens,
+        "started on a restored backup: every network token needs a key refresh before its next cryptogram (queued at its next payment)"
     );
     commit_batch(st, &mut vec![job], false);
 }
