@@ -9,8 +9,10 @@
 //! PAN, unwrap a token key into the token, seal the token number), lifecycle
 //! changes, token-key destruction, re-encryption after a key rotation. They
 //! run one at a time, when no foreground call is waiting, or when the last
-//! background call started [`BACKGROUND_MIN_SHARE`] ago or more (so a
-//! saturated pool still provisions a trickle rather than nothing). A
+//! background call started the pool's minimum share ago or more (so a
+//! saturated pool still provisions a trickle rather than nothing; 10 ms,
+//! [`BACKGROUND_MIN_SHARE`], unless [`HsmPool::with_background_share`] says
+//! otherwise). A
 //! token-key unwrap holds SoftHSM2's token for 0.5–1 ms and the process-wide
 //! token-object lock; without the split, two of them could occupy both pool
 //! threads while tokenize calls queue behind.
@@ -31,7 +33,8 @@ type Job<H> = Box<dyn FnOnce(&H) + Send + 'static>;
 
 /// While foreground calls keep the pool busy, a background call still starts
 /// once this long after the last one started: a floor of ~100 background
-/// calls a second, at most one at a time.
+/// calls a second, at most one at a time. The default of
+/// [`HsmPool::new`] (vaultd's `[hsm] background_min_share`).
 pub const BACKGROUND_MIN_SHARE: Duration = Duration::from_millis(10);
 
 /// How long [`BackgroundHold::hold`] waits at most for the background job
@@ -71,6 +74,9 @@ struct State<H> {
     background_running: bool,
     /// When the last background job started.
     background_started: Option<Instant>,
+    /// A background job is due this long after the last one started, even
+    /// while foreground jobs wait.
+    min_share: Duration,
     /// Background jobs are held ([`BackgroundHold`]).
     held: bool,
     background_done: u64,
@@ -88,8 +94,9 @@ pub enum Lane {
 }
 
 impl<H> State<H> {
-    fn empty() -> Self {
+    fn empty(min_share: Duration) -> Self {
         State {
+            min_share,
             foreground: VecDeque::new(),
             background: VecDeque::new(),
             background_running: false,
@@ -108,7 +115,7 @@ impl<H> State<H> {
             && (self.foreground.is_empty()
                 || self
                     .background_started
-                    .is_none_or(|t| now.duration_since(t) >= BACKGROUND_MIN_SHARE));
+                    .is_none_or(|t| now.duration_since(t) >= self.min_share));
         if background_due {
             self.background_running = true;
             self.background_started = Some(now);
@@ -124,8 +131,19 @@ impl<H: Hsm> HsmPool<H> {
     /// # Panics
     /// If the OS refuses to start a thread (start-up only).
     pub fn new(hsm: Arc<H>, threads: usize) -> Self {
+        Self::with_background_share(hsm, threads, BACKGROUND_MIN_SHARE)
+    }
+
+    /// Like [`HsmPool::new`], with background work's minimum share: while
+    /// client calls keep every thread busy, a background call starts once
+    /// `min_share` after the last one started (zero: whenever a thread is
+    /// free and none runs, as if it were a client call).
+    ///
+    /// # Panics
+    /// If the OS refuses to start a thread (start-up only).
+    pub fn with_background_share(hsm: Arc<H>, threads: usize, min_share: Duration) -> Self {
         let queue = Arc::new(Queue {
-            state: Mutex::new(State::empty()),
+            state: Mutex::new(State::empty(min_share)),
             ready: Condvar::new(),
         });
         let hold: Weak<dyn BackgroundHold> = Arc::<Queue<H>>::downgrade(&queue);
@@ -297,7 +315,7 @@ mod tests {
     use super::*;
 
     fn state() -> State<()> {
-        State::empty()
+        State::empty(BACKGROUND_MIN_SHARE)
     }
 
     fn job() -> Job<()> {
@@ -354,5 +372,27 @@ mod tests {
         s.foreground.push_back(job());
         s.background.push_back(job());
         assert_eq!(lane(s.take(t0)), Some(Lane::Background));
+    }
+    #[test]
+    fn the_share_is_the_pools_own() {
+        let t0 = Instant::now();
+        let share = Duration::from_millis(50);
+        let mut s = queued(t0, 1, 3);
+        s.min_share = share;
+        // The default share has passed, this pool's has not.
+        assert_eq!(
+            lane(s.take(t0 + BACKGROUND_MIN_SHARE)),
+            Some(Lane::Foreground)
+        );
+        assert_eq!(
+            lane(s.take(t0 + share - Duration::from_millis(1))),
+            Some(Lane::Foreground)
+        );
+        assert_eq!(lane(s.take(t0 + share)), Some(Lane::Background));
+        // Zero: background is due whenever none runs.
+        let mut s = queued(t0, 2, 2);
+        s.min_share = Duration::ZERO;
+        assert_eq!(lane(s.take(t0)), Some(Lane::Background));
+        assert_eq!(lane(s.take(t0)), Some(Lane::Foreground), "one at a time");
     }
 }

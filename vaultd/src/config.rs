@@ -196,6 +196,16 @@ pub struct Hsm {
     /// the whole re-initialisation. Ignored for other modules.
     #[serde(default = "default_true")]
     pub reinit_standby: bool,
+    /// While client calls keep every HSM thread busy, background work
+    /// (provisioning, lifecycle, key destruction, re-encryption) still
+    /// starts one call this long after the last; zero: it competes with
+    /// client calls as an equal.
+    #[serde(default = "default_background_min_share")]
+    pub background_min_share: Dur,
+}
+
+fn default_background_min_share() -> Dur {
+    Dur(vault_hsm::pool::BACKGROUND_MIN_SHARE)
 }
 
 fn default_true() -> bool {
@@ -466,6 +476,12 @@ impl Config {
                 "must be 0 (never) or at least 1000: each re-initialisation pauses HSM calls",
             ));
         }
+        if self.hsm.background_min_share.0 > Duration::from_secs(1) {
+            return Err(err(
+                "[hsm].background_min_share",
+                "must be at most 1s (background work would all but stop under load)",
+            ));
+        }
         if self.hsm.token_label.is_empty() {
             return Err(err("[hsm].token_label", "must not be empty"));
         }
@@ -692,6 +708,17 @@ tenants = ["*"]
                 .unwrap()
                 .hsm
                 .reinit_standby
+        );
+        let e = Config::parse(&hsm("background_min_share = \"2s\"")).unwrap_err();
+        assert_eq!(e.key, "[hsm].background_min_share", "{e}");
+        for (ok, ms) in [("\"0ms\"", 0), ("\"2ms\"", 2), ("\"1s\"", 1000)] {
+            let c = Config::parse(&hsm(&format!("background_min_share = {ok}"))).expect(ok);
+            assert_eq!(c.hsm.background_min_share.0, Duration::from_millis(ms));
+        }
+        assert_eq!(
+            Config::parse(GOOD).unwrap().hsm.background_min_share.0,
+            Duration::from_millis(10),
+            "the default"
         );
         let storage = |line: &str| GOOD.replace("[storage]", &format!("[storage]\n{line}"));
         let e = Config::parse(&storage("audit_seal_interval = \"2s\"")).unwrap_err();

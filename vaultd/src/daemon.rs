@@ -64,7 +64,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), StartError> {
             ))
         })?;
     let store = Arc::new(store);
-    let pool = HsmPool::new(hsm.clone(), cfg.hsm.threads);
+    let pool = HsmPool::with_background_share(
+        hsm.clone(),
+        cfg.hsm.threads,
+        cfg.hsm.background_min_share.0,
+    );
     let vault = Arc::new(Vault::new(&cfg, store.clone(), pool).map_err(StartError)?);
     vault.start_retention(cfg.retention.check_interval.0);
     vault.start_key_job();
