@@ -274,13 +274,19 @@ fn customer_payment_is_approved_once_and_merchant_initiated_has_no_cryptogram() 
             authenticated_eci: Some("5".into()),
             ..cit(&alias)
         },
-        CredentialsArgs {
-            accept: vec![],
-            ..cit(&alias)
-        },
     ] {
         assert_eq!(code(c.op::<CredentialsOp>(&bad)), ErrorCode::BadRequest);
     }
+    // A receiver that takes nothing: PROTOCOL.md's rule ends in
+    // `no_usable_credential`.
+    let takes_nothing = CredentialsArgs {
+        accept: vec![],
+        ..cit(&alias)
+    };
+    assert_eq!(
+        code(c.op::<CredentialsOp>(&takes_nothing)),
+        ErrorCode::NoUsableCredential
+    );
     let unknown_key = c.call::<_, Value>(
         "credentials",
         &json!({"alias": alias, "tenant": "t-a", "accept": ["pan"], "initiator": "customer",

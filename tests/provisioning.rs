@@ -408,3 +408,82 @@ fn tenant_without_pan_storage_provisions_synchronously_and_never_writes_the_pan(
     t.restart();
     t.env.assert_absent_everywhere(&[VISA, MASTERCARD, AMEX]);
 }
+
+/// PROTOCOL.md `provision`: "for cards stored before tokens were enabled".
+/// A card stored while its tenant had no network tokens has no token
+/// state; once tokens are enabled (a configuration reload), its
+/// `token_info` says no token was requested (`failed`, with the reason),
+/// and `provision` gets it one: pending, then active, one call to the
+/// token service, counted in `stats`.
+#[test]
+fn a_card_stored_before_tokens_were_enabled_gets_its_token_through_provision() {
+    let t = TokenEnv::start(TokenOpts {
+        tenants: "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = false\n",
+        ..TokenOpts::default()
+    });
+    let mut c = t.client();
+    let r = tokenize(&mut c, &pan("4000", 90_001), 12, 2031);
+    let alias = r.record.alias;
+    assert!(r.record.token_info.is_none(), "tokens are off");
+    let args = ops::AliasArgs {
+        alias: alias.clone(),
+    };
+    let refused = c.op::<ops::Provision>(&args).unwrap_err();
+    assert_eq!(refused.code(), Some(vault_proto::ErrorCode::BadRequest));
+
+    // Enable network tokens for the tenant and reload.
+    let path = t.env.config_path();
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        cfg.replace("network_tokens = false", "network_tokens = true"),
+    )
+    .unwrap();
+    let pid = t.daemon.as_ref().unwrap().pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + LONG;
+    let ti = loop {
+        let r = c.op::<ops::AliasStatus>(&args).unwrap();
+        if let Some(ti) = r.token_info {
+            break ti;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload not applied");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ti.status, TokenStatus::Failed);
+    assert_eq!(ti.token_ref, None);
+    assert!(
+        ti.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("stored before network tokens were enabled")),
+        "{:?}",
+        ti.last_error
+    );
+    let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+    assert!(s.tokens.values().all(|n| *n == 0), "{:?}", s.tokens);
+
+    let queued = c.op::<ops::Provision>(&args).unwrap();
+    let qi = queued.token_info.unwrap();
+    assert!(
+        matches!(qi.status, TokenStatus::Pending | TokenStatus::Active),
+        "{qi:?}"
+    );
+    // Idempotent while it is pending (or once it is active).
+    c.op::<ops::Provision>(&args).unwrap();
+    let done = t.wait_status(&mut c, &alias, LONG).token_info.unwrap();
+    assert_eq!(done.status, TokenStatus::Active, "{:?}", done.last_error);
+    assert_eq!(done.last_error, None);
+    let token_ref = done.token_ref.expect("token_ref");
+    let sim = t.sim.get(&format!("/sim/tokens/{token_ref}"));
+    assert_eq!(sim["status"], "active");
+    assert_eq!(t.sim.get("/sim/stats")["provision_requests"], 1);
+    let s = t.wait_queue_empty(&mut c, LONG);
+    assert_eq!(s.tokens.get("active"), Some(&1), "{:?}", s.tokens);
+    assert_eq!(s.tokens.get("pending").copied().unwrap_or(0), 0);
+}

@@ -284,10 +284,18 @@ pub fn decode_request(body: &[u8]) -> Result<RequestHead<'_>, EnvelopeError> {
     Ok(RequestHead { id, op, args })
 }
 
-/// A key as it may appear in an error message: only short identifiers are
-/// echoed, anything else (it could be card data) is not.
+/// A key as it may appear in an error message: identifiers of up to 32
+/// letters, digits, `_` and `-` with fewer than 6 digits (`cvc2`,
+/// `cardNumber`) are echoed; anything else (it could be card data: a PAN
+/// sent as a key has 12 digits or more) is not.
 pub fn safe_key(k: &str) -> String {
-    if !k.is_empty() && k.len() <= 32 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+    let digits = k.bytes().filter(u8::is_ascii_digit).count();
+    if !k.is_empty()
+        && k.len() <= 32
+        && digits < 6
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         format!("`{k}`")
     } else {
         "(not shown)".to_owned()
@@ -500,6 +508,31 @@ mod tests {
         let err = decode_args::<TokenizeArgs>(head.args).unwrap_err();
         assert!(err.message.contains("exp_month"), "{}", err.message);
         assert!(!err.message.contains("4111"), "{}", err.message);
+    }
+
+    #[test]
+    fn keys_are_named_unless_they_could_be_card_data() {
+        for k in [
+            "cvc",
+            "cvc2",
+            "CVV2",
+            "cardNumber",
+            "card-number",
+            "exp_month",
+        ] {
+            assert_eq!(safe_key(k), format!("`{k}`"));
+        }
+        for k in [
+            "4111111111111111",
+            "card4111111111111111",
+            "411111",
+            "a b",
+            "k\u{e9}y",
+            "",
+            "abcdefghijklmnopqrstuvwxyzabcdefg",
+        ] {
+            assert_eq!(safe_key(k), "(not shown)", "{k}");
+        }
     }
 
     #[test]

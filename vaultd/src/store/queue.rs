@@ -9,7 +9,7 @@ use std::future::Future;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use vault_proto::ops::{JobState, TokenStatus};
 
-use super::records::{AliasRec, EventRec, JobKind, JobRec, TokenRec, decode, encode};
+use super::records::{AliasRec, EventRec, JobKind, JobRec, NtState, TokenRec, decode, encode};
 use super::{
     ALIASES, JOB_QUEUE, JOBS, META, RedbStore, StoreError, StoreResult, TOKENS, WriteCtx,
     count_status,
@@ -190,7 +190,7 @@ pub enum ProvisionRequest {
     NotFound,
     /// Nothing to do (pending already, or a live token).
     Unchanged,
-    /// Network tokens are off for this alias, or its PAN is gone.
+    /// The alias's PAN is gone (and with it any way to request a token).
     NoPan,
     Queued,
 }
@@ -514,11 +514,30 @@ impl QueueStore for RedbStore {
                 if rec.tenant != tenant {
                     return Ok(ProvisionRequest::NotFound);
                 }
-                let Some(nt) = rec.nt.clone() else {
-                    return Ok(ProvisionRequest::NoPan);
-                };
                 let mut audit = audit;
                 audit.alias = Some(alias.clone());
+                let Some(nt) = rec.nt.clone() else {
+                    // Stored before network tokens were enabled for its
+                    // tenant or scheme: its first token.
+                    if rec.pan_removed {
+                        return Ok(ProvisionRequest::NoPan);
+                    }
+                    let id = enqueue(ctx, JobKind::Provision, &alias, &tenant, &rec.scheme, None)?;
+                    rec.nt = Some(NtState {
+                        status: TokenStatus::Pending,
+                        token_ref: None,
+                        updated_at: now_ms(),
+                        last_error: None,
+                        active_since: None,
+                        job: Some(id),
+                    });
+                    count_status(ctx, None, Some(TokenStatus::Pending))?;
+                    save_alias(ctx, &alias, &rec)?;
+                    audit.outcome =
+                        "ok queued (first token of a card stored before network tokens)".into();
+                    ctx.audit(&audit)?;
+                    return Ok(ProvisionRequest::Queued);
+                };
                 let live = matches!(
                     nt.status,
                     TokenStatus::Pending

@@ -158,7 +158,9 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             .get(&tenant)
             .is_some_and(|t| t.network_tokens)
             && self.tokens.has_scheme(&v.rec.scheme);
-        if !tokens_on || v.rec.nt.is_none() {
+        // A card stored before tokens were enabled has no token state yet:
+        // the store starts it (PROTOCOL.md, provision).
+        if !tokens_on {
             return Err(VaultError::refuse(
                 ErrorCode::BadRequest,
                 "network tokens are not enabled for this tenant or this card's scheme",

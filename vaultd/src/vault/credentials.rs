@@ -103,12 +103,8 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 "this forwarder does not serve that tenant",
             ));
         }
-        if a.accept.is_empty() {
-            return Err(VaultError::refuse(
-                ErrorCode::BadRequest,
-                "`accept` must name at least one credential kind",
-            ));
-        }
+        // An empty `accept` takes nothing: PROTOCOL.md's rule ends in
+        // `no_usable_credential` for it, like any receiver we cannot serve.
         if a.currency.len() != 3 || !a.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(VaultError::refuse(
                 ErrorCode::BadRequest,

@@ -653,6 +653,34 @@ fn new_alias(now: u64) -> Result<String, HsmError> {
     }
 }
 
+/// `token_info.last_error` of a card stored before network tokens were
+/// enabled for its tenant or scheme, until `provision` asks for its token.
+pub const NOT_REQUESTED: &str = "no network token requested: the card was stored before network tokens were enabled; provision requests one";
+
+/// `token_info` of a card without token state whose tenant and scheme now
+/// have network tokens: PROTOCOL.md keeps `token_info` for those, and has no
+/// status for "never requested", so it is `failed` (no token; `provision`
+/// gets one) with [`NOT_REQUESTED`] as the reason.
+fn not_requested(r: &AliasRec, policy: &Policy) -> Option<TokenInfo> {
+    let tokens_on = policy
+        .tenants
+        .get(&r.tenant)
+        .is_some_and(|t| t.network_tokens);
+    let requestor = policy.schemes.get(&r.scheme).filter(|_| tokens_on)?;
+    Some(TokenInfo {
+        status: vault_proto::ops::TokenStatus::Failed,
+        scheme: r.scheme.clone(),
+        token_ref: None,
+        token_last4: None,
+        exp_month: None,
+        exp_year: None,
+        par: None,
+        token_requestor_id: Some(requestor.clone()),
+        updated_at: r.created_at,
+        last_error: Some(NOT_REQUESTED.into()),
+    })
+}
+
 /// The merchant-facing record of an alias.
 pub fn alias_record(v: &AliasView, policy: &Policy) -> AliasRecord {
     let r = &v.rec;
@@ -662,26 +690,29 @@ pub fn alias_record(v: &AliasView, policy: &Policy) -> AliasRecord {
         "x".repeat(usize::from(r.pan_len).saturating_sub(10)),
         r.last4
     );
-    let token_info = r.nt.as_ref().map(|nt| {
-        let t = v.token.as_ref();
-        TokenInfo {
-            status: t.map(|t| t.status).unwrap_or(nt.status),
-            scheme: r.scheme.clone(),
-            token_ref: nt.token_ref.clone(),
-            token_last4: t.map(|t| t.token_last4.clone()),
-            exp_month: t.map(|t| t.exp_month),
-            exp_year: t.map(|t| t.exp_year),
-            par: t.and_then(|t| t.par.clone()),
-            token_requestor_id: t
-                .map(|t| t.token_requestor_id.clone())
-                .or_else(|| policy.schemes.get(&r.scheme).cloned()),
-            updated_at: t
-                .map(|t| t.updated_at)
-                .unwrap_or(nt.updated_at)
-                .max(nt.updated_at),
-            last_error: nt.last_error.clone(),
-        }
-    });
+    let token_info =
+        r.nt.as_ref()
+            .map(|nt| {
+                let t = v.token.as_ref();
+                TokenInfo {
+                    status: t.map(|t| t.status).unwrap_or(nt.status),
+                    scheme: r.scheme.clone(),
+                    token_ref: nt.token_ref.clone(),
+                    token_last4: t.map(|t| t.token_last4.clone()),
+                    exp_month: t.map(|t| t.exp_month),
+                    exp_year: t.map(|t| t.exp_year),
+                    par: t.and_then(|t| t.par.clone()),
+                    token_requestor_id: t
+                        .map(|t| t.token_requestor_id.clone())
+                        .or_else(|| policy.schemes.get(&r.scheme).cloned()),
+                    updated_at: t
+                        .map(|t| t.updated_at)
+                        .unwrap_or(nt.updated_at)
+                        .max(nt.updated_at),
+                    last_error: nt.last_error.clone(),
+                }
+            })
+            .or_else(|| not_requested(r, policy));
     AliasRecord {
         alias: v.alias.clone(),
         fingerprint: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&r.fingerprint),
