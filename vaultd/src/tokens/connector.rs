@@ -233,16 +233,28 @@ async fn parse<T: serde::de::DeserializeOwned>(
     } else {
         format!("{code}: {msg}")
     };
-    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        return Err(TspError::Transient {
-            message: format!("HTTP {}", status.as_u16()),
+    Err(refusal(status.as_u16(), &code, text, retry_after))
+}
+
+/// What an unsuccessful answer means for the job. Server errors, 408 and
+/// 429 are tried again. A refusal of the card itself is `NotEligible`:
+/// the issuer does not take part (`not_eligible`), or the card cannot be
+/// tokenized (`invalid_card`: a bad number or an expired card; the PAN
+/// stays the credential, and `provision` may try again once the card is
+/// updated). Any other refusal (the vault's credentials, a request the
+/// service does not accept) is the vault's to fix: `Refused`, kept as a
+/// failed job an admin can retry.
+fn refusal(status: u16, code: &str, text: String, retry_after: Option<Duration>) -> TspError {
+    if status >= 500 || status == 429 || status == 408 {
+        return TspError::Transient {
+            message: format!("HTTP {status}"),
             retry_after,
-        });
+        };
     }
-    if code == "not_eligible" {
-        return Err(TspError::NotEligible(text));
+    match code {
+        "not_eligible" | "invalid_card" => TspError::NotEligible(text),
+        _ => TspError::Refused(text),
     }
-    Err(TspError::Refused(text))
 }
 
 /// A TSP message fit for logs and `last_error`: at most 120 characters,
@@ -269,6 +281,25 @@ pub fn sanitize(m: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{TspError, refusal};
+
+    #[test]
+    fn card_refusals_are_not_eligible_and_the_rest_is_the_vaults() {
+        let kind = |status, code| match refusal(status, code, "x".into(), None) {
+            TspError::NotEligible(_) => "not_eligible",
+            TspError::Refused(_) => "refused",
+            TspError::Transient { .. } => "transient",
+        };
+        assert_eq!(kind(422, "not_eligible"), "not_eligible");
+        assert_eq!(kind(422, "invalid_card"), "not_eligible");
+        assert_eq!(kind(422, "wrong_scheme"), "refused");
+        assert_eq!(kind(401, "unauthorized"), "refused");
+        assert_eq!(kind(400, ""), "refused");
+        for status in [500, 503, 504, 429, 408] {
+            assert_eq!(kind(status, "not_eligible"), "transient", "{status}");
+        }
+    }
+
     #[test]
     fn sanitize_drops_long_digit_runs() {
         assert_eq!(

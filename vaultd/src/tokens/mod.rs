@@ -577,8 +577,10 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 return Err(SyncError::NotEligible(m));
             }
             Ok(Err(TspError::Refused(m))) => {
+                // Not the card: the vault's request or credentials, which an
+                // operator must fix (the background path keeps a failed job).
                 s.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(SyncError::NotEligible(m));
+                return Err(SyncError::Unavailable(format!("refused: {m}")));
             }
             Ok(Err(TspError::Transient { message, .. })) => {
                 s.errors.fetch_add(1, Ordering::Relaxed);

@@ -442,7 +442,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                         tracing::warn!(reason = %m, "synchronous provisioning failed; nothing stored");
                         return Err(VaultError::refuse(
                             ErrorCode::Unavailable,
-                            "the token service could not be reached in time; nothing was stored",
+                            "the token service did not issue a token in time (unreachable, or refusing the vault); nothing was stored",
                         ));
                     }
                 }
