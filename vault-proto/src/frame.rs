@@ -310,6 +310,16 @@ const EMPTY_MAP: [u8; 1] = [0x80];
 /// could be card data).
 pub fn decode_args<T: DeserializeOwned>(args: Option<&[u8]>) -> Result<T, WireError> {
     let raw = args.unwrap_or(&EMPTY_MAP);
+    // A map with string keys, as PROTOCOL.md says; rmp-serde alone would
+    // also take an array (fields by position) or integer keys.
+    if rmp_serde::from_slice::<std::collections::BTreeMap<&str, serde::de::IgnoredAny>>(raw)
+        .is_err()
+    {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "`args` must be a map with string keys",
+        ));
+    }
     let mut de = rmp_serde::Deserializer::from_read_ref(raw);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     match result {
@@ -508,6 +518,76 @@ mod tests {
         let err = decode_args::<TokenizeArgs>(head.args).unwrap_err();
         assert!(err.message.contains("exp_month"), "{}", err.message);
         assert!(!err.message.contains("4111"), "{}", err.message);
+    }
+
+    #[test]
+    fn args_are_a_map_with_string_keys_and_enums_are_strings() {
+        use crate::ops::{CredentialKind, CredentialsArgs, Initiator, JobState, QueueListArgs};
+        use rmpv::Value;
+        let raw = |v: Value| {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &v).unwrap();
+            out
+        };
+        let s = |x: &str| Value::from(x);
+        let credentials = |initiator: Value, accept: Value| {
+            raw(Value::Map(vec![
+                (s("alias"), s("a")),
+                (s("tenant"), s("t")),
+                (s("accept"), accept),
+                (s("initiator"), initiator),
+                (s("amount_minor"), Value::from(1250)),
+                (s("currency"), s("CHF")),
+            ]))
+        };
+        // The well-formed request.
+        let ok: CredentialsArgs = decode_args(Some(&credentials(
+            s("merchant"),
+            Value::Array(vec![s("pan"), s("network_token")]),
+        )))
+        .unwrap();
+        assert_eq!(ok.initiator, Initiator::Merchant);
+        assert_eq!(
+            ok.accept,
+            vec![CredentialKind::Pan, CredentialKind::NetworkToken]
+        );
+        let q: QueueListArgs =
+            decode_args(Some(&raw(Value::Map(vec![(s("state"), s("in_flight"))])))).unwrap();
+        assert_eq!(q.state, Some(JobState::InFlight));
+
+        let refused = |bytes: Vec<u8>| {
+            let e = decode_args::<CredentialsArgs>(Some(&bytes)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(!e.message.contains("4111"), "{}", e.message);
+            e.message
+        };
+        // Variant indices instead of names.
+        let m = refused(credentials(Value::from(1), Value::Array(vec![s("pan")])));
+        assert!(m.contains("initiator"), "{m}");
+        let m = refused(credentials(
+            s("customer"),
+            Value::Array(vec![Value::from(0)]),
+        ));
+        assert!(m.contains("accept"), "{m}");
+        refused(credentials(s("Customer"), Value::Array(vec![s("pan")])));
+        // Fields by position, and integer keys.
+        let m = refused(raw(Value::Array(vec![
+            s("4111111111111111"),
+            Value::from(12),
+            Value::from(2030),
+        ])));
+        assert!(m.contains("must be a map"), "{m}");
+        let m = refused(raw(Value::Map(vec![
+            (Value::from(0), s("4111111111111111")),
+            (Value::from(1), Value::from(12)),
+        ])));
+        assert!(m.contains("must be a map"), "{m}");
+        let e = decode_args::<QueueListArgs>(Some(&raw(Value::Map(vec![(
+            s("state"),
+            Value::from(2),
+        )]))))
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
     }
 
     #[test]

@@ -163,15 +163,42 @@ pub struct DeleteResult {
 
 // ---------------------------------------------------------------- credentials
 
+/// Enums that requests carry are strings on the wire (PROTOCOL.md):
+/// `try_from = "String"` has serde read a string and match it here, where
+/// the derived form would also take a variant's index (`initiator: 1`).
+/// The error names the accepted values and never echoes what was sent.
+macro_rules! wire_enum_from_string {
+    ($ty:ident { $($name:literal => $v:ident),+ $(,)? }) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($name => Ok($ty::$v),)+
+                    _ => Err(concat!("must be one of:", $(" \"", $name, "\""),+).to_owned()),
+                }
+            }
+        }
+    };
+}
+
+wire_enum_from_string!(CredentialKind { "network_token" => NetworkToken, "pan" => Pan });
+wire_enum_from_string!(Initiator { "customer" => Customer, "merchant" => Merchant });
+wire_enum_from_string!(JobState {
+    "due" => Due,
+    "scheduled" => Scheduled,
+    "in_flight" => InFlight,
+    "failed" => Failed,
+});
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum CredentialKind {
     NetworkToken,
     Pan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Initiator {
     Customer,
     Merchant,
@@ -399,7 +426,7 @@ pub struct BackupResult {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum JobState {
     Due,
     Scheduled,
