@@ -340,6 +340,42 @@ fn every_error_code_from_real_bad_requests() {
         env.call_as(4242, "health", &json!({})).unwrap_err().0,
         "unauthenticated"
     );
+    // ... for every request, a malformed one too (PROTOCOL.md, Identity).
+    let socket = env.socket().to_path_buf();
+    let answers = std::thread::spawn(move || {
+        // SAFETY: setresuid(2) on this thread only; -1 keeps real/saved ids.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, 4242u32, u32::MAX) };
+        assert_eq!(rc, 0, "setresuid (tests run as root)");
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        let bodies: [&[u8]; 3] = [
+            // {v: 2, id: 7, op: "health"}
+            b"\x83\xa1v\x02\xa2id\x07\xa2op\xa6health",
+            // {id: 8, op: "health"}: no `v`
+            b"\x82\xa2id\x08\xa2op\xa6health",
+            // not MessagePack at all
+            b"\xc1\xc1",
+        ];
+        bodies
+            .iter()
+            .map(|b| {
+                s.write_all(&frame::frame(b)).unwrap();
+                match frame::read_frame_blocking(&mut s, 1 << 20).unwrap() {
+                    FrameRead::Frame(b) => err_of(&b),
+                    other => panic!("no answer: {other:?}"),
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        answers,
+        [
+            (Some(7), ErrorCode::Unauthenticated),
+            (Some(8), ErrorCode::Unauthenticated),
+            (None, ErrorCode::Unauthenticated),
+        ]
+    );
     // forbidden: a merchant calling an admin op
     assert_eq!(
         env.call_as(1001, "stats", &json!({})).unwrap_err().0,

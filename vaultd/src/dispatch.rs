@@ -144,19 +144,27 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
             tenants: Some(Vec::new()),
             pan_per_minute: None,
         };
+        let not_a_client = || {
+            WireError::new(
+                ErrorCode::Unauthenticated,
+                "this uid is not a configured client",
+            )
+        };
         let head = match frame::decode_request(body) {
             Ok(h) => h,
             Err(e) => {
-                let who = client.as_deref().map(caller).unwrap_or_else(unknown);
-                self.refused(&who, "(malformed)", None, &e.error).await;
-                return frame::encode_err(e.id, &e.error);
+                // An unknown uid gets `unauthenticated` for every request
+                // (PROTOCOL.md), a malformed one too.
+                let (who, error) = match client.as_deref() {
+                    Some(c) => (caller(c), e.error),
+                    None => (unknown(), not_a_client()),
+                };
+                self.refused(&who, "(malformed)", None, &error).await;
+                return frame::encode_err(e.id, &error);
             }
         };
         let Some(client) = client else {
-            let e = WireError::new(
-                ErrorCode::Unauthenticated,
-                "this uid is not a configured client",
-            );
+            let e = not_a_client();
             self.refused(&unknown(), head.op, None, &e).await;
             return frame::encode_err(Some(head.id), &e);
         };
