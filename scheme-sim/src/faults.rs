@@ -1,6 +1,7 @@
 //! Injected faults for the token service API: a latency on every call, then
 //! a random share of calls failing with 503 or held and timed out.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,13 +28,19 @@ pub enum FaultKind {
     Timeout,
 }
 
-/// Body of `POST /sim/faults`; also the setting in force.
+fn http_503() -> FaultKind {
+    FaultKind::Http503
+}
+
+/// Body of `POST /sim/faults`; also a setting in force.
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct FaultSetting {
     /// `None`: every scheme.
     pub scheme: Option<Scheme>,
     pub fail_rate: f64,
+    #[serde(default)]
     pub latency_ms: u64,
+    #[serde(default = "http_503")]
     pub kind: FaultKind,
     #[serde(default)]
     pub retry_after_s: Option<u32>,
@@ -55,23 +62,44 @@ impl FaultSetting {
     }
 }
 
-/// The setting in force; none by default.
+/// The settings in force; none by default. A setting for every scheme
+/// (`scheme: null`) replaces all others; a setting for one scheme replaces
+/// only that scheme's own, and wins over the one for every scheme. A
+/// setting of no latency and no failures clears what it replaces.
 #[derive(Default)]
-pub struct Faults(RwLock<Option<FaultSetting>>);
+pub struct Faults(RwLock<Settings>);
+
+#[derive(Default)]
+struct Settings {
+    all: Option<FaultSetting>,
+    by_scheme: HashMap<Scheme, FaultSetting>,
+}
 
 impl Faults {
-    /// Replaces the setting in force.
+    /// Puts `setting` in force (see [`Faults`]).
     pub fn set(&self, setting: FaultSetting) {
         let off = setting.fail_rate == 0.0 && setting.latency_ms == 0;
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (!off).then_some(setting);
+        let mut s = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match setting.scheme {
+            None => {
+                s.by_scheme.clear();
+                s.all = (!off).then_some(setting);
+            }
+            Some(scheme) => {
+                // Clearing one scheme under a setting for every scheme
+                // keeps it clear (an explicit "off").
+                if off && s.all.is_none() {
+                    s.by_scheme.remove(&scheme);
+                } else {
+                    s.by_scheme.insert(scheme, setting);
+                }
+            }
+        }
     }
 
     fn current(&self, scheme: Scheme) -> Option<FaultSetting> {
-        let setting = (*self.0.read().unwrap_or_else(|p| p.into_inner()))?;
-        setting
-            .scheme
-            .is_none_or(|s| s == scheme)
-            .then_some(setting)
+        let s = self.0.read().unwrap_or_else(|p| p.into_inner());
+        s.by_scheme.get(&scheme).copied().or(s.all)
     }
 
     /// Applies the setting to one call: sleeps the latency, then maybe

@@ -322,3 +322,43 @@ fn faults_fail_about_the_asked_share_and_only_for_their_scheme() {
     );
     assert_eq!(bad.status, 400);
 }
+
+/// DESIGN.md `/sim/faults`: `scheme` names the scheme a setting is for
+/// (null: every scheme). Settings for two schemes hold side by side, one
+/// scheme's own setting wins over the one for every scheme, clearing one
+/// scheme leaves the others, and a setting for every scheme replaces all.
+#[test]
+fn faults_of_different_schemes_hold_side_by_side() {
+    let sim = SimProcess::start();
+    let fails = |scheme: &str, id: &str, pan: &str| sim.provision(scheme, id, pan).status == 503;
+    sim.set_faults(&json!({"scheme": "visa", "fail_rate": 1.0}));
+    sim.set_faults(&json!({"scheme": "mastercard", "fail_rate": 1.0, "kind": "http_503"}));
+    assert!(fails("visa", "v-1", "4111111111111111"));
+    assert!(fails("mastercard", "m-1", "5555555555554444"));
+    assert!(!fails("amex", "a-1", "378282246310005"));
+
+    sim.set_faults(&json!({"scheme": "visa", "fail_rate": 0, "latency_ms": 0}));
+    assert!(!fails("visa", "v-2", "4111111111111111"));
+    assert!(
+        fails("mastercard", "m-2", "5555555555554444"),
+        "still failing"
+    );
+
+    // Every scheme, except one cleared on its own.
+    sim.set_faults(&json!({"scheme": null, "fail_rate": 1.0}));
+    sim.set_faults(&json!({"scheme": "discover", "fail_rate": 0}));
+    assert!(fails("amex", "a-2", "378282246310005"));
+    assert!(fails("visa", "v-3", "4111111111111111"));
+    assert!(!fails("discover", "d-1", "6011111111111117"));
+
+    // Off for every scheme: everything clear.
+    sim.set_faults(&json!({"scheme": null, "fail_rate": 0, "latency_ms": 0, "kind": "http_503"}));
+    for (scheme, pan) in [
+        ("visa", "4111111111111111"),
+        ("mastercard", "5555555555554444"),
+        ("amex", "378282246310005"),
+        ("discover", "6011111111111117"),
+    ] {
+        assert!(!fails(scheme, &format!("{scheme}-end"), pan), "{scheme}");
+    }
+}
