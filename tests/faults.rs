@@ -546,13 +546,58 @@ fn audit_rec(op: &str) -> vaultd::store::records::AuditRec {
     }
 }
 
-/// Stores an alias whose token is active and has issued ATCs up to `atc`.
-async fn alias_with_token(store: &RedbStore, token_ref: &str, atc: u16) {
-    use vaultd::store::records::{AliasRec, NtState, TokenRec};
+/// Stores alias `alias-<name>` of tenant `t-a` with token state `nt`, the
+/// token's record if it has one, and a provisioning job if `provision`.
+async fn store_alias(
+    store: &RedbStore,
+    name: &str,
+    nt: vaultd::store::records::NtState,
+    token: Option<(String, vaultd::store::records::TokenRec)>,
+    provision: bool,
+) -> String {
+    use vaultd::store::records::AliasRec;
     use vaultd::store::{NewAlias, Store, TokenizeOutcome, TokenizeWrite};
-    let alias = format!("alias-{token_ref}");
-    let token = TokenRec {
-        alias: alias.clone(),
+    let alias = format!("alias-{name}");
+    let rec = AliasRec {
+        tenant: "t-a".into(),
+        fingerprint: name.as_bytes().to_vec(),
+        bin: "400000".into(),
+        last4: "0000".into(),
+        pan_len: 16,
+        exp_month: 12,
+        exp_year: 2035,
+        scheme: "visa".into(),
+        created_at: 1,
+        pan_removed: token.is_some(),
+        pan_slot: None,
+        nt: Some(nt),
+    };
+    let out = store
+        .tokenize(TokenizeWrite {
+            tenant: "t-a".into(),
+            fingerprint: name.as_bytes().to_vec(),
+            exp_month: 12,
+            exp_year: 2035,
+            new: Some(NewAlias {
+                alias: alias.clone(),
+                rec,
+                pan_ct: None,
+                provision,
+                token,
+            }),
+            transaction: None,
+            audit: audit_rec("tokenize"),
+        })
+        .await
+        .expect("store the alias");
+    assert!(matches!(out, TokenizeOutcome::Created(_)));
+    alias
+}
+
+/// A token record of alias `alias` as the token service issued it.
+fn issued_token(alias: &str, atc: u16) -> vaultd::store::records::TokenRec {
+    vaultd::store::records::TokenRec {
+        alias: alias.into(),
         tenant: "t-a".into(),
         scheme: "visa".into(),
         token_ct: vec![0u8; 48],
@@ -565,47 +610,159 @@ async fn alias_with_token(store: &RedbStore, token_ref: &str, atc: u16) {
         atc,
         updated_at: 1,
         refresh_pending: false,
+    }
+}
+
+/// Stores an alias whose token is active and has issued ATCs up to `atc`.
+async fn alias_with_token(store: &RedbStore, token_ref: &str, atc: u16) {
+    use vaultd::store::records::NtState;
+    let nt = NtState {
+        status: ops::TokenStatus::Active,
+        token_ref: Some(token_ref.into()),
+        updated_at: 1,
+        last_error: None,
+        active_since: Some(1),
+        job: None,
     };
-    let rec = AliasRec {
-        tenant: "t-a".into(),
-        fingerprint: token_ref.as_bytes().to_vec(),
-        bin: "400000".into(),
-        last4: "0000".into(),
-        pan_len: 16,
-        exp_month: 12,
-        exp_year: 2035,
-        scheme: "visa".into(),
-        created_at: 1,
-        pan_removed: true,
-        pan_slot: None,
-        nt: Some(NtState {
-            status: ops::TokenStatus::Active,
-            token_ref: Some(token_ref.into()),
-            updated_at: 1,
-            last_error: None,
-            active_since: Some(1),
-            job: None,
-        }),
+    let token = issued_token(&format!("alias-{token_ref}"), atc);
+    store_alias(store, token_ref, nt, Some((token_ref.into(), token)), false).await;
+}
+
+/// Stores an alias whose provisioning job is queued (token pending);
+/// returns the job's id.
+async fn alias_pending(store: &RedbStore, name: &str) -> u64 {
+    use vaultd::store::Store;
+    use vaultd::store::records::NtState;
+    let nt = NtState {
+        status: ops::TokenStatus::Pending,
+        token_ref: None,
+        updated_at: 1,
+        last_error: None,
+        active_since: None,
+        job: None,
     };
+    let alias = store_alias(store, name, nt, None, true).await;
+    let v = store.alias(&alias).unwrap().expect("stored");
+    v.rec.nt.and_then(|n| n.job).expect("a provisioning job")
+}
+
+/// DESIGN.md: lifecycle events are applied "once, in order, durably". The
+/// feed can bring an event for a token between the token service's answer
+/// and the commit that stores the token (an issuer suspending a token just
+/// issued). Such events are parked and applied, in feed order, by that
+/// commit; a delete among them has the finish ask for the key's
+/// destruction. Nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_a_token_not_stored_yet_are_applied_when_it_is() {
+    use vaultd::store::queue::{FinishOutcome, JobFinish};
+    use vaultd::store::tokens::TokenStore;
+    use vaultd::store::{Change, ChangeKind, LifecycleStore, QueueStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let store = open_normal(&cfg);
+    let job_a = alias_pending(&store, "late-a").await;
+    let job_b = alias_pending(&store, "late-b").await;
+    let change = |seq, r: &str, kind| Change {
+        seq,
+        token_ref: r.into(),
+        kind,
+    };
+    let deleted = store
+        .apply_changes(
+            "visa",
+            vec![
+                change(1, "tr-late-a", ChangeKind::Suspend),
+                change(2, "tr-late-b", ChangeKind::Suspend),
+                change(
+                    3,
+                    "tr-late-a",
+                    ChangeKind::Redigitize {
+                        token_ct: None,
+                        token_last4: None,
+                        exp: Some((7, 2036)),
+                    },
+                ),
+                change(4, "tr-late-b", ChangeKind::Delete),
+            ],
+            4,
+        )
+        .await
+        .unwrap();
+    assert!(deleted.is_empty());
+    let issued = |alias: &str| issued_token(alias, 0);
     let out = store
-        .tokenize(TokenizeWrite {
-            tenant: "t-a".into(),
-            fingerprint: token_ref.as_bytes().to_vec(),
-            exp_month: 12,
-            exp_year: 2035,
-            new: Some(NewAlias {
-                alias,
-                rec,
-                pan_ct: None,
-                provision: false,
-                token: Some((token_ref.into(), token)),
-            }),
-            transaction: None,
-            audit: audit_rec("tokenize"),
+        .finish_job(JobFinish::Provisioned {
+            job_id: job_a,
+            token_ref: "tr-late-a".into(),
+            token: issued("alias-late-a"),
         })
         .await
-        .expect("store the alias");
-    assert!(matches!(out, TokenizeOutcome::Created(_)));
+        .unwrap();
+    assert!(matches!(out, FinishOutcome::Ok));
+    let t = store.token("tr-late-a").unwrap().unwrap();
+    assert_eq!(
+        t.status,
+        ops::TokenStatus::Suspended,
+        "parked suspend applied"
+    );
+    assert_eq!((t.exp_month, t.exp_year), (7, 2036), "then the new expiry");
+    let v = store.alias("alias-late-a").unwrap().unwrap();
+    assert_eq!(v.rec.nt.unwrap().status, ops::TokenStatus::Suspended);
+
+    let out = store
+        .finish_job(JobFinish::Provisioned {
+            job_id: job_b,
+            token_ref: "tr-late-b".into(),
+            token: issued("alias-late-b"),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, FinishOutcome::DeletedMeanwhile { token_ref } if token_ref == "tr-late-b")
+    );
+    assert_eq!(
+        store.token("tr-late-b").unwrap().unwrap().status,
+        ops::TokenStatus::Deleted
+    );
+    let kinds: Vec<String> = store
+        .events_page(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "notification_parked").count(),
+        4,
+        "{kinds:?}"
+    );
+    for k in ["token_suspended", "token_redigitized", "token_deleted"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k}: {kinds:?}");
+    }
+    // Applied once: a later resume through the feed is the only change.
+    store
+        .apply_changes("visa", vec![change(5, "tr-late-a", ChangeKind::Resume)], 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.token("tr-late-a").unwrap().unwrap().status,
+        ops::TokenStatus::Active
+    );
+    drop(store);
+    {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        const PARKED: redb::TableDefinition<(&str, u64), &[u8]> =
+            redb::TableDefinition::new("parked_events");
+        let db = redb::Database::open(&cfg.storage.path).unwrap();
+        let n = db
+            .begin_read()
+            .unwrap()
+            .open_table(PARKED)
+            .unwrap()
+            .len()
+            .unwrap();
+        assert_eq!(n, 0, "nothing left parked");
+    }
+    assert_integrity(&cfg.storage.path);
 }
 
 /// The next ATC, acknowledged only once its commit is durable.

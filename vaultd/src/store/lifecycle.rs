@@ -5,12 +5,27 @@
 use std::future::Future;
 
 use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
 use vault_proto::ops::TokenStatus;
 
 use super::queue::set_alias_status;
 use super::records::{AliasRec, EventRec, TokenRec, decode, encode};
-use super::{ALIASES, META, RedbStore, StoreResult, TOKENS, meta_u64};
+use super::writer::WriteCtx;
+use super::{ALIASES, META, PARKED, RedbStore, StoreResult, TOKENS, meta_u64};
 use crate::vault::cards::now_ms;
+
+/// How long an event for a token the vault does not have waits for that
+/// token's provisioning to commit; then it is dropped.
+const PARK_FOR_MS: u64 = 24 * 3600 * 1000;
+
+/// An event parked in `parked_events` (see [`apply_parked`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ParkedRec {
+    pub scheme: String,
+    /// When it was parked (ms).
+    pub at: u64,
+    pub kind: ChangeKind,
+}
 
 /// One notification, prepared (a new token number already sealed).
 #[derive(Debug, Clone)]
@@ -20,7 +35,7 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ChangeKind {
     Suspend,
     Resume,
@@ -80,130 +95,15 @@ impl LifecycleStore for RedbStore {
                         .get(ch.token_ref.as_str())?
                         .map(|v| v.value().to_vec());
                     let Some(raw) = raw else {
-                        ctx.event(&EventRec {
-                            at,
-                            alias: None,
-                            scheme: Some(scheme.clone()),
-                            kind: "notification_ignored".into(),
-                            detail: format!("seq {} for unknown token {}", ch.seq, ch.token_ref),
-                        })?;
+                        park(ctx, &scheme, ch, at)?;
                         continue;
                     };
-                    let mut t: TokenRec = decode("token", &raw)?;
-                    let alias = t.alias.clone();
-                    let araw = ctx
-                        .txn
-                        .open_table(ALIASES)?
-                        .get(alias.as_str())?
-                        .map(|v| v.value().to_vec());
-                    let mut rec: Option<AliasRec> =
-                        araw.map(|r| decode("alias", &r)).transpose()?;
-                    // A token no longer the alias's own (re-provisioned since)
-                    // changes only its own record.
-                    let current = rec
-                        .as_ref()
-                        .and_then(|r| r.nt.as_ref())
-                        .and_then(|n| n.token_ref.as_deref())
-                        == Some(ch.token_ref.as_str());
-                    let (kind, detail, status) = match &ch.kind {
-                        ChangeKind::Suspend => (
-                            "token_suspended",
-                            "suspended by the token service".to_owned(),
-                            Some(TokenStatus::Suspended),
-                        ),
-                        ChangeKind::Resume => (
-                            "token_resumed",
-                            "resumed by the token service".to_owned(),
-                            Some(TokenStatus::Active),
-                        ),
-                        ChangeKind::Delete => (
-                            "token_deleted",
-                            "deleted by the token service; the PAN is the credential again"
-                                .to_owned(),
-                            Some(TokenStatus::Deleted),
-                        ),
-                        ChangeKind::Redigitize {
-                            token_ct,
-                            token_last4,
-                            exp,
-                        } => {
-                            if let (Some(ct), Some(l4)) = (token_ct, token_last4) {
-                                t.token_ct = ct.clone();
-                                t.token_last4 = l4.clone();
-                            }
-                            if let Some((m, y)) = exp {
-                                t.exp_month = *m;
-                                t.exp_year = *y;
-                            }
-                            let what = match (token_ct.is_some(), exp.is_some()) {
-                                (true, true) => "new token number and expiry",
-                                (true, false) => "new token number",
-                                _ => "new token expiry",
-                            };
-                            ("token_redigitized", what.to_owned(), None)
-                        }
-                        ChangeKind::PanExpiry {
-                            exp_month,
-                            exp_year,
-                        } => {
-                            if let Some(r) = rec.as_mut() {
-                                r.exp_month = *exp_month;
-                                r.exp_year = *exp_year;
-                            }
-                            (
-                                "card_expiry_updated",
-                                "card expiry updated by the issuer".to_owned(),
-                                None,
-                            )
-                        }
-                        ChangeKind::Unknown(e) => {
-                            ("notification_ignored", format!("unknown event {e:?}"), None)
-                        }
-                    };
-                    if t.status == TokenStatus::Deleted && status.is_some() {
-                        // Deleted is final.
-                        ctx.event(&EventRec {
-                            at,
-                            alias: Some(alias),
-                            scheme: Some(scheme.clone()),
-                            kind: "notification_ignored".into(),
-                            detail: format!("seq {}: token {} is deleted", ch.seq, ch.token_ref),
-                        })?;
-                        continue;
+                    let t: TokenRec = decode("token", &raw)?;
+                    if let Some(gone) =
+                        apply_to_token(ctx, &scheme, ch.seq, &ch.token_ref, t, &ch.kind, at)?
+                    {
+                        deleted.push(gone);
                     }
-                    if let Some(st) = status {
-                        t.status = st;
-                        if st == TokenStatus::Deleted {
-                            t.token_ct.clear();
-                            deleted.push(ch.token_ref.clone());
-                        }
-                    }
-                    t.updated_at = at;
-                    ctx.txn
-                        .open_table(TOKENS)?
-                        .insert(ch.token_ref.as_str(), encode(&t)?.as_slice())?;
-                    if let Some(mut r) = rec {
-                        match status {
-                            Some(st) if current => set_alias_status(ctx, &alias, &mut r, st, None)?,
-                            _ => {
-                                if let Some(nt) = r.nt.as_mut()
-                                    && current
-                                {
-                                    nt.updated_at = at;
-                                }
-                                ctx.txn
-                                    .open_table(ALIASES)?
-                                    .insert(alias.as_str(), encode(&r)?.as_slice())?;
-                            }
-                        }
-                    }
-                    ctx.event(&EventRec {
-                        at,
-                        alias: Some(alias),
-                        scheme: Some(scheme.clone()),
-                        kind: kind.into(),
-                        detail: format!("{} (token {}, feed seq {})", detail, ch.token_ref, ch.seq),
-                    })?;
                 }
                 if cursor > stored {
                     ctx.txn.open_table(META)?.insert(
@@ -215,4 +115,205 @@ impl LifecycleStore for RedbStore {
             })
             .await
     }
+}
+
+/// Applies one event to a token the vault has (its record `t`); returns
+/// the token_ref when the token was deleted (its HSM key goes next).
+fn apply_to_token(
+    ctx: &mut WriteCtx<'_>,
+    scheme: &str,
+    seq: u64,
+    token_ref: &str,
+    mut t: TokenRec,
+    kind: &ChangeKind,
+    at: u64,
+) -> StoreResult<Option<String>> {
+    let alias = t.alias.clone();
+    let araw = ctx
+        .txn
+        .open_table(ALIASES)?
+        .get(alias.as_str())?
+        .map(|v| v.value().to_vec());
+    let mut rec: Option<AliasRec> = araw.map(|r| decode("alias", &r)).transpose()?;
+    // A token no longer the alias's own (re-provisioned since) changes only
+    // its own record.
+    let current = rec
+        .as_ref()
+        .and_then(|r| r.nt.as_ref())
+        .and_then(|n| n.token_ref.as_deref())
+        == Some(token_ref);
+    let (kind, detail, status) = match kind {
+        ChangeKind::Suspend => (
+            "token_suspended",
+            "suspended by the token service".to_owned(),
+            Some(TokenStatus::Suspended),
+        ),
+        ChangeKind::Resume => (
+            "token_resumed",
+            "resumed by the token service".to_owned(),
+            Some(TokenStatus::Active),
+        ),
+        ChangeKind::Delete => (
+            "token_deleted",
+            "deleted by the token service; the PAN is the credential again".to_owned(),
+            Some(TokenStatus::Deleted),
+        ),
+        ChangeKind::Redigitize {
+            token_ct,
+            token_last4,
+            exp,
+        } => {
+            if let (Some(ct), Some(l4)) = (token_ct, token_last4) {
+                t.token_ct = ct.clone();
+                t.token_last4 = l4.clone();
+            }
+            if let Some((m, y)) = exp {
+                t.exp_month = *m;
+                t.exp_year = *y;
+            }
+            let what = match (token_ct.is_some(), exp.is_some()) {
+                (true, true) => "new token number and expiry",
+                (true, false) => "new token number",
+                _ => "new token expiry",
+            };
+            ("token_redigitized", what.to_owned(), None)
+        }
+        ChangeKind::PanExpiry {
+            exp_month,
+            exp_year,
+        } => {
+            if let Some(r) = rec.as_mut() {
+                r.exp_month = *exp_month;
+                r.exp_year = *exp_year;
+            }
+            (
+                "card_expiry_updated",
+                "card expiry updated by the issuer".to_owned(),
+                None,
+            )
+        }
+        ChangeKind::Unknown(e) => ("notification_ignored", format!("unknown event {e:?}"), None),
+    };
+    if t.status == TokenStatus::Deleted && status.is_some() {
+        // Deleted is final.
+        ctx.event(&EventRec {
+            at,
+            alias: Some(alias),
+            scheme: Some(scheme.to_owned()),
+            kind: "notification_ignored".into(),
+            detail: format!("seq {seq}: token {token_ref} is deleted"),
+        })?;
+        return Ok(None);
+    }
+    let mut deleted = None;
+    if let Some(st) = status {
+        t.status = st;
+        if st == TokenStatus::Deleted {
+            t.token_ct.clear();
+            deleted = Some(token_ref.to_owned());
+        }
+    }
+    t.updated_at = at;
+    ctx.txn
+        .open_table(TOKENS)?
+        .insert(token_ref, encode(&t)?.as_slice())?;
+    if let Some(mut r) = rec {
+        match status {
+            Some(st) if current => set_alias_status(ctx, &alias, &mut r, st, None)?,
+            _ => {
+                if let Some(nt) = r.nt.as_mut()
+                    && current
+                {
+                    nt.updated_at = at;
+                }
+                ctx.txn
+                    .open_table(ALIASES)?
+                    .insert(alias.as_str(), encode(&r)?.as_slice())?;
+            }
+        }
+    }
+    ctx.event(&EventRec {
+        at,
+        alias: Some(alias),
+        scheme: Some(scheme.to_owned()),
+        kind: kind.into(),
+        detail: format!("{detail} (token {token_ref}, feed seq {seq})"),
+    })?;
+    Ok(deleted)
+}
+
+/// An event for a token the vault does not have. Most often its
+/// provisioning is between the token service's answer and the commit that
+/// stores the token (the key is being unwrapped), and the event (an issuer
+/// suspending a token just issued, say) must not be lost: it is kept, and
+/// applied by that commit ([`apply_parked`]). Events of tokens the vault
+/// erased are dropped after [`PARK_FOR_MS`].
+fn park(ctx: &mut WriteCtx<'_>, scheme: &str, ch: Change, at: u64) -> StoreResult<()> {
+    let mut parked = ctx.txn.open_table(PARKED)?;
+    // The table holds only such rare events: a scan to drop the old is cheap.
+    let mut expired = Vec::new();
+    for item in parked.iter()? {
+        let (k, v) = item?;
+        let p: ParkedRec = decode("parked event", v.value())?;
+        if p.at + PARK_FOR_MS < at {
+            let (r, seq) = k.value();
+            expired.push((r.to_owned(), seq));
+        }
+    }
+    for (r, seq) in &expired {
+        parked.remove((r.as_str(), *seq))?;
+    }
+    // A new token number cannot wait: it is sealed for the token's alias,
+    // which nobody knows yet (`tokens::lifecycle::prepare`), and never kept
+    // in clear. A redigitization waits with its expiry only.
+    let kind = ch.kind;
+    let rec = ParkedRec {
+        scheme: scheme.to_owned(),
+        at,
+        kind,
+    };
+    parked.insert((ch.token_ref.as_str(), ch.seq), encode(&rec)?.as_slice())?;
+    drop(parked);
+    ctx.event(&EventRec {
+        at,
+        alias: None,
+        scheme: Some(scheme.to_owned()),
+        kind: "notification_parked".into(),
+        detail: format!(
+            "seq {} for token {}, not in the vault (yet): applied when its provisioning commits",
+            ch.seq, ch.token_ref
+        ),
+    })?;
+    Ok(())
+}
+
+/// Applies, in feed order, the events parked for `token_ref` ([`park`]),
+/// in the transaction that has just stored its record; returns the
+/// token_ref if one of them deleted the token (its HSM key goes next).
+pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResult<Option<String>> {
+    let waiting: Vec<(u64, ParkedRec)> = {
+        let parked = ctx.txn.open_table(PARKED)?;
+        parked
+            .range((token_ref, 0)..=(token_ref, u64::MAX))?
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.value().1, decode("parked event", v.value())?))
+            })
+            .collect::<StoreResult<_>>()?
+    };
+    let mut deleted = None;
+    for (seq, p) in waiting {
+        ctx.txn.open_table(PARKED)?.remove((token_ref, seq))?;
+        let raw = ctx
+            .txn
+            .open_table(TOKENS)?
+            .get(token_ref)?
+            .map(|v| v.value().to_vec());
+        let Some(raw) = raw else { continue };
+        let t: TokenRec = decode("token", &raw)?;
+        if let Some(gone) = apply_to_token(ctx, &p.scheme, seq, token_ref, t, &p.kind, now_ms())? {
+            deleted = Some(gone);
+        }
+    }
+    Ok(deleted)
 }

@@ -57,6 +57,10 @@ pub(crate) const AUDIT_SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new
 /// seq → the ATCs one group commit issued ([`atc`]): the journal the
 /// current ATCs are replayed from over `tokens`' (lagging) `atc` fields.
 pub(crate) const ATC_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("atc_log");
+/// (token_ref, feed seq) → [`lifecycle::ParkedRec`]: lifecycle events for
+/// a token not in the vault yet, applied when its provisioning commits.
+pub(crate) const PARKED: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("parked_events");
 /// Schema version, counters, cursors, key versions.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// tenant ‖ 0x00 ‖ created_at (BE) ‖ alias → (): every retained PAN, oldest first.
@@ -389,6 +393,7 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         txn.open_table(FINGERPRINTS)?;
         txn.open_table(TOKENS)?;
         txn.open_table(ATC_LOG)?;
+        txn.open_table(PARKED)?;
         txn.open_table(JOBS)?;
         txn.open_table(JOB_QUEUE)?;
         txn.open_table(TRANSACTIONS)?;

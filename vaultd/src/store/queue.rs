@@ -135,6 +135,12 @@ pub enum FinishOutcome {
     Orphaned {
         token_ref: String,
     },
+    /// The token service deleted the token before it was stored (a parked
+    /// lifecycle event, `lifecycle::apply_parked`): the caller destroys the
+    /// token key.
+    DeletedMeanwhile {
+        token_ref: String,
+    },
 }
 
 /// Queue figures for `stats` (in-flight comes from the worker).
@@ -355,6 +361,10 @@ impl QueueStore for RedbStore {
                                 job.attempts + 1
                             ),
                         })?;
+                        // Events the feed brought before this commit.
+                        if let Some(token_ref) = super::lifecycle::apply_parked(ctx, &token_ref)? {
+                            return Ok(FinishOutcome::DeletedMeanwhile { token_ref });
+                        }
                     }
                     JobFinish::Refused { status, error, .. } => {
                         if status == TokenStatus::Failed {

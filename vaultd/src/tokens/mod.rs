@@ -382,7 +382,10 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         };
         match self.store.finish_job(finish).await {
             Ok(FinishOutcome::Ok) => {}
-            Ok(FinishOutcome::Orphaned { token_ref }) => {
+            Ok(
+                FinishOutcome::Orphaned { token_ref }
+                | FinishOutcome::DeletedMeanwhile { token_ref },
+            ) => {
                 let r = token_ref.clone();
                 if let Err(e) = self
                     .hsm
