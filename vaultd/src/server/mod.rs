@@ -53,15 +53,26 @@ impl Limits {
 
 /// Binds the socket at `path`: creates its directory (0750) if missing,
 /// removes a stale socket left by a dead daemon (never a live one, never
-/// a file that is not a socket), and sets mode 0660.
+/// a file that is not a socket), and sets mode 0660. An existing directory
+/// is left as it is, with a warning if others may enter it (PROTOCOL.md
+/// asks for 0750; the socket's 0660 and the uid check still hold).
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
-        && !dir.exists()
     {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        } else if let Ok(meta) = dir.metadata()
+            && meta.permissions().mode() & 0o007 != 0
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o7777),
+                "the socket's directory is open to other users; PROTOCOL.md asks for mode 0750"
+            );
+        }
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
