@@ -738,9 +738,23 @@ async fn events_for_a_token_not_stored_yet_are_applied_when_it_is() {
     for k in ["token_suspended", "token_redigitized", "token_deleted"] {
         assert!(kinds.iter().any(|x| x == k), "no {k}: {kinds:?}");
     }
+    // A token stored by tokenize itself (synchronous provisioning, no PAN
+    // kept): its parked events are applied by the tokenize commit.
+    store
+        .apply_changes("visa", vec![change(5, "tr-sync", ChangeKind::Suspend)], 5)
+        .await
+        .unwrap();
+    alias_with_token(&store, "tr-sync", 0).await;
+    assert_eq!(
+        store.token("tr-sync").unwrap().unwrap().status,
+        ops::TokenStatus::Suspended
+    );
+    let v = store.alias("alias-tr-sync").unwrap().unwrap();
+    assert_eq!(v.rec.nt.unwrap().status, ops::TokenStatus::Suspended);
+
     // Applied once: a later resume through the feed is the only change.
     store
-        .apply_changes("visa", vec![change(5, "tr-late-a", ChangeKind::Resume)], 5)
+        .apply_changes("visa", vec![change(6, "tr-late-a", ChangeKind::Resume)], 6)
         .await
         .unwrap();
     assert_eq!(

@@ -287,10 +287,18 @@ fn park(ctx: &mut WriteCtx<'_>, scheme: &str, ch: Change, at: u64) -> StoreResul
     Ok(())
 }
 
+/// What [`apply_parked`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Unparked {
+    /// Events applied.
+    pub applied: usize,
+    /// One of them deleted the token: its HSM key goes next.
+    pub deleted: bool,
+}
+
 /// Applies, in feed order, the events parked for `token_ref` ([`park`]),
-/// in the transaction that has just stored its record; returns the
-/// token_ref if one of them deleted the token (its HSM key goes next).
-pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResult<Option<String>> {
+/// in the transaction that has just stored its record.
+pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResult<Unparked> {
     let waiting: Vec<(u64, ParkedRec)> = {
         let parked = ctx.txn.open_table(PARKED)?;
         parked
@@ -301,7 +309,7 @@ pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResu
             })
             .collect::<StoreResult<_>>()?
     };
-    let mut deleted = None;
+    let mut done = Unparked::default();
     for (seq, p) in waiting {
         ctx.txn.open_table(PARKED)?.remove((token_ref, seq))?;
         let raw = ctx
@@ -311,9 +319,10 @@ pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResu
             .map(|v| v.value().to_vec());
         let Some(raw) = raw else { continue };
         let t: TokenRec = decode("token", &raw)?;
-        if let Some(gone) = apply_to_token(ctx, &p.scheme, seq, token_ref, t, &p.kind, now_ms())? {
-            deleted = Some(gone);
+        done.applied += 1;
+        if apply_to_token(ctx, &p.scheme, seq, token_ref, t, &p.kind, now_ms())?.is_some() {
+            done.deleted = true;
         }
     }
-    Ok(deleted)
+    Ok(done)
 }

@@ -638,7 +638,23 @@ impl Store for RedbStore {
                     }
                     (None, None) => return Ok(TokenizeOutcome::NeedsNew),
                 };
+                let mut view = view;
                 let alias = view.alias.clone();
+                drop(aliases);
+                drop(fps);
+                // A token provisioned synchronously (no PAN stored): the
+                // events the feed brought before this commit.
+                if created
+                    && let Some(r) = view.rec.nt.as_ref().and_then(|n| n.token_ref.clone())
+                    && lifecycle::apply_parked(ctx, &r)?.applied > 0
+                {
+                    view = read_alias(
+                        &ctx.txn.open_table(ALIASES)?,
+                        &ctx.txn.open_table(TOKENS)?,
+                        &alias,
+                    )?
+                    .ok_or_else(|| StoreError::Corrupt("alias vanished in its commit".into()))?;
+                }
                 if let Some((txid, expires_at)) = &w.transaction {
                     ctx.txn.open_table(TRANSACTIONS)?.insert(
                         txn_key(&w.tenant, txid).as_slice(),
@@ -652,8 +668,6 @@ impl Store for RedbStore {
                 let mut audit = w.audit;
                 audit.alias = Some(alias.clone());
                 audit.outcome = if created { "ok created" } else { "ok existing" }.into();
-                drop(aliases);
-                drop(fps);
                 ctx.audit(&audit)?;
                 // The view is what was just written: no second read.
                 Ok(if created {

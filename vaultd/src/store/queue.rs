@@ -362,7 +362,7 @@ impl QueueStore for RedbStore {
                             ),
                         })?;
                         // Events the feed brought before this commit.
-                        if let Some(token_ref) = super::lifecycle::apply_parked(ctx, &token_ref)? {
+                        if super::lifecycle::apply_parked(ctx, &token_ref)?.deleted {
                             return Ok(FinishOutcome::DeletedMeanwhile { token_ref });
                         }
                     }

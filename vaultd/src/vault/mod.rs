@@ -354,6 +354,20 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             match self.store.tokenize(write).await? {
                 TokenizeOutcome::Created(v) => {
                     self.tokens.wake();
+                    // Synchronously provisioned, and deleted by the token
+                    // service before this commit (a parked event): its key
+                    // goes now.
+                    if let Some(t) = &v.token
+                        && t.status == vault_proto::ops::TokenStatus::Deleted
+                        && let Some(r) = v.rec.nt.as_ref().and_then(|n| n.token_ref.clone())
+                        && let Err(e) = self
+                            .hsm
+                            .run_background(move |h| h.destroy_token_key(&r))
+                            .await
+                            .and_then(|r| r)
+                    {
+                        tracing::warn!(error = %e, "could not destroy a deleted token's key");
+                    }
                     return Ok(TokenizeResult {
                         created: true,
                         record: alias_record(&v, &policy),
