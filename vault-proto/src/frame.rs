@@ -7,8 +7,8 @@
 //! copied exactly once, into a zeroizing [`crate::Pan`], and the caller can
 //! wipe the frame buffer afterwards.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::{ErrorCode, PROTOCOL_VERSION, WireError};
 
@@ -302,6 +302,32 @@ pub fn safe_key(k: &str) -> String {
     }
 }
 
+/// Deserializes only from a map whose keys are all strings, reading past
+/// the values without keeping anything.
+struct StrKeyedMap;
+
+impl<'de> Deserialize<'de> for StrKeyedMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StrKeyedMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map with string keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<StrKeyedMap, A::Error> {
+                while m.next_key::<&'de str>()?.is_some() {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(StrKeyedMap)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// An empty MessagePack map, what absent `args` mean.
 const EMPTY_MAP: [u8; 1] = [0x80];
 
@@ -312,9 +338,7 @@ pub fn decode_args<T: DeserializeOwned>(args: Option<&[u8]>) -> Result<T, WireEr
     let raw = args.unwrap_or(&EMPTY_MAP);
     // A map with string keys, as PROTOCOL.md says; rmp-serde alone would
     // also take an array (fields by position) or integer keys.
-    if rmp_serde::from_slice::<std::collections::BTreeMap<&str, serde::de::IgnoredAny>>(raw)
-        .is_err()
-    {
+    if rmp_serde::from_slice::<StrKeyedMap>(raw).is_err() {
         return Err(WireError::new(
             ErrorCode::BadRequest,
             "`args` must be a map with string keys",

@@ -163,19 +163,28 @@ pub struct DeleteResult {
 
 // ---------------------------------------------------------------- credentials
 
-/// Enums that requests carry are strings on the wire (PROTOCOL.md):
-/// `try_from = "String"` has serde read a string and match it here, where
-/// the derived form would also take a variant's index (`initiator: 1`).
-/// The error names the accepted values and never echoes what was sent.
+/// Enums that requests carry are strings on the wire (PROTOCOL.md). The
+/// derived `Deserialize` would also take a variant's index (`initiator:
+/// 1`); this one reads a string (without allocating) and matches it. The
+/// error names the accepted values and never echoes what was sent.
 macro_rules! wire_enum_from_string {
     ($ty:ident { $($name:literal => $v:ident),+ $(,)? }) => {
-        impl TryFrom<String> for $ty {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                match s.as_str() {
-                    $($name => Ok($ty::$v),)+
-                    _ => Err(concat!("must be one of:", $(" \"", $name, "\""),+).to_owned()),
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl serde::de::Visitor<'_> for Visit {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str(concat!("one of:", $(" \"", $name, "\""),+))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$ty, E> {
+                        match s {
+                            $($name => Ok($ty::$v),)+
+                            _ => Err(E::custom(concat!("must be one of:", $(" \"", $name, "\""),+))),
+                        }
+                    }
                 }
+                d.deserialize_str(Visit)
             }
         }
     };
@@ -190,15 +199,15 @@ wire_enum_from_string!(JobState {
     "failed" => Failed,
 });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     NetworkToken,
     Pan,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Initiator {
     Customer,
     Merchant,
@@ -425,8 +434,8 @@ pub struct BackupResult {
     pub audit_seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     Due,
     Scheduled,
