@@ -36,7 +36,7 @@ use handles::{HandleCache, TokenKey};
 pub use module::SOFTHSM_REINIT_AFTER_OBJECTS;
 use oneshot::Op;
 use session::{SessionSource, ensure_logged_in};
-pub use startup::finalize_module;
+pub use startup::{finalize_module, quiesce_modules};
 
 /// Default number of keys kept as session-object copies
 /// ([`Pkcs11Hsm::set_key_cache`]).

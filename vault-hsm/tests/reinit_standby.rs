@@ -141,4 +141,21 @@ fn reinitialisation_through_the_standby_copy_keeps_answers_right() {
     memory_stays_flat(hsm, &keys[1]);
     let stats = settled(hsm);
     assert!(stats.standby_switches >= 10, "{stats:?}");
+    // Returning from main under a preparation crashed the process now and
+    // then (the libraries' static destructors beneath the standby thread).
+    vault_hsm::pkcs11::quiesce_modules();
+    let before = hsm.stats().expect("stats");
+    hsm.set_reinit_after_objects(40);
+    for atc in 0..200u16 {
+        hsm.cryptogram_mac(&keys[1].0, atc, b"m")
+            .expect("calls go on");
+    }
+    // A switch takes milliseconds here; give one every chance to start.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = hsm.stats().expect("stats");
+    assert!(after.session_objects >= 40, "{after:?}");
+    assert_eq!(
+        after.reinitializations, before.reinitializations,
+        "no re-initialisation starts after quiesce_modules: {after:?}"
+    );
 }

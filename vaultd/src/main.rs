@@ -147,8 +147,11 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            rt.block_on(daemon::run(cfg, cli.config))
-                .map_err(|e| e.to_string())
+            let served = rt.block_on(daemon::run(cfg, cli.config));
+            // A SoftHSM2 standby copy being prepared must not meet the
+            // libraries' exit-time destructors.
+            vault_hsm::pkcs11::quiesce_modules();
+            served.map_err(|e| e.to_string())
         }),
         Cmd::Keys(k) => load(&cli.config).and_then(|cfg| keys(&cfg, k)),
         Cmd::Backup { to } => load(&cli.config).and_then(|cfg| backup(&cfg, &to)),

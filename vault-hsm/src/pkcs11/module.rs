@@ -113,6 +113,9 @@ pub(crate) struct Module {
     warming: Mutex<()>,
     /// A standby thread was started and has not finished.
     warm_pending: AtomicBool,
+    /// The process is exiting ([`Module::quiesce`]): no re-initialisation
+    /// starts any more.
+    closing: AtomicBool,
     /// Every instance's session source, for the standby's preparation.
     sources: Mutex<Vec<Weak<SessionSource>>>,
     /// The background queues of the pools running calls on this module:
@@ -227,6 +230,7 @@ impl Module {
             use_standby: AtomicBool::new(softhsm),
             warming: Mutex::new(()),
             warm_pending: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             sources: Mutex::new(Vec::new()),
             background: Mutex::new(Vec::new()),
             me: me.clone(),
@@ -309,6 +313,15 @@ impl Module {
     /// `C_Finalize` on the copy in use (process exit), after any standby
     /// preparation has finished: outside one, the standby is never left
     /// initialised.
+    /// For process exit: no re-initialisation starts any more, and this
+    /// returns once the standby preparation under way (a detached thread
+    /// inside the module's libraries) has finished. Exiting under it runs
+    /// the libraries' static destructors beneath that thread (SIGSEGV).
+    pub(crate) fn quiesce(&self) {
+        self.closing.store(true, Ordering::Release);
+        drop(lock(&self.warming));
+    }
+
     pub(crate) fn finalize_all(&self) -> Result<(), Error> {
         let _warming = lock(&self.warming);
         let _gate = write(&self.gate);
@@ -406,7 +419,7 @@ impl Module {
     /// through the standby copy on a background thread where it is on,
     /// else in place. Call outside the gate.
     fn maybe_reinitialize(&self) {
-        if !self.budget_spent() {
+        if !self.budget_spent() || self.closing.load(Ordering::Acquire) {
             return;
         }
         if self.use_standby.load(Ordering::Relaxed)
@@ -435,7 +448,8 @@ impl Module {
     /// where the standby cannot be used this time.
     fn reinitialize_through_standby(&self) {
         let _warming = lock(&self.warming);
-        if !self.budget_spent() {
+        // `quiesce` sets `closing` before it takes `warming`.
+        if !self.budget_spent() || self.closing.load(Ordering::Acquire) {
             return;
         }
         let from = self.lane_index();

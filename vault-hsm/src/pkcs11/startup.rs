@@ -30,6 +30,16 @@ pub(crate) fn load_module(path: &Path) -> HsmResult<Arc<Module>> {
     Ok(module)
 }
 
+/// Call before the process exits: every loaded module stops starting
+/// re-initialisations, and a standby preparation under way is waited for
+/// (see `Module::quiesce`). HSM calls still work, on the copy in use.
+pub fn quiesce_modules() {
+    let loaded: Vec<Arc<Module>> = lock(&MODULES).clone();
+    for module in loaded {
+        module.quiesce();
+    }
+}
+
 /// Calls `C_Finalize` on `module` if this process loaded it. Call once at
 /// process exit, after every `Pkcs11Hsm` and `HsmPool` on it is dropped:
 /// finalising releases every session of every instance on that module.
