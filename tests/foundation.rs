@@ -340,6 +340,13 @@ fn every_error_code_from_real_bad_requests() {
         env.call_as(4242, "health", &json!({})).unwrap_err().0,
         "unauthenticated"
     );
+    // The harness's directory (the socket's) is 0755 so that test clients
+    // of other uids reach the socket: vaultd says it is open to others.
+    assert!(
+        env.log()
+            .contains("the socket's directory is open to other users"),
+        "no warning about the socket directory's mode"
+    );
     // ... for every request, a malformed one too (PROTOCOL.md, Identity).
     let socket = env.socket().to_path_buf();
     let answers = std::thread::spawn(move || {
