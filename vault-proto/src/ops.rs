@@ -163,12 +163,34 @@ pub struct DeleteResult {
 
 // ---------------------------------------------------------------- credentials
 
-/// Enums that requests carry are strings on the wire (PROTOCOL.md). The
-/// derived `Deserialize` would also take a variant's index (`initiator:
-/// 1`); this one reads a string (without allocating) and matches it. The
-/// error names the accepted values and never echoes what was sent.
-macro_rules! wire_enum_from_string {
-    ($ty:ident { $($name:literal => $v:ident),+ $(,)? }) => {
+/// Declares an enum that requests carry, with its wire names listed once:
+/// `as_str`, `Serialize` and `Deserialize` all use them. The derived
+/// `Deserialize` would also take a variant's index (`initiator: 1`); this
+/// one reads a string (without allocating) and matches it, and its error
+/// names the accepted values without echoing what was sent.
+macro_rules! wire_enum {
+    ($(#[$attr:meta])* pub enum $ty:ident { $($v:ident = $name:literal),+ $(,)? }) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $ty {
+            $($v),+
+        }
+
+        impl $ty {
+            /// The name on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$v => $name),+
+                }
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct Visit;
@@ -190,27 +212,18 @@ macro_rules! wire_enum_from_string {
     };
 }
 
-wire_enum_from_string!(CredentialKind { "network_token" => NetworkToken, "pan" => Pan });
-wire_enum_from_string!(Initiator { "customer" => Customer, "merchant" => Merchant });
-wire_enum_from_string!(JobState {
-    "due" => Due,
-    "scheduled" => Scheduled,
-    "in_flight" => InFlight,
-    "failed" => Failed,
-});
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    NetworkToken,
-    Pan,
+wire_enum! {
+    pub enum CredentialKind {
+        NetworkToken = "network_token",
+        Pan = "pan",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Initiator {
-    Customer,
-    Merchant,
+wire_enum! {
+    pub enum Initiator {
+        Customer = "customer",
+        Merchant = "merchant",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -434,23 +447,12 @@ pub struct BackupResult {
     pub audit_seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Due,
-    Scheduled,
-    InFlight,
-    Failed,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Due => "due",
-            JobState::Scheduled => "scheduled",
-            JobState::InFlight => "in_flight",
-            JobState::Failed => "failed",
-        }
+wire_enum! {
+    pub enum JobState {
+        Due = "due",
+        Scheduled = "scheduled",
+        InFlight = "in_flight",
+        Failed = "failed",
     }
 }
 
