@@ -45,7 +45,7 @@ const TRIM_CHUNK: u64 = 1024;
 /// `meta` key of a database whose ATCs may be behind what the schemes have
 /// accepted: set in every backup's copy and by a restore, cleared by the
 /// first start that has handled it ([`forget_after_restore`]). Its value
-/// is the time it was set (Unix seconds, big-endian).
+/// is the time it was set (Unix milliseconds, big-endian).
 pub(crate) const ATCS_UNKNOWN: &str = "atcs_unknown";
 /// Token records the restore pass rewrites per transaction.
 const RESTORE_CHUNK: usize = 10_000;
@@ -123,14 +123,8 @@ fn forget_in_chunks(db: &Database, chunk_len: usize) -> Result<Option<u64>, Stor
         let more = {
             let mut tokens = txn.open_table(TOKENS)?;
             let chunk: Vec<(String, Vec<u8>)> = {
-                let range = match &after {
-                    Some(a) => tokens.range::<&str>((
-                        std::ops::Bound::Excluded(a.as_str()),
-                        std::ops::Bound::Unbounded,
-                    ))?,
-                    None => tokens.range::<&str>(..)?,
-                };
-                range
+                tokens
+                    .range::<&str>(super::keys_after(after.as_deref()))?
                     .take(chunk_len)
                     .map(|item| item.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
                     .collect::<Result<_, _>>()?
@@ -162,9 +156,7 @@ fn forget_in_chunks(db: &Database, chunk_len: usize) -> Result<Option<u64>, Stor
 /// Marks a database file (a backup's copy, a restored file) as holding
 /// ATCs that may be behind the schemes' ([`ATCS_UNKNOWN`]).
 pub(crate) fn mark_atcs_unknown(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::vault::cards::now_ms();
     txn.open_table(META)?
         .insert(ATCS_UNKNOWN, now.to_be_bytes().as_slice())?;
     Ok(())

@@ -10,8 +10,8 @@
 //! A restore (daemon stopped) copies a backup pair over `[storage].path`
 //! the same way. Both mark the copy: its ATCs are behind as soon as a
 //! payment follows, and the next start deals with that
-//! ([`super::atc::forget_after_restore`]). Keys are not in the backup: they stay in the HSM, whose
-//! token must be backed up on its own.
+//! ([`super::atc::forget_after_restore`]). Keys are not in the backup:
+//! they stay in the HSM, whose token must be backed up on its own.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};

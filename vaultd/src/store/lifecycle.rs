@@ -89,20 +89,10 @@ impl LifecycleStore for RedbStore {
                 let mut deleted = Vec::new();
                 let at = now_ms();
                 for ch in changes.into_iter().filter(|c| c.seq > stored) {
-                    let raw = ctx
-                        .txn
-                        .open_table(TOKENS)?
-                        .get(ch.token_ref.as_str())?
-                        .map(|v| v.value().to_vec());
-                    let Some(raw) = raw else {
-                        park(ctx, &scheme, ch, at)?;
-                        continue;
-                    };
-                    let t: TokenRec = decode("token", &raw)?;
-                    if let Some(gone) =
-                        apply_to_token(ctx, &scheme, ch.seq, &ch.token_ref, t, &ch.kind, at)?
-                    {
-                        deleted.push(gone);
+                    match apply_to_token(ctx, &scheme, ch.seq, &ch.token_ref, &ch.kind, at)? {
+                        Applied::NoToken => park(ctx, &scheme, ch, at)?,
+                        Applied::Done { deleted: true } => deleted.push(ch.token_ref),
+                        Applied::Done { deleted: false } => {}
                     }
                 }
                 if cursor > stored {
@@ -117,17 +107,33 @@ impl LifecycleStore for RedbStore {
     }
 }
 
-/// Applies one event to a token the vault has (its record `t`); returns
-/// the token_ref when the token was deleted (its HSM key goes next).
+/// What [`apply_to_token`] did.
+enum Applied {
+    /// The vault has no such token (yet): nothing changed.
+    NoToken,
+    /// Applied (or ignored: a deleted token stays deleted); `deleted`: this
+    /// event deleted the token, whose HSM key goes next.
+    Done { deleted: bool },
+}
+
+/// Applies one event to the token `token_ref`, if the vault has it.
 fn apply_to_token(
     ctx: &mut WriteCtx<'_>,
     scheme: &str,
     seq: u64,
     token_ref: &str,
-    mut t: TokenRec,
     kind: &ChangeKind,
     at: u64,
-) -> StoreResult<Option<String>> {
+) -> StoreResult<Applied> {
+    let raw = ctx
+        .txn
+        .open_table(TOKENS)?
+        .get(token_ref)?
+        .map(|v| v.value().to_vec());
+    let Some(raw) = raw else {
+        return Ok(Applied::NoToken);
+    };
+    let mut t: TokenRec = decode("token", &raw)?;
     let alias = t.alias.clone();
     let araw = ctx
         .txn
@@ -203,15 +209,14 @@ fn apply_to_token(
             kind: "notification_ignored".into(),
             detail: format!("seq {seq}: token {token_ref} is deleted"),
         })?;
-        return Ok(None);
+        return Ok(Applied::Done { deleted: false });
     }
-    let mut deleted = None;
+    let deleted = status == Some(TokenStatus::Deleted);
     if let Some(st) = status {
         t.status = st;
-        if st == TokenStatus::Deleted {
-            t.token_ct.clear();
-            deleted = Some(token_ref.to_owned());
-        }
+    }
+    if deleted {
+        t.token_ct.clear();
     }
     t.updated_at = at;
     ctx.txn
@@ -239,7 +244,7 @@ fn apply_to_token(
         kind: kind.into(),
         detail: format!("{detail} (token {token_ref}, feed seq {seq})"),
     })?;
-    Ok(deleted)
+    Ok(Applied::Done { deleted })
 }
 
 /// An event for a token the vault does not have. Most often its
@@ -264,13 +269,12 @@ fn park(ctx: &mut WriteCtx<'_>, scheme: &str, ch: Change, at: u64) -> StoreResul
         parked.remove((r.as_str(), *seq))?;
     }
     // A new token number cannot wait: it is sealed for the token's alias,
-    // which nobody knows yet (`tokens::lifecycle::prepare`), and never kept
-    // in clear. A redigitization waits with its expiry only.
-    let kind = ch.kind;
+    // which nobody knows yet (`tokens::lifecycle::prepare` leaves it out),
+    // and never kept in clear. A redigitization waits with its expiry only.
     let rec = ParkedRec {
         scheme: scheme.to_owned(),
         at,
-        kind,
+        kind: ch.kind,
     };
     parked.insert((ch.token_ref.as_str(), ch.seq), encode(&rec)?.as_slice())?;
     drop(parked);
@@ -312,16 +316,11 @@ pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResu
     let mut done = Unparked::default();
     for (seq, p) in waiting {
         ctx.txn.open_table(PARKED)?.remove((token_ref, seq))?;
-        let raw = ctx
-            .txn
-            .open_table(TOKENS)?
-            .get(token_ref)?
-            .map(|v| v.value().to_vec());
-        let Some(raw) = raw else { continue };
-        let t: TokenRec = decode("token", &raw)?;
-        done.applied += 1;
-        if apply_to_token(ctx, &p.scheme, seq, token_ref, t, &p.kind, now_ms())?.is_some() {
-            done.deleted = true;
+        if let Applied::Done { deleted } =
+            apply_to_token(ctx, &p.scheme, seq, token_ref, &p.kind, now_ms())?
+        {
+            done.applied += 1;
+            done.deleted |= deleted;
         }
     }
     Ok(done)

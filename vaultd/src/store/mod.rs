@@ -425,6 +425,15 @@ pub(crate) fn count_status(
     Ok(())
 }
 
+/// The keys after `after` (every key when `None`): the range of a scan
+/// resumed at a cursor.
+pub(crate) fn keys_after(after: Option<&str>) -> (std::ops::Bound<&str>, std::ops::Bound<&str>) {
+    (
+        after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+        std::ops::Bound::Unbounded,
+    )
+}
+
 /// Reads a u64 from `meta`.
 pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
     meta: &T,
@@ -556,7 +565,7 @@ impl Store for RedbStore {
                 let mut aliases = txn.open_table(ALIASES)?;
                 let mut fps = txn.open_table(FINGERPRINTS)?;
                 let existing = fps.get(fkey.as_slice())?.map(|v| v.value().to_owned());
-                let (view, created) = match (existing, w.new) {
+                let (mut view, created) = match (existing, w.new) {
                     (Some(alias), _) => {
                         let raw = aliases
                             .get(alias.as_str())?
@@ -638,7 +647,6 @@ impl Store for RedbStore {
                     }
                     (None, None) => return Ok(TokenizeOutcome::NeedsNew),
                 };
-                let mut view = view;
                 let alias = view.alias.clone();
                 drop(aliases);
                 drop(fps);

@@ -11,7 +11,7 @@ use std::future::Future;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::records::{AliasRec, AuditRec, TokenRec, decode, encode};
-use super::{ALIASES, RedbStore, StoreResult, TOKENS};
+use super::{ALIASES, RedbStore, StoreResult, TOKENS, keys_after};
 
 /// The PAN key version a stored ciphertext names (its first 4 bytes, BE).
 pub fn sealed_version(ct: &[u8]) -> Option<u32> {
@@ -100,13 +100,11 @@ impl KeyStore for RedbStore {
 
         if matches!(cursor, ScanCursor::Start | ScanCursor::Aliases(_)) {
             let aliases = r.open_table(ALIASES)?;
-            let iter = match cursor {
-                ScanCursor::Aliases(after) => aliases.range::<&str>((
-                    std::ops::Bound::Excluded(after.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))?,
-                _ => aliases.range::<&str>(..)?,
+            let after = match cursor {
+                ScanCursor::Aliases(after) => Some(after.as_str()),
+                _ => None,
             };
+            let iter = aliases.range::<&str>(keys_after(after))?;
             for item in iter {
                 let (k, v) = item?;
                 seen += 1;
@@ -127,14 +125,12 @@ impl KeyStore for RedbStore {
             }
         }
         let tokens = r.open_table(TOKENS)?;
-        let iter = match cursor {
-            ScanCursor::Tokens(after) => tokens.range::<&str>((
-                std::ops::Bound::Excluded(after.as_str()),
-                std::ops::Bound::Unbounded,
-            ))?,
+        let after = match cursor {
+            ScanCursor::Tokens(after) => Some(after.as_str()),
             ScanCursor::Done => return Ok((out, ScanCursor::Done)),
-            _ => tokens.range::<&str>(..)?,
+            _ => None,
         };
+        let iter = tokens.range::<&str>(keys_after(after))?;
         for item in iter {
             let (k, v) = item?;
             seen += 1;
