@@ -373,6 +373,7 @@ mod tests {
         s.background.push_back(job());
         assert_eq!(lane(s.take(t0)), Some(Lane::Background));
     }
+
     #[test]
     fn the_share_is_the_pools_own() {
         let t0 = Instant::now();

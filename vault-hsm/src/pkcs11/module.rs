@@ -310,9 +310,6 @@ impl Module {
         self.switches.load(Ordering::Relaxed)
     }
 
-    /// `C_Finalize` on the copy in use (process exit), after any standby
-    /// preparation has finished: outside one, the standby is never left
-    /// initialised.
     /// For process exit: no re-initialisation starts any more, and this
     /// returns once the standby preparation under way (a detached thread
     /// inside the module's libraries) has finished. Exiting under it runs
@@ -322,6 +319,9 @@ impl Module {
         drop(lock(&self.warming));
     }
 
+    /// `C_Finalize` on the copy in use (process exit), after any standby
+    /// preparation has finished: outside one, the standby is never left
+    /// initialised.
     pub(crate) fn finalize_all(&self) -> Result<(), Error> {
         let _warming = lock(&self.warming);
         let _gate = write(&self.gate);

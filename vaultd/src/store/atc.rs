@@ -503,6 +503,7 @@ mod tests {
         assert_eq!(book.get("tok00000", 0), 0);
         assert_eq!(AtcBook::load(&db, u64::MAX).unwrap().unfolded(), 0);
     }
+
     /// The restore pass covers every token in chunks (here 4 records per
     /// transaction, 9 tokens, one deleted), takes each to ATC 65,535 and
     /// empties the journal, so a replay brings no older value back; a
