@@ -173,7 +173,9 @@ fn as_uid<R: Send + 'static>(uid: u32, f: impl FnOnce() -> R + Send + 'static) -
     .expect("thread as another uid")
 }
 
-fn credentials_audit(c: &mut BlockingClient) -> (Vec<ops::AuditView>, bool) {
+/// The audit records of `op` (one page holds the test's trail), and
+/// whether the chain verifies.
+fn audit_of(c: &mut BlockingClient, op: &str) -> (Vec<ops::AuditView>, bool) {
     let a = c
         .op::<ops::AuditOp>(&ops::PageArgs {
             after: None,
@@ -181,10 +183,7 @@ fn credentials_audit(c: &mut BlockingClient) -> (Vec<ops::AuditView>, bool) {
         })
         .expect("audit");
     (
-        a.records
-            .into_iter()
-            .filter(|r| r.op == "credentials")
-            .collect(),
+        a.records.into_iter().filter(|r| r.op == op).collect(),
         a.chain_ok,
     )
 }
@@ -654,7 +653,7 @@ fn only_forwarders_of_the_tenant_get_credentials() {
     assert!(!rec.to_string().contains(&n.number));
 
     // Every refusal is audited with its code.
-    let (recs, chain_ok) = credentials_audit(&mut c);
+    let (recs, chain_ok) = audit_of(&mut c, "credentials");
     assert!(chain_ok);
     let outcome_of = |uid: u32| -> Vec<&str> {
         recs.iter()
@@ -719,7 +718,7 @@ fn every_call_is_audited_and_no_secret_reaches_log_or_disk() {
     secrets.push(n.cryptogram.unwrap());
     expected.push((alias.clone(), "ok network_token atc 4".into()));
 
-    let (recs, chain_ok) = credentials_audit(&mut c);
+    let (recs, chain_ok) = audit_of(&mut c, "credentials");
     assert!(chain_ok);
     let got: Vec<(String, String)> = recs
         .iter()
@@ -969,7 +968,7 @@ fn pan_answers_are_rate_limited_per_client() {
     for _ in 0..5 {
         c.op::<CredentialsOp>(&a).expect("root is not limited");
     }
-    let (recs, chain_ok) = credentials_audit(&mut c);
+    let (recs, chain_ok) = audit_of(&mut c, "credentials");
     assert!(chain_ok);
     let limited: Vec<_> = recs.iter().filter(|r| r.uid == 1205).collect();
     assert_eq!(limited.len(), 5);
@@ -1189,14 +1188,8 @@ fn a_restored_backup_never_reissues_an_atc() {
         authorize(&t, &fresh, 1250, "CHF"),
         (true, "approved".into())
     );
-    let audit = c
-        .op::<ops::AuditOp>(&ops::PageArgs {
-            after: None,
-            limit: 1000,
-        })
-        .expect("audit");
-    assert!(audit.chain_ok);
-    let restores: Vec<_> = audit.records.iter().filter(|r| r.op == "restore").collect();
+    let (restores, chain_ok) = audit_of(&mut c, "restore");
+    assert!(chain_ok);
     assert_eq!(restores.len(), 1, "{restores:?}");
     assert!(
         restores[0].outcome.contains("the ATCs of 1 network tokens"),

@@ -689,15 +689,18 @@ async fn events_for_a_token_not_stored_yet_are_applied_when_it_is() {
         .await
         .unwrap();
     assert!(deleted.is_empty());
-    let issued = |alias: &str| issued_token(alias, 0);
-    let out = store
-        .finish_job(JobFinish::Provisioned {
-            job_id: job_a,
-            token_ref: "tr-late-a".into(),
-            token: issued("alias-late-a"),
-        })
-        .await
-        .unwrap();
+    // The job of alias-<name> ends with token tr-<name> issued.
+    let provisioned = async |job_id, name: &str| {
+        store
+            .finish_job(JobFinish::Provisioned {
+                job_id,
+                token_ref: format!("tr-{name}"),
+                token: issued_token(&format!("alias-{name}"), 0),
+            })
+            .await
+            .unwrap()
+    };
+    let out = provisioned(job_a, "late-a").await;
     assert!(matches!(out, FinishOutcome::Ok));
     let t = store.token("tr-late-a").unwrap().unwrap();
     assert_eq!(
@@ -709,14 +712,7 @@ async fn events_for_a_token_not_stored_yet_are_applied_when_it_is() {
     let v = store.alias("alias-late-a").unwrap().unwrap();
     assert_eq!(v.rec.nt.unwrap().status, ops::TokenStatus::Suspended);
 
-    let out = store
-        .finish_job(JobFinish::Provisioned {
-            job_id: job_b,
-            token_ref: "tr-late-b".into(),
-            token: issued("alias-late-b"),
-        })
-        .await
-        .unwrap();
+    let out = provisioned(job_b, "late-b").await;
     assert!(
         matches!(&out, FinishOutcome::DeletedMeanwhile { token_ref } if token_ref == "tr-late-b")
     );
