@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vault_e2e::{AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, bin_dir, pan, tokenize};
+use vault_e2e::{
+    AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, as_uid, bin_dir, pan, tokenize,
+};
 use vault_proto::client::ClientError;
 use vault_proto::ops::{
     self, CredentialKind, Credentials, CredentialsArgs, CredentialsOp, FallbackReason, Initiator,
@@ -157,20 +159,6 @@ fn hex16(h: &str) -> [u8; 16] {
         *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex");
     }
     k
-}
-
-/// Runs `f` on a thread whose effective uid is `uid` (a raw `setresuid`
-/// changes only the calling thread; SO_PEERCRED records the euid at
-/// connect), so typed clients can speak as other configured uids.
-fn as_uid<R: Send + 'static>(uid: u32, f: impl FnOnce() -> R + Send + 'static) -> R {
-    std::thread::spawn(move || {
-        // SAFETY: setresuid(2) on this thread only; -1 keeps real/saved ids.
-        let rc = unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, uid, u32::MAX) };
-        assert_eq!(rc, 0, "setresuid (tests run as root)");
-        f()
-    })
-    .join()
-    .expect("thread as another uid")
 }
 
 /// The audit records of `op` (one page holds the test's trail), and

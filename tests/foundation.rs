@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::json;
-use vault_e2e::{AMEX, DISCOVER, MASTERCARD, TestEnv, VISA, pan};
+use vault_e2e::{AMEX, DISCOVER, MASTERCARD, TestEnv, VISA, as_uid, pan};
 use vault_proto::client::ClientError;
 use vault_proto::frame::{self, FrameRead};
 use vault_proto::ops::{self, NoArgs};
@@ -349,10 +349,7 @@ fn every_error_code_from_real_bad_requests() {
     );
     // ... for every request, a malformed one too (PROTOCOL.md, Identity).
     let socket = env.socket().to_path_buf();
-    let answers = std::thread::spawn(move || {
-        // SAFETY: setresuid(2) on this thread only; -1 keeps real/saved ids.
-        let rc = unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, 4242u32, u32::MAX) };
-        assert_eq!(rc, 0, "setresuid (tests run as root)");
+    let answers = as_uid(4242, move || {
         let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
         let bodies: [&[u8]; 3] = [
             // {v: 2, id: 7, op: "health"}
@@ -372,9 +369,7 @@ fn every_error_code_from_real_bad_requests() {
                 }
             })
             .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(
         answers,
         [
