@@ -610,6 +610,10 @@ fn issued_token(alias: &str, atc: u16) -> vaultd::store::records::TokenRec {
         atc,
         updated_at: 1,
         refresh_pending: false,
+        key: Some(vaultd::store::records::StoredKey {
+            kek_version: 1,
+            wrapped: vec![0u8; 24],
+        }),
     }
 }
 
@@ -695,7 +699,7 @@ async fn events_for_a_token_not_stored_yet_are_applied_when_it_is() {
             .finish_job(JobFinish::Provisioned {
                 job_id,
                 token_ref: format!("tr-{name}"),
-                token: issued_token(&format!("alias-{name}"), 0),
+                token: Box::new(issued_token(&format!("alias-{name}"), 0)),
             })
             .await
             .unwrap()

@@ -172,7 +172,7 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
                 s.spawn(move || {
                     for_time(time, |n| -> Result<(), HsmError> {
                         let atc = (n % 65_535) as u16 + 1;
-                        hsm.cryptogram_mac(token_ref, atc, data)?;
+                        hsm.cryptogram_mac(token_ref, None, atc, data)?;
                         Ok(())
                     })
                 })

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         import_token_key_for_test(&hsm, &format!("ref{i}"), &[7u8; 16])?;
         if (i + 1) % 100 == 0 {
             let mac_start = Instant::now();
-            hsm.cryptogram_mac(&format!("ref{i}"), 1, b"data")?;
+            hsm.cryptogram_mac(&format!("ref{i}"), None, 1, b"data")?;
             println!(
                 "{:>6} keys: {:>8.2} ms per import, cryptogram_mac {:>6.1} µs",
                 i + 1,
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Steady state: no object created meanwhile.
     let start = Instant::now();
     for i in 0..2000 {
-        hsm.cryptogram_mac(&format!("ref{}", i % n), 1, b"data")?;
+        hsm.cryptogram_mac(&format!("ref{}", i % n), None, 1, b"data")?;
     }
     println!(
         "steady state with {n} keys: cryptogram_mac {:.1} µs",

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vault_proto::Pan;
 use zeroize::Zeroizing;
 
-use crate::{Hsm, HsmError, HsmResult};
+use crate::{Hsm, HsmError, HsmResult, WrappedTokenKey};
 
 /// Which PKCS#11 failure a faulty call reports. All of them are
 /// [`HsmError::Unavailable`], as the real layer maps them.
@@ -148,9 +148,14 @@ impl<H: Hsm> Hsm for FaultyHsm<H> {
         self.inner.random(out)
     }
 
-    fn unwrap_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<()> {
+    fn accept_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<u32> {
         self.faults.next()?;
-        self.inner.unwrap_token_key(scheme, token_ref, wrapped)
+        self.inner.accept_token_key(scheme, token_ref, wrapped)
+    }
+
+    fn kek_versions(&self, scheme: &str) -> HsmResult<Vec<u32>> {
+        self.faults.next()?;
+        self.inner.kek_versions(scheme)
     }
 
     fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()> {
@@ -158,9 +163,15 @@ impl<H: Hsm> Hsm for FaultyHsm<H> {
         self.inner.destroy_token_key(token_ref)
     }
 
-    fn cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]> {
+    fn cryptogram_mac(
+        &self,
+        token_ref: &str,
+        key: Option<WrappedTokenKey<'_>>,
+        atc: u16,
+        data: &[u8],
+    ) -> HsmResult<[u8; 16]> {
         self.faults.next()?;
-        self.inner.cryptogram_mac(token_ref, atc, data)
+        self.inner.cryptogram_mac(token_ref, key, atc, data)
     }
 
     fn audit_key_version(&self) -> u32 {
@@ -234,13 +245,19 @@ mod tests {
         fn random(&self, _: &mut [u8]) -> HsmResult<()> {
             Ok(())
         }
-        fn unwrap_token_key(&self, _: &str, _: &str, _: &[u8]) -> HsmResult<()> {
-            Ok(())
+        fn accept_token_key(&self, _: &str, _: &str, _: &[u8]) -> HsmResult<u32> {
+            Ok(1)
         }
         fn destroy_token_key(&self, _: &str) -> HsmResult<()> {
             Ok(())
         }
-        fn cryptogram_mac(&self, _: &str, _: u16, _: &[u8]) -> HsmResult<[u8; 16]> {
+        fn cryptogram_mac(
+            &self,
+            _: &str,
+            _: Option<WrappedTokenKey<'_>>,
+            _: u16,
+            _: &[u8],
+        ) -> HsmResult<[u8; 16]> {
             Ok([3; 16])
         }
         fn pan_key_version(&self) -> u32 {

@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::pkcs11::CallError;
 use crate::pkcs11::{
-    AUDIT_LABEL, FP_LABEL, Pkcs11Hsm, audit_label, find_all, kek_label, pan_label, token_key_label,
-    zeroize_template,
+    AUDIT_LABEL, FP_LABEL, Pkcs11Hsm, audit_label, find_all, kek_label, kek_version_label,
+    pan_label, token_key_label, zeroize_template,
 };
 use crate::{Hsm, HsmError, HsmResult};
 
@@ -174,20 +174,35 @@ fn generate_pan_key(hsm: &Pkcs11Hsm, version: u32) -> HsmResult<()> {
     })
 }
 
-/// Imports `tsp.<scheme>.kek` from two or more component files (dual
-/// control: each holder brings one; the KEK is their XOR and exists whole
-/// only inside the HSM). Returns the key check value (first 3 bytes of
-/// AES-ECB(KEK, 0¹²⁸), hex).
+/// What [`import_kek`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekImport {
+    /// The KEK version that holds the components' key.
+    pub version: u32,
+    /// Its label (`tsp.<scheme>.kek` for version 1, `.v<N>` after).
+    pub label: String,
+    /// Key check value: first 3 bytes of AES-ECB(KEK, 0¹²⁸), hex.
+    pub kcv: String,
+    /// False when that version already held this key (nothing changed).
+    pub created: bool,
+}
+
+/// Imports a token service KEK from two or more component files (dual
+/// control: each holder brings one, each distinct and non-zero; the KEK is
+/// their XOR and exists whole only inside the HSM).
 ///
-/// If the KEK already exists with the same check value nothing changes; with
-/// a different one this fails unless `replace` is true.
+/// KEKs are versioned: the first import for a scheme makes version 1
+/// (`tsp.<scheme>.kek`); importing a different key later makes the next
+/// version (`tsp.<scheme>.kek.v<N>`) and keeps the older ones, which token
+/// keys stored under them still need (`vaultd keys retire-kek` removes one
+/// once nothing uses it). Importing the key of an existing version again
+/// changes nothing.
 pub fn import_kek(
     hsm: &Pkcs11Hsm,
     scheme: &str,
     components: &[&Path],
-    replace: bool,
-) -> Result<String, HsmError> {
-    let label = kek_label(scheme)?;
+) -> Result<KekImport, HsmError> {
+    kek_label(scheme)?;
     if components.len() < 2 {
         return Err(HsmError::Other(format!(
             "a KEK needs at least two components (dual control), got {}",
@@ -195,31 +210,49 @@ pub fn import_kek(
         )));
     }
     let mut kek = Zeroizing::new([0u8; 32]);
+    let mut seen: Vec<Zeroizing<[u8; 32]>> = Vec::new();
     for path in components {
         let component = read_component(path)?;
+        if component.iter().all(|b| *b == 0) {
+            return Err(HsmError::Other(format!(
+                "component {} is all zeros",
+                path.display()
+            )));
+        }
+        if seen.iter().any(|c| c[..] == component[..]) {
+            return Err(HsmError::Other(format!(
+                "component {} repeats another component: dual control needs distinct components",
+                path.display()
+            )));
+        }
         for (k, c) in kek.iter_mut().zip(component.iter()) {
             *k ^= c;
         }
+        seen.push(component);
     }
-    hsm.session("import kek", |s| {
+    drop(seen);
+    if kek.iter().all(|b| *b == 0) {
+        return Err(HsmError::Other("the components XOR to zero".to_owned()));
+    }
+    let versions = hsm.kek_versions(scheme)?;
+    let result = hsm.session("import kek", |s| {
         let kcv = kcv_in_hsm(s, &kek)?;
-        let existing = find_all(s, &label)?;
-        if let Some(&handle) = existing.first() {
-            let stored = check_value(s, handle)?;
-            if stored.as_deref() == Some(&kcv[..]) {
-                return Ok(hex(&kcv));
-            }
-            if !replace {
-                return Err(HsmError::Other(format!(
-                    "{label} already exists with a different check value{}; pass replace to overwrite it",
-                    stored.map(|v| format!(" ({})", hex(&v))).unwrap_or_default()
-                ))
-                .into());
-            }
-            for handle in existing {
-                crate::pkcs11::creating_token_object(|| s.destroy_object(handle))?;
+        for &v in &versions {
+            let label = kek_version_label(scheme, v)?;
+            let Some(&handle) = find_all(s, &label)?.first() else {
+                continue;
+            };
+            if check_value(s, handle)?.as_deref() == Some(&kcv[..]) {
+                return Ok(KekImport {
+                    version: v,
+                    label,
+                    kcv: hex(&kcv),
+                    created: false,
+                });
             }
         }
+        let version = versions.last().map_or(1, |v| v + 1);
+        let label = kek_version_label(scheme, version)?;
         let mut template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
@@ -241,9 +274,40 @@ pub fn import_kek(
         let created = crate::pkcs11::creating_token_object(|| s.create_object(&template));
         zeroize_template(&mut template);
         created?;
-        Ok(hex(&kcv))
-    })
-    .inspect(|_| hsm.handles().evict_named(&label))
+        Ok(KekImport {
+            version,
+            label,
+            kcv: hex(&kcv),
+            created: true,
+        })
+    })?;
+    hsm.handles().evict_named(&result.label);
+    hsm.kek_versions(scheme)?;
+    Ok(result)
+}
+
+/// Destroys `scheme`'s KEK `version` (never its newest): whether it
+/// existed. The caller first makes sure no stored token key is wrapped
+/// under it (vaultd's `key_retire` op, `vaultd keys retire-kek`).
+pub fn destroy_kek(hsm: &Pkcs11Hsm, scheme: &str, version: u32) -> Result<bool, HsmError> {
+    let versions = hsm.kek_versions(scheme)?;
+    if versions.last() == Some(&version) {
+        return Err(HsmError::Other(format!(
+            "{} is the newest KEK of {scheme}; import a new one first",
+            kek_version_label(scheme, version)?
+        )));
+    }
+    let label = kek_version_label(scheme, version)?;
+    let destroyed = hsm.session("retire kek", |s| {
+        let found = find_all(s, &label)?;
+        for &h in &found {
+            crate::pkcs11::creating_token_object(|| s.destroy_object(h))?;
+        }
+        Ok(!found.is_empty())
+    })?;
+    hsm.handles().evict_named(&label);
+    hsm.kek_versions(scheme)?;
+    Ok(destroyed)
 }
 
 /// KCV computed inside the HSM with a temporary session key that may encrypt.

@@ -5,8 +5,13 @@
 //! never on a tokio worker.
 //!
 //! Key labels (DESIGN.md "Keys"): `vault.pan.v<N>` (AES-256, GCM),
-//! `vault.fp` and `vault.audit` (HMAC-SHA-256), `tsp.<scheme>.kek`
-//! (AES-256, unwrap only), `nt.<token_ref>` (AES-128, derive only).
+//! `vault.fp` and `vault.audit` (HMAC-SHA-256), `tsp.<scheme>.kek` and
+//! `tsp.<scheme>.kek.v<N>` (AES-256, unwrap only). That is all the token
+//! holds, whatever the number of cards: a network token's key is stored in
+//! its record wrapped under its scheme's KEK ([`WrappedTokenKey`]) and
+//! unwrapped into a session object at use. (Releases before 2026-12 made
+//! each token key a token object, `nt.<token_ref>`; such objects are still
+//! used until their token's key is refreshed, and then destroyed.)
 //!
 //! - [`pkcs11::Pkcs11Hsm`]: the implementation (open with
 //!   [`pkcs11::Pkcs11Hsm::open`] in the daemon, `open_admin` for key commands).
@@ -55,6 +60,15 @@ pub enum HsmError {
 
 pub type HsmResult<T> = Result<T, HsmError>;
 
+/// A network token's key as stored in its record: the token service's
+/// RFC 3394 blob and the version of `tsp.<scheme>.kek` it is wrapped under.
+#[derive(Clone, Copy)]
+pub struct WrappedTokenKey<'a> {
+    pub scheme: &'a str,
+    pub kek_version: u32,
+    pub wrapped: &'a [u8],
+}
+
 /// Stored form of an AES-GCM ciphertext: `version (u32 BE) ‖ iv (12) ‖ ct ‖ tag (16)`.
 pub const SEALED_OVERHEAD: usize = 4 + 12 + 16;
 
@@ -94,18 +108,41 @@ pub trait Hsm: Send + Sync + 'static {
     /// Random bytes from the HSM's RNG.
     fn random(&self, out: &mut [u8]) -> HsmResult<()>;
 
-    /// Unwraps (RFC 3394, `CKM_AES_KEY_WRAP`) an AES-128 token key under
-    /// `tsp.<scheme>.kek` into the token as `nt.<token_ref>`: sensitive,
-    /// non-extractable, derive only. Replaces an existing object of that label.
-    fn unwrap_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<()>;
+    /// Checks a token key as a token service delivered it (RFC 3394,
+    /// `CKM_AES_KEY_WRAP`, an AES-128 key wrapped under `tsp.<scheme>.kek`):
+    /// unwraps it under the scheme's KEK versions, newest first, into a
+    /// session object (derive only, sensitive, non-extractable) kept for
+    /// `token_ref`'s next cryptogram, and returns the KEK version that
+    /// unwrapped it, which the caller stores beside the blob. Nothing is
+    /// written to the token.
+    fn accept_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<u32>;
 
-    /// Destroys `nt.<token_ref>`; succeeds when it does not exist.
+    /// Forgets `token_ref`'s key: destroys its cached session object at
+    /// once, and its token object `nt.<token_ref>` where an earlier release
+    /// made one. Call after the commit that deleted or replaced the token's
+    /// stored key. Succeeds when there is nothing to destroy.
     fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()>;
 
     /// The cryptogram MAC of DESIGN.md: derives
-    /// `SK = AES-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)` from `nt.<token_ref>` inside
+    /// `SK = AES-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)` from the token key inside
     /// the HSM, returns `AES-CMAC(SK, data)` (16 bytes) and destroys SK.
-    fn cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]>;
+    /// `key` is the token's stored key (unwrapped at a cache miss); `None`
+    /// for a token of an earlier release whose key is the token object
+    /// `nt.<token_ref>`.
+    fn cryptogram_mac(
+        &self,
+        token_ref: &str,
+        key: Option<WrappedTokenKey<'_>>,
+        atc: u16,
+        data: &[u8],
+    ) -> HsmResult<[u8; 16]>;
+
+    /// The KEK versions of `scheme` in the token, oldest first (rescanned:
+    /// `vaultd keys import-kek` may have added one from another process).
+    fn kek_versions(&self, scheme: &str) -> HsmResult<Vec<u32>> {
+        let _ = scheme;
+        Ok(Vec::new())
+    }
 
     /// The newest `vault.pan` key version.
     fn pan_key_version(&self) -> u32;

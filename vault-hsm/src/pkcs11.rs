@@ -10,6 +10,7 @@ mod oneshot;
 mod random;
 mod session;
 mod startup;
+mod token_keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use cryptoki::types::AuthPin;
 use vault_proto::Pan;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD};
+use crate::{Hsm, HsmError, HsmResult, SEALED_OVERHEAD, WrappedTokenKey};
 pub(crate) use errors::CallError;
 use errors::CallResult;
 pub(crate) use errors::stale_handle;
@@ -41,6 +42,9 @@ pub use startup::{finalize_module, quiesce_modules};
 /// Default number of keys kept as session-object copies
 /// ([`Pkcs11Hsm::set_key_cache`]).
 pub const DEFAULT_KEY_CACHE: usize = copies::DEFAULT_CAPACITY;
+/// Default number of network token keys kept unwrapped
+/// ([`Pkcs11Hsm::set_token_key_cache`]).
+pub const DEFAULT_TOKEN_KEY_CACHE: usize = token_keys::DEFAULT_CAPACITY;
 
 /// Environment variable holding the user PIN; wins over `[hsm] pin_file`.
 pub const PIN_ENV: &str = "VAULTD_HSM_PIN";
@@ -134,6 +138,8 @@ pub struct Pkcs11Hsm {
     audit_version: AtomicU32,
     /// The `vault.pan.v<N>` versions the last scan found.
     pan_present: std::sync::Mutex<Vec<u32>>,
+    /// Per scheme, the KEK versions the last scan found (oldest first).
+    kek_versions: std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>,
 }
 
 impl std::fmt::Debug for Pkcs11Hsm {
@@ -180,6 +186,7 @@ impl Pkcs11Hsm {
             pan_version: AtomicU32::new(0),
             audit_version: AtomicU32::new(0),
             pan_present: std::sync::Mutex::new(Vec::new()),
+            kek_versions: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         // First login on this thread, so a wrong PIN is reported at start-up
         // with a message that says what to do. (If this process is already
@@ -409,6 +416,193 @@ impl Pkcs11Hsm {
         self.source.copies.set_capacity(copies);
     }
 
+    /// How many network token keys may be kept unwrapped in session objects
+    /// (default [`DEFAULT_TOKEN_KEY_CACHE`], at least 1); a cryptogram for a
+    /// token not among them costs one `C_UnwrapKey`.
+    pub fn set_token_key_cache(&self, keys: usize) {
+        self.source.token_keys.set_capacity(keys);
+    }
+
+    /// Token keys unwrapped since this instance opened, and how many are
+    /// cached now.
+    pub fn token_key_unwraps(&self) -> (u64, usize) {
+        let c = &self.source.token_keys;
+        (c.unwraps(), c.len())
+    }
+
+    /// Scans the token for `scheme`'s KEK versions (oldest first) and
+    /// remembers them.
+    fn scan_kek_versions(&self, scheme: &str) -> HsmResult<Vec<u32>> {
+        kek_label(scheme)?;
+        let mut versions = self.session("scan KEKs", |s| {
+            searching_token(|| {
+                let candidates = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Token(true),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Unwrap(true),
+                ])?;
+                let mut found = Vec::new();
+                for handle in candidates {
+                    if let Some(v) = label_of(s, handle)?
+                        .as_deref()
+                        .and_then(|l| parse_kek_label(scheme, l))
+                    {
+                        found.push(v);
+                    }
+                }
+                Ok(found)
+            })
+        })?;
+        versions.sort_unstable();
+        versions.dedup();
+        locks::lock(&self.kek_versions).insert(scheme.to_owned(), versions.clone());
+        Ok(versions)
+    }
+
+    /// Unwraps `wrapped` under `scheme`'s KEK `version` into a session
+    /// object and keeps it for `token_ref`. `Integrity` when the blob is not
+    /// wrapped under that KEK.
+    fn unwrap_token_session_key(
+        &self,
+        scheme: &str,
+        version: u32,
+        token_ref: &str,
+        wrapped: &[u8],
+    ) -> HsmResult<()> {
+        let kek = kek_version_label(scheme, version)?;
+        self.with_key("unwrap token key", KeyRef::Named(&kek), |s, kek| {
+            let handle = self.unwrap_on_owner(s, kek, wrapped)?;
+            self.keep_token_key(s, token_ref, version, wrapped, handle);
+            Ok(())
+        })
+    }
+
+    /// `C_UnwrapKey` of a token key into a session object of the owner
+    /// session (it must outlive this thread's session).
+    fn unwrap_on_owner(
+        &self,
+        s: &Session,
+        kek: ObjectHandle,
+        wrapped: &[u8],
+    ) -> CallResult<ObjectHandle> {
+        let template = token_key_template(None, false);
+        let made = self.source.make_on_owner(|owner| {
+            owner.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
+        });
+        let handle = match made {
+            Ok(h) => h,
+            Err(CallError::Pkcs11(e)) => return Err(authentication_failed(s, e)),
+            Err(e) => return Err(e),
+        };
+        self.source.module.made_session_objects(1);
+        Ok(handle)
+    }
+
+    /// Caches `handle` for `token_ref` and destroys what the cache let go.
+    fn keep_token_key(
+        &self,
+        s: &Session,
+        token_ref: &str,
+        version: u32,
+        wrapped: &[u8],
+        handle: ObjectHandle,
+    ) -> ObjectHandle {
+        let (used, dead) = self
+            .source
+            .token_keys
+            .insert(token_ref, version, wrapped, handle);
+        for h in dead {
+            // Possibly already gone with its session; either way unused.
+            let _ = s.destroy_object(h);
+        }
+        used
+    }
+
+    /// Makes `nt.<token_ref>` a token object holding the unwrapped key, as
+    /// releases before 2026-12 did for every provisioned token. vaultd no
+    /// longer does; kept for tests that build a vault of such a release.
+    #[doc(hidden)]
+    pub fn legacy_unwrap_token_object(
+        &self,
+        scheme: &str,
+        token_ref: &str,
+        wrapped: &[u8],
+    ) -> HsmResult<()> {
+        let newest = self.scan_kek_versions(scheme)?.last().copied().unwrap_or(1);
+        let kek = kek_version_label(scheme, newest)?;
+        let label = token_key_label(token_ref)?;
+        check_wrapped_len(wrapped)?;
+        self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
+            ensure_logged_in(s)?;
+            if self.destroy_token_key_objects(s, &label)? {
+                self.key_changed(&label);
+            }
+            let template = token_key_template(Some(&label), true);
+            let handle = creating_token_object(|| {
+                s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
+            })
+            .map_err(|e| authentication_failed(s, e))?;
+            self.source.handles.insert_named(&label, handle);
+            Ok(())
+        })
+    }
+
+    /// The cryptogram MAC with the token key `nt.<token_ref>`, a token
+    /// object an earlier release made.
+    fn legacy_cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]> {
+        let label = token_key_label(token_ref)?;
+        self.with_key("cryptogram_mac", KeyRef::Named(&label), |s, tk| {
+            self.derive_and_mac(s, tk, atc, data)
+        })
+    }
+
+    /// `SK = AES-ECB(TK, ATC ‖ 0xF0 ‖ 0x00×13)` derived in the HSM,
+    /// `AES-CMAC(SK, data)`, SK destroyed.
+    fn derive_and_mac(
+        &self,
+        s: &Session,
+        tk: ObjectHandle,
+        atc: u16,
+        data: &[u8],
+    ) -> CallResult<[u8; 16]> {
+        let mut block = [0u8; 16];
+        block[..2].copy_from_slice(&atc.to_be_bytes());
+        block[2] = 0xF0;
+        // AES-CBC-ENCRYPT-DATA with a zero IV over one block equals
+        // AES-ECB-ENCRYPT-DATA, and cryptoki 0.12 has a type only for CBC.
+        let params = AesCbcDeriveParams::new([0u8; 16], &block);
+        let sk = s.derive_key(
+            &Mechanism::AesCbcEncryptData(params),
+            tk,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(16.into()),
+                Attribute::Token(false),
+                // A session object of this session, destroyed below:
+                // CKA_PRIVATE only hides objects from sessions that are
+                // not logged in, and SoftHSM2 would encrypt a private
+                // value in memory and decrypt it again for the CMAC.
+                // Sensitive and non-extractable keep it inside the HSM.
+                Attribute::Private(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+            ],
+        )?;
+        self.source.module.made_session_objects(1);
+        let mut mac = [0u8; 16];
+        let signed = self
+            .oneshot()
+            .call(Op::Sign, s, &Mechanism::AesCMac, sk, data, &mut mac);
+        // Always destroy SK; it would also vanish with the session.
+        if let Err(e) = s.destroy_object(sk) {
+            tracing::warn!(error = %startup::short(&e), "could not destroy a cryptogram session key");
+        }
+        Ok(to_array(&mac[..signed?], "cryptogram_mac")?)
+    }
+
     /// Re-initialise the PKCS#11 module after this many session objects
     /// (cryptogram session keys, key copies), to make SoftHSM2 free the
     /// destroyed ones it keeps until `C_Finalize`; 0 never does. The default
@@ -622,56 +816,49 @@ impl Hsm for Pkcs11Hsm {
             .with_session("random", |s| random::fill(instance, s, out))
     }
 
-    fn unwrap_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<()> {
-        let kek = kek_label(scheme)?;
-        let label = token_key_label(token_ref)?;
-        // DESIGN.md: token keys are AES-128, and RFC 3394 of 16 bytes is 24.
-        // Checked here because SoftHSM2 neither accepts CKA_VALUE_LEN in an
-        // unwrap template nor reports it afterwards.
-        if wrapped.len() != 24 {
-            return Err(HsmError::Other(format!(
-                "wrapped token key is {} bytes; an RFC 3394-wrapped AES-128 key is 24",
-                wrapped.len()
-            )));
-        }
-        self.with_key("unwrap_token_key", KeyRef::Named(&kek), |s, kek| {
-            ensure_logged_in(s)?;
-            // An object already under this label goes first: one unwrapped
-            // by a provisioning that is now replayed after a crash (the same
-            // key), or by this process.
-            if self.destroy_token_key_objects(s, &label)? {
-                self.key_changed(&label);
+    fn accept_token_key(&self, scheme: &str, token_ref: &str, wrapped: &[u8]) -> HsmResult<u32> {
+        token_key_label(token_ref)?;
+        check_wrapped_len(wrapped)?;
+        let known = locks::lock(&self.kek_versions).get(scheme).cloned();
+        let mut tried = Vec::new();
+        // The versions known, newest first; then, if none fits, a rescan
+        // for one imported since (by `vaultd keys import-kek`).
+        for rescan in [false, true] {
+            let versions = match (&known, rescan) {
+                (Some(v), false) => v.clone(),
+                (None, false) => continue,
+                (_, true) => self.scan_kek_versions(scheme)?,
+            };
+            for &v in versions.iter().rev() {
+                if tried.contains(&v) {
+                    continue;
+                }
+                tried.push(v);
+                match self.unwrap_token_session_key(scheme, v, token_ref, wrapped) {
+                    Ok(()) => return Ok(v),
+                    Err(HsmError::Integrity) => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            let template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Derive(true),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Sign(false),
-                Attribute::Verify(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-            ];
-            let handle = creating_token_object(|| {
-                s.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
-            })
-            .map_err(|e| authentication_failed(s, e))?;
-            // Inside the session call: a handle must not outlive the
-            // module generation it was made in.
-            self.source.handles.insert_named(&label, handle);
-            Ok(())
-        })
+        }
+        if tried.is_empty() {
+            return Err(HsmError::KeyMissing(kek_label(scheme)?));
+        }
+        // Wrapped under no KEK the vault holds (or tampered with).
+        Err(HsmError::Integrity)
+    }
+
+    fn kek_versions(&self, scheme: &str) -> HsmResult<Vec<u32>> {
+        self.scan_kek_versions(scheme)
     }
 
     fn destroy_token_key(&self, token_ref: &str) -> HsmResult<()> {
         let label = token_key_label(token_ref)?;
         let destroyed = self.session("destroy_token_key", |s| {
+            if let Some(h) = self.source.token_keys.remove(token_ref) {
+                // Gone already if its session died: fine.
+                let _ = s.destroy_object(h);
+            }
             self.destroy_token_key_objects(s, &label).map(|_| ())
         });
         // Also after a failure: part of the objects may be gone.
@@ -679,42 +866,35 @@ impl Hsm for Pkcs11Hsm {
         destroyed
     }
 
-    fn cryptogram_mac(&self, token_ref: &str, atc: u16, data: &[u8]) -> HsmResult<[u8; 16]> {
-        let label = token_key_label(token_ref)?;
-        let mut block = [0u8; 16];
-        block[..2].copy_from_slice(&atc.to_be_bytes());
-        block[2] = 0xF0;
-        self.with_key("cryptogram_mac", KeyRef::Named(&label), |s, tk| {
-            // AES-CBC-ENCRYPT-DATA with a zero IV over one block equals
-            // AES-ECB-ENCRYPT-DATA, and cryptoki 0.12 has a type only for CBC.
-            let params = AesCbcDeriveParams::new([0u8; 16], &block);
-            let sk = s.derive_key(
-                &Mechanism::AesCbcEncryptData(params),
-                tk,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(16.into()),
-                    Attribute::Token(false),
-                    // A session object of this session, destroyed below:
-                    // CKA_PRIVATE only hides objects from sessions that are
-                    // not logged in, and SoftHSM2 would encrypt a private
-                    // value in memory and decrypt it again for the CMAC.
-                    // Sensitive and non-extractable keep it inside the HSM.
-                    Attribute::Private(false),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Sign(true),
-                ],
-            )?;
-            self.source.module.made_session_objects(1);
-            let mut mac = [0u8; 16];
-            let signed = self.oneshot().call(Op::Sign, s, &Mechanism::AesCMac, sk, data, &mut mac);
-            // Always destroy SK; it would also vanish with the session.
-            if let Err(e) = s.destroy_object(sk) {
-                tracing::warn!(error = %startup::short(&e), "could not destroy a cryptogram session key");
-            }
-            Ok(to_array(&mac[..signed?], "cryptogram_mac")?)
+    fn cryptogram_mac(
+        &self,
+        token_ref: &str,
+        key: Option<WrappedTokenKey<'_>>,
+        atc: u16,
+        data: &[u8],
+    ) -> HsmResult<[u8; 16]> {
+        let Some(key) = key else {
+            return self.legacy_cryptogram_mac(token_ref, atc, data);
+        };
+        let kek = kek_version_label(key.scheme, key.kek_version)?;
+        let cache = &self.source.token_keys;
+        self.with_key("cryptogram_mac", KeyRef::Named(&kek), |s, kek| {
+            let tk = match cache.get(token_ref, key.kek_version, key.wrapped) {
+                Some(tk) => tk,
+                None => {
+                    let tk = self.unwrap_on_owner(s, kek, key.wrapped)?;
+                    self.keep_token_key(s, token_ref, key.kek_version, key.wrapped, tk)
+                }
+            };
+            self.derive_and_mac(s, tk, atc, data).map_err(|e| {
+                let e = gone_under_us(s, tk, e);
+                if stale_handle(&e) {
+                    // Evicted or dead under us: `with_key` calls again,
+                    // which unwraps afresh.
+                    cache.remove_if(token_ref, tk);
+                }
+                e
+            })
         })
     }
 
@@ -862,6 +1042,67 @@ pub fn kek_label(scheme: &str) -> HsmResult<String> {
             SCHEMES.join(", ")
         )))
     }
+}
+
+/// Label of `scheme`'s KEK `version`: `tsp.<scheme>.kek` for 1 (the label
+/// every vault had before KEK versions), `tsp.<scheme>.kek.v<N>` after.
+pub fn kek_version_label(scheme: &str, version: u32) -> HsmResult<String> {
+    let base = kek_label(scheme)?;
+    Ok(if version <= 1 {
+        base
+    } else {
+        format!("{base}.v{version}")
+    })
+}
+
+/// The KEK version a label names for `scheme`, if it is one of its KEKs.
+pub fn parse_kek_label(scheme: &str, label: &str) -> Option<u32> {
+    let rest = label
+        .strip_prefix("tsp.")?
+        .strip_prefix(scheme)?
+        .strip_prefix(".kek")?;
+    if rest.is_empty() {
+        return Some(1);
+    }
+    rest.strip_prefix(".v")?.parse().ok().filter(|v| *v > 1)
+}
+
+/// DESIGN.md: token keys are AES-128, and RFC 3394 of 16 bytes is 24.
+/// Checked here because SoftHSM2 neither accepts CKA_VALUE_LEN in an
+/// unwrap template nor reports it afterwards.
+fn check_wrapped_len(wrapped: &[u8]) -> HsmResult<()> {
+    if wrapped.len() == 24 {
+        Ok(())
+    } else {
+        Err(HsmError::Other(format!(
+            "wrapped token key is {} bytes; an RFC 3394-wrapped AES-128 key is 24",
+            wrapped.len()
+        )))
+    }
+}
+
+/// The attributes of an unwrapped token key: derive only, sensitive,
+/// non-extractable; a token object (`label`) only on the legacy path.
+fn token_key_template(label: Option<&str>, token: bool) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(token),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Derive(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+    ];
+    if let Some(l) = label {
+        t.push(Attribute::Label(l.as_bytes().to_vec()));
+    }
+    t
 }
 
 /// `nt.<token_ref>`; token references are printable ASCII without spaces,

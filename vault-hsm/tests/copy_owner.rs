@@ -32,7 +32,7 @@ fn copies_outlive_the_threads_that_made_them() {
         let h = hsm();
         for atc in 1..=3u16 {
             assert_eq!(
-                h.cryptogram_mac("tr-owner", atc, b"d").expect("mac"),
+                h.cryptogram_mac("tr-owner", None, atc, b"d").expect("mac"),
                 software_cryptogram_mac(&tk, atc, b"d")
             );
         }
@@ -52,7 +52,7 @@ fn copies_outlive_the_threads_that_made_them() {
             for atc in 10..20u16 {
                 let atc = atc + t * 10;
                 assert_eq!(
-                    h.cryptogram_mac("tr-owner", atc, b"d").expect("mac"),
+                    h.cryptogram_mac("tr-owner", None, atc, b"d").expect("mac"),
                     software_cryptogram_mac(&tk, atc, b"d")
                 );
             }

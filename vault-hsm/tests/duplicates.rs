@@ -38,11 +38,11 @@ fn unwrap_and_destroy_leave_one_object_or_none() {
     // A replay after a restart: the key is in the token, the new process
     // has never seen it, and unwraps the token's key again.
     hsm()
-        .unwrap_token_key("visa", "tr-replay", &wrap(&kek, &k1))
+        .legacy_unwrap_token_object("visa", "tr-replay", &wrap(&kek, &k1))
         .expect("unwrap");
     let after_restart = restarted();
     after_restart
-        .unwrap_token_key("visa", "tr-replay", &wrap(&kek, &k2))
+        .legacy_unwrap_token_object("visa", "tr-replay", &wrap(&kek, &k2))
         .expect("unwrap again");
     assert_eq!(
         objects("nt.tr-replay"),
@@ -51,7 +51,7 @@ fn unwrap_and_destroy_leave_one_object_or_none() {
     );
     assert_eq!(
         after_restart
-            .cryptogram_mac("tr-replay", 5, b"x")
+            .cryptogram_mac("tr-replay", None, 5, b"x")
             .expect("mac"),
         software_cryptogram_mac(&k2, 5, b"x")
     );
@@ -62,11 +62,11 @@ fn unwrap_and_destroy_leave_one_object_or_none() {
     assert_eq!(objects("nt.tr-dup"), 2);
     let fresh = restarted();
     fresh
-        .unwrap_token_key("visa", "tr-dup", &wrap(&kek, &k3))
+        .legacy_unwrap_token_object("visa", "tr-dup", &wrap(&kek, &k3))
         .expect("unwrap over duplicates");
     assert_eq!(objects("nt.tr-dup"), 1);
     assert_eq!(
-        fresh.cryptogram_mac("tr-dup", 9, b"y").expect("mac"),
+        fresh.cryptogram_mac("tr-dup", None, 9, b"y").expect("mac"),
         software_cryptogram_mac(&k3, 9, b"y")
     );
 

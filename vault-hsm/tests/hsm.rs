@@ -206,24 +206,25 @@ fn software_kcv(kek: &[u8; 32]) -> String {
 }
 
 #[test]
-fn import_kek_checks_kcv_and_is_idempotent() {
+fn import_kek_checks_kcv_is_idempotent_and_versions_new_keys() {
     let dir = tempfile::tempdir().expect("dir");
     let (c1, c2) = (random::<32>(), random::<32>());
     let p1 = write_component(dir.path(), "amex.c1", &c1);
     let p2 = write_component(dir.path(), "amex.c2", &c2);
-    let kcv = import_kek(hsm(), "amex", &[&p1, &p2], false).expect("import");
-    assert_eq!(kcv, software_kcv(&xor(&c1, &c2)));
-    assert_eq!(kcv.len(), 6);
+    let first = import_kek(hsm(), "amex", &[&p1, &p2]).expect("import");
+    assert_eq!(first.kcv, software_kcv(&xor(&c1, &c2)));
+    assert_eq!(first.kcv.len(), 6);
+    assert_eq!((first.version, first.label.as_str()), (1, "tsp.amex.kek"));
+    assert!(first.created);
 
     // Same components again: no change.
-    assert_eq!(
-        import_kek(hsm(), "amex", &[&p1, &p2], false).expect("again"),
-        kcv
-    );
+    let again = import_kek(hsm(), "amex", &[&p1, &p2]).expect("again");
+    assert_eq!((again.version, again.created), (1, false));
+    assert_eq!(again.kcv, first.kcv);
     let keks: Vec<_> = list_keys(hsm())
         .expect("list")
         .into_iter()
-        .filter(|k| k.label == "tsp.amex.kek")
+        .filter(|k| k.label.starts_with("tsp.amex.kek"))
         .collect();
     assert_eq!(keks.len(), 1);
     let kek = &keks[0];
@@ -231,28 +232,161 @@ fn import_kek_checks_kcv_and_is_idempotent() {
     assert!(kek.sensitive && !kek.extractable && kek.unwrap);
     assert!(!kek.encrypt && !kek.decrypt && !kek.wrap && !kek.sign && !kek.derive);
 
-    // Different components: refused unless replace.
+    // Different components: the next version, the first one kept.
     let c3 = random::<32>();
     let p3 = write_component(dir.path(), "amex.c3", &c3);
-    let err = import_kek(hsm(), "amex", &[&p1, &p3], false).expect_err("must refuse");
-    assert!(err.to_string().contains("replace"), "{err}");
-    let replaced = import_kek(hsm(), "amex", &[&p1, &p3], true).expect("replace");
-    assert_eq!(replaced, software_kcv(&xor(&c1, &c3)));
-    assert_ne!(replaced, kcv);
+    let second = import_kek(hsm(), "amex", &[&p1, &p3]).expect("next version");
+    assert_eq!(
+        (second.version, second.label.as_str()),
+        (2, "tsp.amex.kek.v2")
+    );
+    assert_eq!(second.kcv, software_kcv(&xor(&c1, &c3)));
+    assert_eq!(hsm().kek_versions("amex").expect("versions"), vec![1, 2]);
+    // The first one's components again: that version, nothing new.
+    let back = import_kek(hsm(), "amex", &[&p2, &p1]).expect("old again");
+    assert_eq!((back.version, back.created), (1, false));
+    // The newest cannot be retired; an older one can.
+    assert!(vault_hsm::keys::destroy_kek(hsm(), "amex", 2).is_err());
+    assert!(vault_hsm::keys::destroy_kek(hsm(), "amex", 1).expect("retire v1"));
+    assert_eq!(hsm().kek_versions("amex").expect("versions"), vec![2]);
 
     // Three components XOR together too.
-    let kcv3 = import_kek(hsm(), "discover", &[&p1, &p2, &p3], false).expect("three");
-    assert_eq!(kcv3, software_kcv(&xor(&xor(&c1, &c2), &c3)));
+    let kcv3 = import_kek(hsm(), "amex", &[&p1, &p2, &p3]).expect("three");
+    assert_eq!(kcv3.kcv, software_kcv(&xor(&xor(&c1, &c2), &c3)));
+    assert_eq!(kcv3.version, 3);
 
-    // Bad input.
-    assert!(import_kek(hsm(), "diners", &[&p1, &p2], false).is_err());
-    assert!(import_kek(hsm(), "amex", &[&p1], false).is_err());
+    // Bad input: unknown scheme, one component, a repeated or zero
+    // component (no dual control), bad files.
+    assert!(import_kek(hsm(), "diners", &[&p1, &p2]).is_err());
+    assert!(import_kek(hsm(), "amex", &[&p1]).is_err());
+    let same = import_kek(hsm(), "amex", &[&p1, &p1]).expect_err("repeated component");
+    assert!(same.to_string().contains("distinct"), "{same}");
+    let zero = write_component(dir.path(), "zero", &[0u8; 32]);
+    assert!(import_kek(hsm(), "amex", &[&p1, &zero]).is_err());
     let short = dir.path().join("short");
     std::fs::write(&short, "abcd\n").expect("write");
-    assert!(import_kek(hsm(), "amex", &[&p1, &short], true).is_err());
+    assert!(import_kek(hsm(), "amex", &[&p1, &short]).is_err());
     let not_hex = dir.path().join("nothex");
     std::fs::write(&not_hex, format!("{}\n", "zz".repeat(32))).expect("write");
-    assert!(import_kek(hsm(), "amex", &[&p1, &not_hex], true).is_err());
+    assert!(import_kek(hsm(), "amex", &[&p1, &not_hex]).is_err());
+    assert_eq!(hsm().kek_versions("amex").expect("versions"), vec![2, 3]);
+}
+
+fn key(blob: &[u8], version: u32) -> Option<vault_hsm::WrappedTokenKey<'_>> {
+    Some(vault_hsm::WrappedTokenKey {
+        scheme: "discover",
+        kek_version: version,
+        wrapped: blob,
+    })
+}
+
+/// A stored (wrapped) token key: unwrapped under the KEK version that
+/// wraps it into a session object, never a token object; its cryptograms
+/// match the software ones; a refreshed blob never meets the old key; a
+/// destroyed one is gone at once; a blob under no KEK is refused.
+#[test]
+fn stored_token_keys_are_unwrapped_into_session_objects_per_kek_version() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (c1, c2) = (random::<32>(), random::<32>());
+    let p1 = write_component(dir.path(), "ds.c1", &c1);
+    let p2 = write_component(dir.path(), "ds.c2", &c2);
+    let v1 = import_kek(hsm(), "discover", &[&p1, &p2]).expect("kek v1");
+    let kek1 = xor(&c1, &c2);
+    let tk1 = random::<16>();
+    let blob1 = wrap(&kek1, &tk1);
+    let version = hsm()
+        .accept_token_key("discover", "tr-stored", &blob1)
+        .expect("accept");
+    assert_eq!(version, v1.version);
+    for atc in [1u16, 2, 700] {
+        assert_eq!(
+            hsm()
+                .cryptogram_mac("tr-stored", key(&blob1, version), atc, b"d")
+                .expect("mac"),
+            software_cryptogram_mac(&tk1, atc, b"d")
+        );
+    }
+    // From another thread (another session) too.
+    let b = blob1.clone();
+    let other =
+        std::thread::spawn(move || hsm().cryptogram_mac("tr-stored", key(&b, version), 3, b"d"))
+            .join()
+            .expect("thread")
+            .expect("mac");
+    assert_eq!(other, software_cryptogram_mac(&tk1, 3, b"d"));
+
+    // A new KEK version; a key wrapped under it is found by a rescan.
+    let c3 = random::<32>();
+    let p3 = write_component(dir.path(), "ds.c3", &c3);
+    let v2 = import_kek(hsm(), "discover", &[&p1, &p3]).expect("kek v2");
+    let tk2 = random::<16>();
+    let blob2 = wrap(&xor(&c1, &c3), &tk2);
+    let version2 = hsm()
+        .accept_token_key("discover", "tr-stored", &blob2)
+        .expect("accept v2");
+    assert_eq!(version2, v2.version);
+    assert_eq!(
+        hsm()
+            .cryptogram_mac("tr-stored", key(&blob2, version2), 9, b"d")
+            .expect("mac"),
+        software_cryptogram_mac(&tk2, 9, b"d")
+    );
+    // The old blob still works under its own version (a record not yet
+    // refreshed), and never hands out the new key, nor the new the old.
+    assert_eq!(
+        hsm()
+            .cryptogram_mac("tr-stored", key(&blob1, version), 10, b"d")
+            .expect("mac"),
+        software_cryptogram_mac(&tk1, 10, b"d")
+    );
+    assert_eq!(
+        hsm()
+            .cryptogram_mac("tr-stored", key(&blob2, version2), 11, b"d")
+            .expect("mac"),
+        software_cryptogram_mac(&tk2, 11, b"d")
+    );
+
+    // A blob under a KEK the vault does not hold, or tampered with.
+    let foreign = wrap(&random::<32>(), &tk1);
+    assert!(matches!(
+        hsm().accept_token_key("discover", "tr-foreign", &foreign),
+        Err(HsmError::Integrity)
+    ));
+    let mut tampered = blob1.clone();
+    tampered[5] ^= 1;
+    assert!(matches!(
+        hsm().cryptogram_mac("tr-bad", key(&tampered, version), 1, b"d"),
+        Err(HsmError::Integrity)
+    ));
+    assert!(
+        hsm()
+            .accept_token_key("discover", "tr-x", &blob1[..16])
+            .is_err()
+    );
+
+    // Nothing of this became a token object; the session keys are
+    // sensitive and non-extractable.
+    let after = list_keys(hsm()).expect("list");
+    let mc: Vec<&str> = after
+        .iter()
+        .map(|k| k.label.as_str())
+        .filter(|l| l.contains("discover") || l.contains("tr-stored"))
+        .collect();
+    assert_eq!(mc, ["tsp.discover.kek", "tsp.discover.kek.v2"]);
+    let (unwraps, cached) = hsm().token_key_unwraps();
+    assert!(
+        unwraps >= 3 && cached >= 1,
+        "{unwraps} unwraps, {cached} cached"
+    );
+
+    hsm().destroy_token_key("tr-stored").expect("destroy");
+    assert!(hsm().destroy_token_key("tr-stored").is_ok(), "idempotent");
+    assert_eq!(
+        hsm()
+            .cryptogram_mac("tr-stored", key(&blob2, version2), 12, b"d")
+            .expect("unwrapped again from the record"),
+        software_cryptogram_mac(&tk2, 12, b"d")
+    );
 }
 
 #[test]
@@ -261,7 +395,7 @@ fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
     let kek = import_visa_kek(hsm(), dir.path());
     let tk = random::<16>();
     hsm()
-        .unwrap_token_key("visa", "tr-unwrap", &wrap(&kek, &tk))
+        .legacy_unwrap_token_object("visa", "tr-unwrap", &wrap(&kek, &tk))
         .expect("unwrap");
 
     let info = key_attributes(hsm(), "nt.tr-unwrap")
@@ -281,7 +415,9 @@ fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
         (65535, &[][..]),
     ] {
         assert_eq!(
-            hsm().cryptogram_mac("tr-unwrap", atc, data).expect("mac"),
+            hsm()
+                .cryptogram_mac("tr-unwrap", None, atc, data)
+                .expect("mac"),
             software_cryptogram_mac(&tk, atc, data),
             "atc {atc}"
         );
@@ -290,7 +426,7 @@ fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
     // Unwrapping again replaces the key (one object, new value).
     let tk2 = random::<16>();
     hsm()
-        .unwrap_token_key("visa", "tr-unwrap", &wrap(&kek, &tk2))
+        .legacy_unwrap_token_object("visa", "tr-unwrap", &wrap(&kek, &tk2))
         .expect("re-unwrap");
     let count = list_keys(hsm())
         .expect("list")
@@ -299,7 +435,9 @@ fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
         .count();
     assert_eq!(count, 1);
     assert_eq!(
-        hsm().cryptogram_mac("tr-unwrap", 9, b"d").expect("mac"),
+        hsm()
+            .cryptogram_mac("tr-unwrap", None, 9, b"d")
+            .expect("mac"),
         software_cryptogram_mac(&tk2, 9, b"d")
     );
 
@@ -307,13 +445,13 @@ fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
     let mut tampered = wrap(&kek, &tk);
     tampered[5] ^= 1;
     assert!(matches!(
-        hsm().unwrap_token_key("visa", "tr-bad", &tampered),
+        hsm().legacy_unwrap_token_object("visa", "tr-bad", &tampered),
         Err(HsmError::Integrity)
     ));
     assert!(key_attributes(hsm(), "nt.tr-bad").expect("attrs").is_none());
     // No KEK for the scheme.
     assert!(matches!(
-        hsm().unwrap_token_key("mastercard", "tr-x", &wrap(&kek, &tk)),
+        hsm().legacy_unwrap_token_object("mastercard", "tr-x", &wrap(&kek, &tk)),
         Err(HsmError::KeyMissing(label)) if label == "tsp.mastercard.kek"
     ));
 }
@@ -335,7 +473,9 @@ fn design_test_vector_through_softhsm() {
     d.extend_from_slice(&un);
     d.extend_from_slice(b"07");
 
-    let mac = hsm().cryptogram_mac("tr-vector", atc, &d).expect("mac");
+    let mac = hsm()
+        .cryptogram_mac("tr-vector", None, atc, &d)
+        .expect("mac");
     assert_eq!(mac, software_cryptogram_mac(&tk, atc, &d));
     let mut cryptogram = vec![0x01];
     cryptogram.extend_from_slice(&atc.to_be_bytes());
@@ -348,7 +488,9 @@ fn design_test_vector_through_softhsm() {
 fn destroy_token_key_removes_it_and_is_idempotent() {
     import_token_key_for_test(hsm(), "tr-destroy", &[9u8; 16]).expect("import");
     // Caches the handle.
-    hsm().cryptogram_mac("tr-destroy", 1, b"x").expect("mac");
+    hsm()
+        .cryptogram_mac("tr-destroy", None, 1, b"x")
+        .expect("mac");
     hsm().destroy_token_key("tr-destroy").expect("destroy");
     assert!(
         key_attributes(hsm(), "nt.tr-destroy")
@@ -356,7 +498,7 @@ fn destroy_token_key_removes_it_and_is_idempotent() {
             .is_none()
     );
     assert!(matches!(
-        hsm().cryptogram_mac("tr-destroy", 2, b"x"),
+        hsm().cryptogram_mac("tr-destroy", None, 2, b"x"),
         Err(HsmError::KeyMissing(label)) if label == "nt.tr-destroy"
     ));
     hsm()
@@ -373,14 +515,14 @@ fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
     let kek = import_visa_kek(hsm(), dir.path());
     let tk1 = random::<16>();
     hsm()
-        .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk1))
+        .legacy_unwrap_token_object("visa", "tr-threads", &wrap(&kek, &tk1))
         .expect("unwrap");
     let (to_worker, jobs) = std::sync::mpsc::channel::<u16>();
     let (answer, answers) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
         for atc in jobs {
             answer
-                .send(hsm().cryptogram_mac("tr-threads", atc, b"data"))
+                .send(hsm().cryptogram_mac("tr-threads", None, atc, b"data"))
                 .expect("send");
         }
     });
@@ -402,7 +544,7 @@ fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
     let tk2 = random::<16>();
     hsm().destroy_token_key("tr-threads").expect("destroy");
     hsm()
-        .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk2))
+        .legacy_unwrap_token_object("visa", "tr-threads", &wrap(&kek, &tk2))
         .expect("unwrap new key");
     assert_eq!(
         ask(3).expect("mac"),
@@ -412,7 +554,7 @@ fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
     // A replay of provisioning unwraps over the key this process knows.
     let tk3 = random::<16>();
     hsm()
-        .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk3))
+        .legacy_unwrap_token_object("visa", "tr-threads", &wrap(&kek, &tk3))
         .expect("unwrap over");
     assert_eq!(
         ask(4).expect("mac"),

@@ -147,7 +147,7 @@ fn reinitialisation_through_the_standby_copy_keeps_answers_right() {
     let before = hsm.stats().expect("stats");
     hsm.set_reinit_after_objects(40);
     for atc in 0..200u16 {
-        hsm.cryptogram_mac(&keys[1].0, atc, b"m")
+        hsm.cryptogram_mac(&keys[1].0, None, atc, b"m")
             .expect("calls go on");
     }
     // A switch takes milliseconds here; give one every chance to start.

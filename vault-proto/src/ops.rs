@@ -398,6 +398,20 @@ pub struct KeyStats {
     pub reencrypt_remaining: u64,
     /// Ciphertexts re-encrypted since the daemon started.
     pub reencrypted: u64,
+    /// Per scheme KEK version, how many stored network token keys it
+    /// wraps (`version` 0: tokens of a release before 2026-12 whose key is
+    /// still an HSM object, waiting for their key refresh). A version
+    /// absent here wraps none and may be retired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keks: Vec<KekUse>,
+}
+
+/// One entry of `stats.keys.keks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KekUse {
+    pub scheme: String,
+    pub version: u32,
+    pub tokens: u64,
 }
 
 // ---------------------------------------------------------------- keys

@@ -70,14 +70,22 @@ enum KeysCmd {
     /// Create vault.pan.v1, vault.fp and vault.audit if missing (idempotent).
     Init,
     /// Import a token service KEK from two or more key components (XOR).
+    /// A scheme that has a KEK gets the next version (tsp.<scheme>.kek.v<N>);
+    /// older versions stay while stored token keys are wrapped under them.
     ImportKek {
         #[arg(long)]
         scheme: String,
         #[arg(long = "component", required = true, num_args = 1)]
         components: Vec<PathBuf>,
-        /// Replace an existing KEK with a different check value.
+    },
+    /// Destroy KEK version N of a scheme once no stored token key is
+    /// wrapped under it (never the newest). vaultd must be stopped (it
+    /// reads the database's counts).
+    RetireKek {
         #[arg(long)]
-        replace: bool,
+        scheme: String,
+        #[arg(long)]
+        version: u32,
     },
     /// List the vault's keys in the HSM (labels and attributes, never values).
     List,
@@ -220,6 +228,53 @@ fn restore(cfg: &Config, from: &Path) -> Result<(), String> {
 }
 
 /// `keys retire` on a stopped daemon: scan the database for the version.
+/// Tokens whose stored key each KEK version wraps, from the database
+/// (vaultd stopped); `None` while vaultd runs.
+fn kek_usage_offline(
+    cfg: &Config,
+    hsm: &std::sync::Arc<vault_hsm::Pkcs11Hsm>,
+) -> Result<Option<vaultd::store::KekUsage>, String> {
+    use vaultd::store::{KeyStore, RedbStore};
+    if daemon_running(cfg) {
+        return Ok(None);
+    }
+    let store = RedbStore::open(&cfg.storage.path, hsm.clone(), &cfg.storage.options())
+        .map_err(|e| format!("[storage].path {}: {e}", cfg.storage.path.display()))?;
+    store.kek_usage().map(Some).map_err(|e| e.to_string())
+}
+
+fn retire_kek_offline(
+    cfg: &Config,
+    hsm: vault_hsm::Pkcs11Hsm,
+    scheme: &str,
+    version: u32,
+) -> Result<(), String> {
+    let label = vault_hsm::pkcs11::kek_version_label(scheme, version).map_err(|e| e.to_string())?;
+    let hsm = std::sync::Arc::new(hsm);
+    let Some(usage) = kek_usage_offline(cfg, &hsm)? else {
+        return Err(format!(
+            "vaultd answers on {}: stop it first (the database says which KEK versions are in use)",
+            cfg.server.socket.display()
+        ));
+    };
+    if let Some(n) = usage.get(&(scheme.to_owned(), version)) {
+        return Err(format!(
+            "{n} stored token keys are wrapped under {label}: refresh them first (vaultctl provision --refresh, or let key refreshes move them to the newest KEK)"
+        ));
+    }
+    let destroyed =
+        vault_hsm::keys::destroy_kek(&hsm, scheme, version).map_err(|e| e.to_string())?;
+    println!(
+        "{label}: {}",
+        if destroyed {
+            "destroyed"
+        } else {
+            "was not in the token"
+        }
+    );
+    Ok(())
+}
+
 fn retire_offline(cfg: &Config, hsm: vault_hsm::Pkcs11Hsm, version: u32) -> Result<(), String> {
     use vaultd::store::{KeyStore, RedbStore};
     if daemon_running(cfg) {
@@ -280,15 +335,23 @@ fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
                 println!("{label}: {}", if created { "created" } else { "present" });
             }
         }
-        KeysCmd::ImportKek {
-            scheme,
-            components,
-            replace,
-        } => {
+        KeysCmd::ImportKek { scheme, components } => {
             let paths: Vec<&Path> = components.iter().map(PathBuf::as_path).collect();
-            let kcv =
-                keys::import_kek(&hsm, &scheme, &paths, replace).map_err(|e| e.to_string())?;
-            println!("tsp.{scheme}.kek imported, check value {kcv}");
+            let k = keys::import_kek(&hsm, &scheme, &paths).map_err(|e| e.to_string())?;
+            if k.created {
+                println!(
+                    "{} imported (version {}), check value {}; new token keys may be wrapped under it",
+                    k.label, k.version, k.kcv
+                );
+            } else {
+                println!(
+                    "{} already holds this key (version {}), check value {}",
+                    k.label, k.version, k.kcv
+                );
+            }
+        }
+        KeysCmd::RetireKek { scheme, version } => {
+            return retire_kek_offline(cfg, hsm, &scheme, version);
         }
         KeysCmd::List => {
             for k in keys::list_keys(&hsm).map_err(|e| e.to_string())? {
@@ -313,6 +376,24 @@ fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
                     k.extractable,
                     uses.join(",")
                 );
+            }
+            let hsm = std::sync::Arc::new(hsm);
+            match kek_usage_offline(cfg, &hsm)? {
+                None => println!(
+                    "(vaultd is running: `vaultctl stats` shows how many token keys each KEK version wraps)"
+                ),
+                Some(usage) if usage.is_empty() => println!("no stored token keys"),
+                Some(usage) => {
+                    for ((scheme, version), n) in usage {
+                        let what = if version == 0 {
+                            format!("nt.* objects ({scheme}, before 2026-12)")
+                        } else {
+                            vault_hsm::pkcs11::kek_version_label(&scheme, version)
+                                .map_err(|e| e.to_string())?
+                        };
+                        println!("{what:<40} wraps {n} stored token keys");
+                    }
+                }
             }
         }
     }

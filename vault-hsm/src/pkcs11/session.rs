@@ -75,7 +75,9 @@ pub(crate) struct SessionSource {
     pub(crate) handles: HandleCache,
     /// Session-object copies of keys in use (see `copies`).
     pub(crate) copies: super::copies::KeyCopies,
-    /// The session that makes every key copy (see [`SessionSource::copy_key`]).
+    /// Network token keys unwrapped into session objects (see `token_keys`).
+    pub(crate) token_keys: super::token_keys::TokenKeyCache,
+    /// The session that makes every key copy and unwrapped token key (see [`SessionSource::copy_key`]).
     copy_owner: std::sync::Mutex<Option<Held>>,
     /// The module generation `handles` and `copies` belong to.
     generation: AtomicU64,
@@ -155,6 +157,7 @@ impl SessionSource {
             pin,
             handles: HandleCache::new(module.is_softhsm()),
             copies: super::copies::KeyCopies::default(),
+            token_keys: super::token_keys::TokenKeyCache::default(),
             copy_owner: std::sync::Mutex::new(None),
             resync: std::sync::Mutex::new(()),
             prepared: std::sync::Mutex::new(None),
@@ -175,6 +178,8 @@ impl SessionSource {
         if self.generation.load(Ordering::Acquire) != generation {
             match lock(&self.prepared).take() {
                 Some(p) if p.generation == generation && p.lane == self.module.lane_index() => {
+                    // Token keys are unwrapped again at their next use.
+                    self.token_keys.forget_all();
                     self.handles.install(p.handles);
                     self.copies.install(p.copies, p.epoch);
                     *lock(&self.copy_owner) = Some(self.hold(p.owner, generation));
@@ -187,6 +192,7 @@ impl SessionSource {
                     }
                     self.handles.clear();
                     self.copies.forget_all();
+                    self.token_keys.forget_all();
                 }
             }
             self.generation.store(generation, Ordering::Release);
@@ -250,6 +256,16 @@ impl SessionSource {
         key: ObjectHandle,
         template: &[Attribute],
     ) -> CallResult<ObjectHandle> {
+        self.make_on_owner(|s| s.copy_object(key, template))
+    }
+
+    /// Makes a session object with `make` on this instance's owner session
+    /// (see [`SessionSource::copy_key`]), opened if there is none; an owner
+    /// that outlived an HSM restart is replaced once. Call inside the gate.
+    pub(crate) fn make_on_owner(
+        &self,
+        make: impl Fn(&Session) -> Result<ObjectHandle, Error>,
+    ) -> CallResult<ObjectHandle> {
         let generation = self.module.generation();
         let mut owner = lock(&self.copy_owner);
         if owner.as_ref().is_some_and(|h| h.generation != generation) {
@@ -257,23 +273,21 @@ impl SessionSource {
             owner.take();
         }
         let reused = owner.is_some();
-        match self.copy_by_owner(&mut owner, generation, key, template) {
-            // An owner that outlived an HSM restart is replaced once.
+        match self.make_by_owner(&mut owner, generation, &make) {
             Err(e) if reused && kills_session(&e) => {
-                self.copy_by_owner(&mut owner, generation, key, template)
+                self.make_by_owner(&mut owner, generation, &make)
             }
             result => result,
         }
     }
 
-    /// One `C_CopyObject` on the owner session, opened if there is none;
-    /// a dead owner is discarded with its copies.
-    fn copy_by_owner(
+    /// One call of `make` on the owner session, opened if there is none; a
+    /// dead owner is discarded with the objects it made.
+    fn make_by_owner(
         &self,
         owner: &mut Option<Held>,
         generation: u64,
-        key: ObjectHandle,
-        template: &[Attribute],
+        make: &impl Fn(&Session) -> Result<ObjectHandle, Error>,
     ) -> CallResult<ObjectHandle> {
         let held = match owner {
             Some(h) => h,
@@ -282,14 +296,17 @@ impl SessionSource {
         let Some(session) = held.session.as_ref() else {
             unreachable!("a held session is only taken out by `into_session`");
         };
-        let e = match session.copy_object(key, template) {
+        let e = match make(session) {
             Ok(h) => return Ok(h),
             Err(e) => CallError::from(e),
         };
+        // SoftHSM2 answers a failed unwrap (a blob under another KEK) with
+        // CKR_GENERAL_ERROR: the session is dead only if it stops answering.
         if kills_session(&e)
+            && session.get_session_info().is_err()
             && let Some(dead) = owner.take().and_then(Held::into_session)
         {
-            self.session_died("copy_key", dead);
+            self.session_died("make a session object", dead);
         }
         Err(e)
     }
@@ -299,6 +316,7 @@ impl SessionSource {
     fn session_died(&self, what: &str, session: Session) {
         tracing::warn!(operation = what, "HSM session lost; it will be re-opened");
         self.copies.forget_all();
+        self.token_keys.forget_all();
         // `close` rather than drop: cryptoki's drop logs an error when the
         // token has already closed the session.
         let _ = session.close();

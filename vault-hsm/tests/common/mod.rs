@@ -140,7 +140,7 @@ pub fn import_visa_kek(hsm: &Pkcs11Hsm, dir: &Path) -> [u8; 32] {
     hsm.random(&mut c2).expect("random");
     let p1 = write_component(dir, "visa.c1", &c1);
     let p2 = write_component(dir, "visa.c2", &c2);
-    vault_hsm::keys::import_kek(hsm, "visa", &[&p1, &p2], true).expect("import visa kek");
+    vault_hsm::keys::import_kek(hsm, "visa", &[&p1, &p2]).expect("import visa kek");
     xor(&c1, &c2)
 }
 

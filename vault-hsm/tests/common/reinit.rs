@@ -43,7 +43,8 @@ pub fn cryptograms_under_load(hsm: &'static Arc<Pkcs11Hsm>, keys: &[Key], calls:
                     let atc = i.wrapping_mul(3).wrapping_add(t);
                     let data = [t as u8, i as u8, 0xAB];
                     assert_eq!(
-                        hsm.cryptogram_mac(token_ref, atc, &data).expect("mac"),
+                        hsm.cryptogram_mac(token_ref, None, atc, &data)
+                            .expect("mac"),
                         software_cryptogram_mac(tk, atc, &data),
                         "thread {t} call {i}: a cryptogram used the wrong key"
                     );
@@ -68,11 +69,11 @@ pub fn cryptograms_under_load(hsm: &'static Arc<Pkcs11Hsm>, keys: &[Key], calls:
 pub fn destroyed_key_is_gone_everywhere(hsm: &'static Arc<Pkcs11Hsm>, token_ref: &str) {
     hsm.destroy_token_key(token_ref).expect("destroy");
     assert!(matches!(
-        hsm.cryptogram_mac(token_ref, 1, b"d"),
+        hsm.cryptogram_mac(token_ref, None, 1, b"d"),
         Err(HsmError::KeyMissing(_))
     ));
     let gone = token_ref.to_owned();
-    let elsewhere = std::thread::spawn(move || hsm.cryptogram_mac(&gone, 2, b"d"))
+    let elsewhere = std::thread::spawn(move || hsm.cryptogram_mac(&gone, None, 2, b"d"))
         .join()
         .expect("thread");
     assert!(matches!(elsewhere, Err(HsmError::KeyMissing(_))));
@@ -94,7 +95,7 @@ pub fn memory_stays_flat(hsm: &Pkcs11Hsm, (token_ref, tk): &Key) {
     hsm.set_reinit_after_objects(5_000);
     let run = |n: u16| {
         for atc in 0..n {
-            let mac = hsm.cryptogram_mac(token_ref, atc, b"m").expect("mac");
+            let mac = hsm.cryptogram_mac(token_ref, None, atc, b"m").expect("mac");
             if atc % 5_000 == 0 {
                 assert_eq!(mac, software_cryptogram_mac(tk, atc, b"m"));
             }

@@ -364,6 +364,7 @@ mod tests {
             atc,
             updated_at: 0,
             refresh_pending: false,
+            key: None,
         }
     }
 

@@ -212,12 +212,17 @@ fn apply_to_token(
         return Ok(Applied::Done { deleted: false });
     }
     let deleted = status == Some(TokenStatus::Deleted);
+    let before = t.clone();
     if let Some(st) = status {
         t.status = st;
     }
     if deleted {
+        // The token number and its key leave the record in this commit;
+        // the key's session object (or legacy HSM object) goes after it.
         t.token_ct.clear();
+        t.key = None;
     }
+    super::kek_use::replace(ctx, Some(&before), Some(&t));
     t.updated_at = at;
     ctx.txn
         .open_table(TOKENS)?

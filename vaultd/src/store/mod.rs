@@ -10,7 +10,9 @@ pub mod audit;
 pub mod backup;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
+pub(crate) mod kek_use;
 pub mod lifecycle;
+mod migrate_keys;
 pub mod queue;
 pub mod records;
 pub mod rekey;
@@ -33,6 +35,10 @@ use records::{AliasRec, AuditRec, TokenRec, TxnRec, decode, encode};
 pub use rekey::KeyStore;
 pub use retention::RetentionStore;
 pub use tokens::{AtcOutcome, TokenStore};
+
+/// Per (scheme, KEK version), how many stored token keys it wraps
+/// (version 0: legacy `nt.*` HSM objects). See `kek_use`.
+pub type KekUsage = std::collections::BTreeMap<(String, u32), u64>;
 pub use writer::{WriteCtx, Writer, WriterStats};
 
 /// alias → [`AliasRec`]
@@ -75,7 +81,12 @@ pub(crate) const ACTIVE_RETAINED: TableDefinition<&[u8], ()> =
 /// 2: the ATC journal (`atc_log`); `tokens`' `atc` fields lag behind it, so
 /// a build of version 1 must not open such a database (it would issue ATCs
 /// again). A version 1 database is upgraded in place: its journal is empty.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// 3: token keys are stored in token records (`TokenRec::key`) instead of
+/// HSM objects; a version 2 database is upgraded in place and its tokens'
+/// keys are refreshed (`migrate_keys`). A build of version 2 must not open
+/// it: it would not see the stored keys.
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -279,6 +290,7 @@ impl RedbStore {
         opts: &StoreOptions,
     ) -> StoreResult<RedbStore> {
         init_schema(&db)?;
+        migrate_keys::migrate(&db)?;
         let restored = atc::forget_after_restore(&db)?;
         let counters = writer::load_counters(&db)?;
         let atcs = atc::AtcBook::load(&db, opts.atc_fold_after)?;
@@ -375,11 +387,13 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         match current {
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                drop(meta);
+                migrate_keys::mark_done(&txn)?;
             }
             Some(Ok(SCHEMA_VERSION)) => {}
-            Some(Ok(1)) => {
+            Some(Ok(v @ (1 | 2))) => {
                 meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
-                tracing::info!("database upgraded from schema version 1 to {SCHEMA_VERSION}");
+                tracing::info!("database upgraded from schema version {v} to {SCHEMA_VERSION}");
             }
             Some(Ok(v)) => {
                 return Err(StoreError::Corrupt(format!(
@@ -615,6 +629,7 @@ impl Store for RedbStore {
                         if let Some((r, t)) = &new.token {
                             txn.open_table(TOKENS)?
                                 .insert(r.as_str(), encode(t)?.as_slice())?;
+                            kek_use::replace(ctx, None, Some(t));
                         }
 
                         if let Some(id) = job_id {
@@ -715,7 +730,14 @@ impl Store for RedbStore {
                     }
                 }
                 if let Some(r) = rec.nt.and_then(|n| n.token_ref) {
-                    let gone = ctx.txn.open_table(TOKENS)?.remove(r.as_str())?.is_some();
+                    let gone = ctx
+                        .txn
+                        .open_table(TOKENS)?
+                        .remove(r.as_str())?
+                        .map(|v| decode::<TokenRec>("token", v.value()))
+                        .transpose()?;
+                    kek_use::replace(ctx, gone.as_ref(), None);
+                    let gone = gone.is_some();
                     ctx.forget_atc(&r);
                     if gone {
                         // The delete job destroys its key, then deletes it

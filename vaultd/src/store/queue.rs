@@ -9,7 +9,9 @@ use std::future::Future;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use vault_proto::ops::{JobState, TokenStatus};
 
-use super::records::{AliasRec, EventRec, JobKind, JobRec, NtState, TokenRec, decode, encode};
+use super::records::{
+    AliasRec, EventRec, JobKind, JobRec, NtState, StoredKey, TokenRec, decode, encode,
+};
 use super::{
     ALIASES, JOB_QUEUE, JOBS, META, RedbStore, StoreError, StoreResult, TOKENS, WriteCtx,
     count_status,
@@ -108,7 +110,7 @@ pub enum JobFinish {
     Provisioned {
         job_id: u64,
         token_ref: String,
-        token: TokenRec,
+        token: Box<TokenRec>,
     },
     /// The TSP refused for good: `NotEligible`, or `Failed` (kept for an
     /// admin to retry).
@@ -124,8 +126,11 @@ pub enum JobFinish {
         error: String,
         give_up: bool,
     },
-    /// A delete or key refresh finished; `atc_reset` for key refresh.
-    Done { job_id: u64, atc_reset: bool },
+    /// A delete finished.
+    Done { job_id: u64 },
+    /// A key refresh brought `key`: it replaces the token's stored key and
+    /// the ATC starts again, in one commit.
+    Refreshed { job_id: u64, key: StoredKey },
 }
 
 pub enum FinishOutcome {
@@ -140,6 +145,13 @@ pub enum FinishOutcome {
     /// token key.
     DeletedMeanwhile {
         token_ref: String,
+    },
+    /// A key refresh replaced the token's key: the caller drops the old
+    /// key's session object, and the `nt.*` object of a token an earlier
+    /// release stored (`legacy`), now that the commit is durable.
+    KeyReplaced {
+        token_ref: String,
+        legacy: bool,
     },
 }
 
@@ -294,7 +306,8 @@ impl QueueStore for RedbStore {
                     JobFinish::Provisioned { job_id, .. }
                     | JobFinish::Refused { job_id, .. }
                     | JobFinish::Retry { job_id, .. }
-                    | JobFinish::Done { job_id, .. } => *job_id,
+                    | JobFinish::Done { job_id }
+                    | JobFinish::Refreshed { job_id, .. } => *job_id,
                 };
                 let Some(mut job) = load_job(ctx, id)? else {
                     // Deleted meanwhile (alias deleted): a token issued for
@@ -318,6 +331,7 @@ impl QueueStore for RedbStore {
                 };
                 let alias = job.alias.clone();
                 let at = now_ms();
+                let mut outcome = FinishOutcome::Ok;
                 match f {
                     JobFinish::Provisioned {
                         token_ref, token, ..
@@ -338,12 +352,16 @@ impl QueueStore for RedbStore {
                         // The same token again (an idempotent replay of the
                         // request): its ATCs go on from where they are.
                         let mut token = token;
-                        if let Some(v) = tokens.get(token_ref.as_str())? {
-                            let before: TokenRec = decode("token", v.value())?;
+                        let before: Option<TokenRec> = tokens
+                            .get(token_ref.as_str())?
+                            .map(|v| decode("token", v.value()))
+                            .transpose()?;
+                        if let Some(before) = &before {
                             token.atc = ctx.atc(&token_ref, before.atc);
                         }
                         tokens.insert(token_ref.as_str(), encode(&token)?.as_slice())?;
                         drop(tokens);
+                        super::kek_use::replace(ctx, before.as_ref(), Some(&token));
                         if let Some(nt) = rec.nt.as_mut() {
                             nt.token_ref = Some(token_ref.clone());
                             nt.job = None;
@@ -441,18 +459,33 @@ impl QueueStore for RedbStore {
                             .open_table(JOBS)?
                             .insert(id, encode(&job)?.as_slice())?;
                     }
-                    JobFinish::Done { atc_reset, .. } => {
+                    JobFinish::Done { .. } | JobFinish::Refreshed { .. } => {
                         remove_job(ctx, id)?;
-                        if atc_reset && let Some(r) = &job.token_ref {
+                        if let JobFinish::Refreshed { key, .. } = f
+                            && let Some(r) = &job.token_ref
+                        {
                             let mut tokens = ctx.txn.open_table(TOKENS)?;
                             let cur = tokens.get(r.as_str())?.map(|v| v.value().to_vec());
                             if let Some(raw) = cur {
-                                let mut t: TokenRec = decode("token", &raw)?;
-                                t.atc = 0;
-                                ctx.set_atc(r, 0);
-                                t.refresh_pending = false;
-                                t.updated_at = at;
-                                tokens.insert(r.as_str(), encode(&t)?.as_slice())?;
+                                let before: TokenRec = decode("token", &raw)?;
+                                let legacy = before.key.is_none();
+                                if before.status != TokenStatus::Deleted {
+                                    let mut t = before.clone();
+                                    t.key = Some(key);
+                                    t.atc = 0;
+                                    t.refresh_pending = false;
+                                    t.updated_at = at;
+                                    tokens.insert(r.as_str(), encode(&t)?.as_slice())?;
+                                    drop(tokens);
+                                    ctx.set_atc(r, 0);
+                                    super::kek_use::replace(ctx, Some(&before), Some(&t));
+                                }
+                                // Deleted meanwhile: the new key's session
+                                // object goes too.
+                                outcome = FinishOutcome::KeyReplaced {
+                                    token_ref: r.clone(),
+                                    legacy,
+                                };
                             }
                         }
                         ctx.event(&EventRec {
@@ -464,7 +497,7 @@ impl QueueStore for RedbStore {
                         })?;
                     }
                 }
-                Ok(FinishOutcome::Ok)
+                Ok(outcome)
             })
             .await
     }

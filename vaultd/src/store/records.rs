@@ -92,6 +92,41 @@ pub struct TokenRec {
     /// A key refresh is queued (ATC exhausted).
     #[serde(default)]
     pub refresh_pending: bool,
+    /// The token key as the token service delivered it, wrapped under
+    /// `tsp.<scheme>.kek` (DESIGN.md "Keys"). `None` for a token of a release
+    /// before 2026-12, whose key is the HSM object `nt.<token_ref>` until
+    /// its key refresh (the migration), and for a deleted token.
+    #[serde(default)]
+    pub key: Option<StoredKey>,
+}
+
+/// A network token's key in its record: RFC 3394 blob and KEK version.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Wrapped, so not secret; still nothing a log needs.
+        write!(
+            f,
+            "StoredKey(kek v{}, {} bytes)",
+            self.kek_version,
+            self.wrapped.len()
+        )
+    }
+}
+
+impl StoredKey {
+    pub fn as_hsm<'a>(&'a self, scheme: &'a str) -> vault_hsm::WrappedTokenKey<'a> {
+        vault_hsm::WrappedTokenKey {
+            scheme,
+            kek_version: self.kek_version,
+            wrapped: &self.wrapped,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,6 +74,11 @@ pub trait KeyStore {
     /// seals (a full scan).
     fn key_versions(&self) -> StoreResult<BTreeMap<u32, u64>>;
 
+    /// How many stored token keys each KEK version wraps, per scheme
+    /// (version 0: tokens whose key is still a legacy `nt.*` HSM object).
+    /// Kept as counters: no scan.
+    fn kek_usage(&self) -> StoreResult<BTreeMap<(String, u32), u64>>;
+
     /// Puts each `(stale, new ciphertext)` in place where the record still
     /// holds the stale one, audits the batch with `audit` (its outcome gets
     /// the count), and returns how many were replaced. Replaced PAN slots
@@ -149,6 +154,10 @@ impl KeyStore for RedbStore {
             }
         }
         Ok((out, ScanCursor::Done))
+    }
+
+    fn kek_usage(&self) -> StoreResult<BTreeMap<(String, u32), u64>> {
+        super::kek_use::read_db(self.db())
     }
 
     fn key_versions(&self) -> StoreResult<BTreeMap<u32, u64>> {

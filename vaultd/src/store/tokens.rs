@@ -12,7 +12,7 @@ use super::{RedbStore, StoreResult, TOKENS, queue};
 
 pub enum AtcOutcome {
     /// The next ATC is committed; use it.
-    Issued { atc: u16, token: TokenRec },
+    Issued { atc: u16, token: Box<TokenRec> },
     /// The token is not active (or gone).
     NotActive,
     /// Every ATC of this key is spent; a key refresh is queued.
@@ -86,7 +86,7 @@ impl TokenStore for RedbStore {
                 ctx.audit(&audit)?;
                 Ok(AtcOutcome::Issued {
                     atc: t.atc,
-                    token: t,
+                    token: Box::new(t),
                 })
             })
             .await

@@ -21,7 +21,7 @@ use vault_proto::ops::{SchemeStats, TokenStatus};
 use crate::config::Config;
 use crate::store::Store;
 use crate::store::queue::{FinishOutcome, JobFinish};
-use crate::store::records::{JobKind, JobRec, TokenRec, job_id_string};
+use crate::store::records::{JobKind, JobRec, StoredKey, TokenRec, job_id_string};
 use crate::vault::cards::now_ms;
 use breaker::Breaker;
 use connector::{Connector, Provisioned, TspError};
@@ -384,7 +384,11 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             Ok(FinishOutcome::Ok) => {}
             Ok(
                 FinishOutcome::Orphaned { token_ref }
-                | FinishOutcome::DeletedMeanwhile { token_ref },
+                | FinishOutcome::DeletedMeanwhile { token_ref }
+                | FinishOutcome::KeyReplaced {
+                    token_ref,
+                    legacy: true,
+                },
             ) => {
                 let r = token_ref.clone();
                 if let Err(e) = self
@@ -395,6 +399,8 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                     tracing::warn!(error = %e, "could not destroy an orphaned token key");
                 }
             }
+            // The new key replaced its old entry in the HSM's cache already.
+            Ok(FinishOutcome::KeyReplaced { legacy: false, .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not record a job outcome; it stays due"),
         }
     }
@@ -413,10 +419,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 .map_err(|e| JobError::Local(format!("could not destroy the token key: {e}")))?;
             c.delete(r).await.map_err(JobError::Tsp)?;
         }
-        Ok(JobFinish::Done {
-            job_id: job.id,
-            atc_reset: false,
-        })
+        Ok(JobFinish::Done { job_id: job.id })
     }
 
     async fn provision_job(&self, job: &JobRec, c: &Connector) -> Result<JobFinish, JobError> {
@@ -456,7 +459,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         Ok(JobFinish::Provisioned {
             job_id: job.id,
             token_ref,
-            token,
+            token: Box::new(token),
         })
     }
 
@@ -487,11 +490,21 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let (a, s, r) = (alias.to_owned(), scheme.to_owned(), token_ref.clone());
         let number = p.token;
         let last4 = number.last4().to_owned();
+        // The key is checked (unwrapped under the scheme's KEK into a
+        // session object, ready for the first cryptogram) and stored as
+        // delivered: nothing per token becomes an HSM object.
         let work = move |h: &H| {
-            h.unwrap_token_key(&s, &r, &wrapped)?;
-            h.seal(&a, "token", number.expose().as_bytes())
+            let kek_version = h.accept_token_key(&s, &r, &wrapped)?;
+            let ct = h.seal(&a, "token", number.expose().as_bytes())?;
+            Ok::<_, vault_hsm::HsmError>((
+                ct,
+                StoredKey {
+                    kek_version,
+                    wrapped,
+                },
+            ))
         };
-        let token_ct = self
+        let (token_ct, key) = self
             .hsm
             .run_in(lane, work)
             .await
@@ -513,6 +526,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 atc: 0,
                 updated_at: now_ms(),
                 refresh_pending: false,
+                key: Some(key),
             },
         ))
     }
@@ -526,18 +540,22 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let wrapped = hex_decode(&k.wrapped_key)
             .ok_or_else(|| JobError::Local("malformed wrapped key".into()))?;
         let s = job.scheme.clone();
-        // A new key under the same label: the old one must go first.
-        self.hsm
-            .run_background(move |h| {
-                h.destroy_token_key(&r)?;
-                h.unwrap_token_key(&s, &r, &wrapped)
-            })
+        // The new key replaces the old one in the token's record, with its
+        // ATC reset, in one commit; the old key's cached session object (or
+        // an earlier release's `nt.*` object) goes after it.
+        let w = wrapped.clone();
+        let kek_version = self
+            .hsm
+            .run_background(move |h| h.accept_token_key(&s, &r, &w))
             .await
             .and_then(|r| r)
             .map_err(|e| JobError::Local(e.to_string()))?;
-        Ok(JobFinish::Done {
+        Ok(JobFinish::Refreshed {
             job_id: job.id,
-            atc_reset: true,
+            key: StoredKey {
+                kek_version,
+                wrapped,
+            },
         })
     }
 

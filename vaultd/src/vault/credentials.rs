@@ -169,6 +169,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                             .unwrap_or_else(|| default_eci(&token.scheme).to_owned());
                         let (alias, ct, r) =
                             (a.alias.clone(), token.token_ct.clone(), token_ref.clone());
+                        let (scheme, key) = (token.scheme.clone(), token.key.clone());
                         let yymm = format!("{:02}{:02}", token.exp_year % 100, token.exp_month);
                         let (amount, currency, eci2) =
                             (a.amount_minor, a.currency.clone(), eci.clone());
@@ -190,7 +191,8 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                                 un,
                                 &eci2,
                             );
-                            let mac = h.cryptogram_mac(&r, atc, &d)?;
+                            let key = key.as_ref().map(|k| k.as_hsm(&scheme));
+                            let mac = h.cryptogram_mac(&r, key, atc, &d)?;
                             Ok((number, cryptogram_string(atc, un, &mac)))
                         });
                         let (made, durable) = tokio::join!(cryptogram, committed.wait());

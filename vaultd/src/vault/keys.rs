@@ -58,12 +58,24 @@ impl KeyJob {
         }
     }
 
-    pub fn stats<H: Hsm>(&self, hsm: &H) -> KeyStats {
+    pub fn stats<H: Hsm>(
+        &self,
+        hsm: &H,
+        keks: std::collections::BTreeMap<(String, u32), u64>,
+    ) -> KeyStats {
         KeyStats {
             pan_key_version: hsm.pan_key_version(),
             audit_key_version: hsm.audit_key_version(),
             reencrypt_remaining: self.remaining.load(Ordering::Relaxed),
             reencrypted: self.reencrypted.load(Ordering::Relaxed),
+            keks: keks
+                .into_iter()
+                .map(|((scheme, version), tokens)| vault_proto::ops::KekUse {
+                    scheme,
+                    version,
+                    tokens,
+                })
+                .collect(),
         }
     }
 }

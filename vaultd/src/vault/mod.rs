@@ -584,7 +584,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             },
             schemes: self.tokens.scheme_stats(),
             uptime_ms: self.uptime_ms(),
-            keys: Some(self.keys.stats(self.hsm.hsm().as_ref())),
+            keys: Some(
+                self.keys
+                    .stats(self.hsm.hsm().as_ref(), self.store.kek_usage()?),
+            ),
             logs: Some(self.store.log_heads()?),
             hsm: self.hsm.stats(),
         })
