@@ -251,3 +251,61 @@ fn a_locked_pin_answers_unavailable_and_the_daemon_logs_in_again() {
         &["PinLocked", "UserNotLoggedIn"],
     );
 }
+
+/// A module without a mechanism vaultd needs is refused at start-up with
+/// one line naming the mechanism, instead of failing the first payment
+/// with `internal` (the shim hides CKM_AES_CMAC from C_GetMechanismList).
+/// The same daemon starts on the same module when nothing is hidden.
+#[test]
+fn start_up_refuses_a_module_missing_a_needed_mechanism() {
+    let env = TestEnv::new();
+    env.write_config("", vault_e2e::ROOT_MERCHANT_T_A);
+    env.vaultd_cmd(&["keys", "init"]);
+    use_shim(&env);
+    let real = vault_e2e::softhsm_module();
+    let mut child = std::process::Command::new(vault_e2e::bin_dir().join("vaultd"))
+        .arg("--config")
+        .arg(env.config_path())
+        .args(["run", "--allow-root"])
+        .env("SOFTHSM2_CONF", env.softhsm_conf())
+        .env("PKCS11_FAULTS_MODULE", &real)
+        // CKM_AES_CMAC is 0x108a (PKCS#11 2.40).
+        .env("PKCS11_FAULTS_HIDE_MECHANISMS", "0x108a")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vaultd");
+    // A ceiling only to end a daemon that wrongly started and serves.
+    let ceiling = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > ceiling || env.socket().exists() {
+            let _ = child.kill();
+            panic!("vaultd started without CKM_AES_CMAC");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success(), "vaultd started without CKM_AES_CMAC");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CKM_AES_CMAC"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one clear line naming the mechanism: {stderr}"
+    );
+    assert!(
+        lines[0].contains("does not offer") && !lines[0].contains("CKM_AES_GCM"),
+        "{stderr}"
+    );
+    assert!(!env.socket().exists(), "nothing served");
+    // Nothing hidden: the same module serves.
+    let mut d = spawn_on_shim(&env);
+    let mut c = BlockingClient::connect(&env.socket()).expect("connect");
+    c.op::<ops::HealthOp>(&NoArgs {}).expect("health");
+    d.terminate();
+}

@@ -3,9 +3,10 @@
 //! unchanged, or fails the way a sick token would.
 
 use cryptoki_sys::{
-    CK_ATTRIBUTE, CK_BYTE, CK_FLAGS, CK_FUNCTION_LIST, CK_MECHANISM, CK_NOTIFY, CK_OBJECT_HANDLE,
-    CK_RV, CK_SESSION_HANDLE, CK_SESSION_INFO, CK_SLOT_ID, CK_ULONG, CK_USER_TYPE, CK_UTF8CHAR,
-    CKR_CRYPTOKI_NOT_INITIALIZED, CKR_FUNCTION_NOT_SUPPORTED,
+    CK_ATTRIBUTE, CK_BYTE, CK_FLAGS, CK_FUNCTION_LIST, CK_MECHANISM, CK_MECHANISM_INFO,
+    CK_MECHANISM_TYPE, CK_NOTIFY, CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SESSION_INFO,
+    CK_SLOT_ID, CK_ULONG, CK_USER_TYPE, CK_UTF8CHAR, CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL,
+    CKR_CRYPTOKI_NOT_INITIALIZED, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_OK,
 };
 
 use crate::control;
@@ -128,6 +129,87 @@ unsafe extern "C" fn open_session(
     }
 }
 
+/// Environment variable: mechanisms (hex, `0x…`, comma-separated) this
+/// module pretends not to have: `C_GetMechanismList` leaves them out and
+/// `C_GetMechanismInfo` answers `CKR_MECHANISM_INVALID` for them, as a
+/// module without them would.
+pub const HIDE_MECHANISMS_ENV: &str = "PKCS11_FAULTS_HIDE_MECHANISMS";
+
+fn hidden() -> &'static [CK_MECHANISM_TYPE] {
+    static HIDDEN: std::sync::OnceLock<Vec<CK_MECHANISM_TYPE>> = std::sync::OnceLock::new();
+    HIDDEN.get_or_init(|| {
+        std::env::var(HIDE_MECHANISMS_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|m| {
+                let m = m.trim();
+                let hex = m.strip_prefix("0x").unwrap_or(m);
+                CK_MECHANISM_TYPE::from_str_radix(hex, 16).ok()
+            })
+            .collect()
+    })
+}
+
+unsafe extern "C" fn get_mechanism_list(
+    slot: CK_SLOT_ID,
+    list: *mut CK_MECHANISM_TYPE,
+    count: *mut CK_ULONG,
+) -> CK_RV {
+    let Some(real) = module::real() else {
+        return CKR_CRYPTOKI_NOT_INITIALIZED;
+    };
+    let Some(f) = real.C_GetMechanismList else {
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    };
+    if count.is_null() {
+        return CKR_ARGUMENTS_BAD;
+    }
+    let mut n: CK_ULONG = 0;
+    // SAFETY: the real module's length query with a valid out-pointer.
+    let rv = unsafe { f(slot, std::ptr::null_mut(), &mut n) };
+    if rv != CKR_OK {
+        return rv;
+    }
+    let mut all = vec![0 as CK_MECHANISM_TYPE; n as usize];
+    // SAFETY: `all` has room for the `n` mechanisms the module announced.
+    let rv = unsafe { f(slot, all.as_mut_ptr(), &mut n) };
+    if rv != CKR_OK {
+        return rv;
+    }
+    all.truncate(n as usize);
+    all.retain(|m| !hidden().contains(m));
+    // SAFETY: `count` is non-null and, per the PKCS#11 contract, valid.
+    let room = unsafe { *count };
+    unsafe { *count = all.len() as CK_ULONG };
+    if list.is_null() {
+        return CKR_OK;
+    }
+    if (room as usize) < all.len() {
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: the caller's buffer holds `room` >= all.len() entries.
+    unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), list, all.len()) };
+    CKR_OK
+}
+
+unsafe extern "C" fn get_mechanism_info(
+    slot: CK_SLOT_ID,
+    mechanism: CK_MECHANISM_TYPE,
+    info: *mut CK_MECHANISM_INFO,
+) -> CK_RV {
+    let Some(real) = module::real() else {
+        return CKR_CRYPTOKI_NOT_INITIALIZED;
+    };
+    if hidden().contains(&mechanism) {
+        return CKR_MECHANISM_INVALID;
+    }
+    match real.C_GetMechanismInfo {
+        // SAFETY: the caller's arguments, unchanged, to the real module.
+        Some(f) => unsafe { f(slot, mechanism, info) },
+        None => CKR_FUNCTION_NOT_SUPPORTED,
+    }
+}
+
 /// `real` with the intercepted entries replaced; every other entry is the
 /// real module's own function pointer.
 pub(crate) fn intercept(real: CK_FUNCTION_LIST) -> CK_FUNCTION_LIST {
@@ -135,6 +217,12 @@ pub(crate) fn intercept(real: CK_FUNCTION_LIST) -> CK_FUNCTION_LIST {
     intercept_session_calls(&mut list);
     if list.C_OpenSession.is_some() {
         list.C_OpenSession = Some(open_session);
+    }
+    if list.C_GetMechanismList.is_some() {
+        list.C_GetMechanismList = Some(get_mechanism_list);
+    }
+    if list.C_GetMechanismInfo.is_some() {
+        list.C_GetMechanismInfo = Some(get_mechanism_info);
     }
     list
 }

@@ -15,6 +15,6 @@ pub mod control;
 mod module;
 pub mod plan;
 
-pub use calls::INTERCEPTED;
+pub use calls::{HIDE_MECHANISMS_ENV, INTERCEPTED};
 pub use control::{FILE_ENV, INJECTED_SUFFIX, RECHECK, injected_path};
 pub use module::{C_GetFunctionList, MODULE_ENV};

@@ -37,7 +37,7 @@ use handles::{HandleCache, TokenKey};
 pub use module::SOFTHSM_REINIT_AFTER_OBJECTS;
 use oneshot::Op;
 use session::{SessionSource, ensure_logged_in};
-pub use startup::{finalize_module, quiesce_modules};
+pub use startup::{REQUIRED_MECHANISMS, finalize_module, quiesce_modules};
 
 /// Default number of keys kept as session-object copies
 /// ([`Pkcs11Hsm::set_key_cache`]).
@@ -157,6 +157,7 @@ impl Pkcs11Hsm {
     /// `vault.pan.v<N>`, `vault.fp` and `vault.audit` exist.
     pub fn open(cfg: &HsmConfig) -> Result<Pkcs11Hsm, HsmError> {
         let hsm = Self::open_admin(cfg)?;
+        startup::check_mechanisms(hsm.source.module.ctx(), hsm.source.slot, &cfg.module)?;
         let missing = hsm.missing_vault_keys()?;
         if !missing.is_empty() {
             return Err(HsmError::KeyMissing(format!(

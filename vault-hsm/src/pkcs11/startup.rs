@@ -125,3 +125,53 @@ pub(crate) fn short(e: &Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// The mechanisms vaultd uses, each with what it is for.
+pub const REQUIRED_MECHANISMS: &[(cryptoki::mechanism::MechanismType, &str, &str)] = {
+    use cryptoki::mechanism::MechanismType as M;
+    &[
+        (M::AES_GCM, "CKM_AES_GCM", "sealing PANs and token numbers"),
+        (
+            M::SHA256_HMAC,
+            "CKM_SHA256_HMAC",
+            "fingerprints and the audit chain",
+        ),
+        (
+            M::AES_KEY_WRAP,
+            "CKM_AES_KEY_WRAP",
+            "unwrapping network token keys",
+        ),
+        (
+            M::AES_CBC_ENCRYPT_DATA,
+            "CKM_AES_CBC_ENCRYPT_DATA",
+            "deriving cryptogram session keys",
+        ),
+        (M::AES_CMAC, "CKM_AES_CMAC", "cryptogram MACs"),
+    ]
+};
+
+/// Refuses a module that lacks a mechanism vaultd needs, naming it, before
+/// any request could fail on it with `internal` (`C_GetMechanismList`).
+pub(crate) fn check_mechanisms(ctx: &Pkcs11, slot: Slot, module: &Path) -> HsmResult<()> {
+    let have = ctx.get_mechanism_list(slot).map_err(|e| {
+        HsmError::Unavailable(format!(
+            "C_GetMechanismList on {}: {}",
+            module.display(),
+            short(&e)
+        ))
+    })?;
+    let missing: Vec<String> = REQUIRED_MECHANISMS
+        .iter()
+        .filter(|(m, _, _)| !have.contains(m))
+        .map(|(_, name, why)| format!("{name} ({why})"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(HsmError::Other(format!(
+            "the PKCS#11 module {} does not offer {}: vaultd cannot run on it",
+            module.display(),
+            missing.join(", ")
+        )))
+    }
+}
