@@ -305,7 +305,7 @@ fn start_up_refuses_a_module_missing_a_needed_mechanism() {
     assert!(!env.socket().exists(), "nothing served");
     // Nothing hidden: the same module serves.
     let mut d = spawn_on_shim(&env);
-    let mut c = BlockingClient::connect(&env.socket()).expect("connect");
+    let mut c = BlockingClient::connect(env.socket()).expect("connect");
     c.op::<ops::HealthOp>(&NoArgs {}).expect("health");
     d.terminate();
 }
