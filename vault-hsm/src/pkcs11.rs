@@ -941,6 +941,8 @@ impl Hsm for Pkcs11Hsm {
             // The pool's figures (`HsmPool::stats` fills them in).
             background_queued: 0,
             background_done: 0,
+            token_key_unwraps: self.token_key_unwraps().0,
+            token_keys_cached: self.token_key_unwraps().1 as u64,
         })
     }
 }

@@ -378,6 +378,14 @@ pub struct HsmStats {
     /// Background HSM calls finished since start.
     #[serde(default)]
     pub background_done: u64,
+    /// Network token keys unwrapped from their records into session
+    /// objects since start (a number that climbs with the payments means
+    /// `[hsm] token_key_cache` is smaller than the cards in use).
+    #[serde(default)]
+    pub token_key_unwraps: u64,
+    /// Token keys held unwrapped now.
+    #[serde(default)]
+    pub token_keys_cached: u64,
 }
 
 /// `stats.logs`: the newest `seq` of each log, 0 when it is empty.

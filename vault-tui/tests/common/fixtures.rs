@@ -133,6 +133,8 @@ pub fn stats(k: u64) -> Stats {
             key_copies_made: 41_208,
             background_queued: 0,
             background_done: 20_118,
+            token_key_unwraps: 3_112,
+            token_keys_cached: 3_001,
         }),
     }
 }

@@ -104,6 +104,7 @@ pub struct TokenRec {
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredKey {
     pub kek_version: u32,
+    #[serde(with = "serde_bytes")]
     pub wrapped: Vec<u8>,
 }
 

@@ -1,0 +1,272 @@
+//! Network token keys stored wrapped in their records (issue 20): real
+//! vaultd, SoftHSM2 and scheme-sim. The HSM holds the same fixed handful of
+//! objects whatever the number of tokens; every stored key makes cryptograms
+//! the scheme approves; a deleted token's key is unusable at once; a vault
+//! of the previous release (keys as `nt.*` HSM objects) is migrated while it
+//! serves; a backup restored beside a copy of the token brings every token
+//! back.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vault_e2e::{TokenEnv, TokenOpts, contains, pan, tokenize};
+use vault_proto::BlockingClient;
+use vault_proto::ops::{
+    self, CredentialKind, Credentials, CredentialsArgs, CredentialsOp, Initiator, NoArgs,
+    TokenStatus,
+};
+
+/// A ceiling that only ends a hung test.
+const LONG: Duration = Duration::from_secs(180);
+
+const SCHEMES: [(&str, &str); 4] = [
+    ("visa", "4"),
+    ("mastercard", "51"),
+    ("amex", "37"),
+    ("discover", "6011"),
+];
+
+/// The token objects in the HSM (`vaultd keys list`, PKCS#11 attributes).
+fn hsm_objects(t: &TokenEnv) -> BTreeSet<String> {
+    t.env
+        .vaultd_cmd(&["keys", "list"])
+        .lines()
+        .filter(|l| l.starts_with("vault.") || l.starts_with("tsp.") || l.starts_with("nt."))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn cit(alias: &str, tenant: &str) -> CredentialsArgs {
+    CredentialsArgs {
+        alias: alias.to_owned(),
+        tenant: tenant.to_owned(),
+        accept: vec![CredentialKind::NetworkToken],
+        initiator: Initiator::Customer,
+        amount_minor: 1250,
+        currency: "CHF".into(),
+        authenticated_eci: None,
+    }
+}
+
+/// A customer-initiated payment with the alias's network token, authorized
+/// at scheme-sim: `(approved, reason)`; `None` when vaultd gave no token.
+fn pay(t: &TokenEnv, c: &mut BlockingClient, alias: &str) -> Option<(bool, String)> {
+    let Ok(Credentials::NetworkToken {
+        network_token,
+        exp_month,
+        exp_year,
+        cryptogram,
+        eci,
+        ..
+    }) = c.op::<CredentialsOp>(&cit(alias, "t-a"))
+    else {
+        return None;
+    };
+    let r: Value = t.sim.post(
+        "/v1/authorize",
+        &json!({
+            "network_token": network_token.expose(), "exp_month": exp_month,
+            "exp_year": exp_year, "cryptogram": cryptogram, "eci": eci,
+            "amount_minor": 1250, "currency": "CHF",
+        }),
+    );
+    Some((
+        r["approved"].as_bool().expect("approved"),
+        r["reason"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+fn stats(c: &mut BlockingClient) -> ops::Stats {
+    c.op::<ops::StatsOp>(&NoArgs {}).expect("stats")
+}
+
+/// Per (scheme, KEK version) the stored keys `stats.keys` counts.
+fn kek_use(c: &mut BlockingClient) -> Vec<(String, u32, u64)> {
+    stats(c)
+        .keys
+        .expect("stats.keys")
+        .keks
+        .into_iter()
+        .map(|k| (k.scheme, k.version, k.tokens))
+        .collect()
+}
+
+/// Polls `check` until it holds; the ceiling only ends a hung test.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {LONG:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Tokenizes `n` cards per scheme and waits until every token is active.
+fn provision(t: &TokenEnv, c: &mut BlockingClient, n: u64, base: u64) -> Vec<(String, String)> {
+    let mut aliases = Vec::new();
+    for (_, prefix) in SCHEMES {
+        for i in 0..n {
+            let r = tokenize(c, &pan(prefix, base + i), 12, 2031);
+            aliases.push(r.record.alias);
+        }
+    }
+    let s = t.wait_queue_empty(c, LONG);
+    assert_eq!(s.queue.due + s.queue.scheduled + s.queue.in_flight, 0);
+    aliases
+        .into_iter()
+        .map(|a| {
+            let r = c
+                .op::<ops::AliasStatus>(&ops::AliasArgs { alias: a.clone() })
+                .expect("status");
+            let ti = r.token_info.expect("token_info");
+            assert_eq!(ti.status, TokenStatus::Active, "{:?}", ti.last_error);
+            (a, ti.token_ref.expect("token_ref"))
+        })
+        .collect()
+}
+
+/// 2,000 tokens across the four schemes leave the HSM's objects as they
+/// were; every token's cryptogram is approved by the scheme; no token
+/// object is extractable; `stats.keys` counts the stored keys per KEK.
+#[test]
+fn two_thousand_tokens_add_no_hsm_object_and_all_pay() {
+    let t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    let before = hsm_objects(&t);
+    assert!(!before.is_empty());
+    let tokens = provision(&t, &mut c, 500, 0);
+    assert_eq!(tokens.len(), 2_000);
+    let after = hsm_objects(&t);
+    assert_eq!(before, after, "provisioning changed the HSM's objects");
+    for line in &after {
+        assert!(
+            line.contains("sensitive=true extractable=false"),
+            "an HSM object is extractable: {line}"
+        );
+    }
+    let mut uses = kek_use(&mut c);
+    uses.sort();
+    let want: Vec<(String, u32, u64)> = {
+        let mut w: Vec<_> = SCHEMES
+            .iter()
+            .map(|(s, _)| (s.to_string(), 1, 500))
+            .collect();
+        w.sort();
+        w
+    };
+    assert_eq!(uses, want);
+    let mut refused = Vec::new();
+    for (alias, token_ref) in &tokens {
+        match pay(&t, &mut c, alias) {
+            Some((true, _)) => {}
+            other => refused.push(format!("{token_ref}: {other:?}")),
+        }
+    }
+    assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
+    // The cryptograms are made from keys unwrapped into session objects:
+    // still no new token object.
+    assert_eq!(hsm_objects(&t), before);
+}
+
+/// A token the scheme deletes: its next cryptogram fails at once (the
+/// cached session key is gone with the stored key), and its record no
+/// longer holds the key.
+#[test]
+fn a_deleted_tokens_key_is_unusable_at_once_and_leaves_its_record() {
+    let mut t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    let tokens = provision(&t, &mut c, 2, 100);
+    let (alias, token_ref) = tokens[0].clone();
+    let (other, _) = tokens[1].clone();
+    assert_eq!(pay(&t, &mut c, &alias), Some((true, "approved".into())));
+    // The stored key as the token service delivered it: the RFC 3394 blob
+    // of the token's key under the visa KEK (deterministic).
+    let key = t.sim.get(&format!("/sim/tokens/{token_ref}"));
+    let key_hex = key["token_key_hex"].as_str().expect("key").to_owned();
+    let clear: Vec<u8> = (0..key_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let keks = scheme_sim::kek::Keks::load_or_generate(&t.sim.kek_dir).expect("sim keks");
+    let blob = keks
+        .get(scheme_sim::scheme::Scheme::Visa)
+        .wrap(&clear.clone().try_into().expect("16 bytes"));
+    let file = std::fs::read(t.env.db()).expect("read the database file");
+    assert!(
+        contains(&file, &blob),
+        "the stored blob is not in the file: the scan is blind"
+    );
+    let cached = |c: &mut BlockingClient| stats(c).hsm.expect("stats.hsm").token_keys_cached;
+    let cached_before = cached(&mut c);
+    assert!(cached_before >= 2, "{cached_before} token keys cached");
+    t.sim.post(
+        &format!("/sim/tokens/{token_ref}/events"),
+        &json!({"event": "delete"}),
+    );
+    wait_for("the delete reaches the vault", || {
+        let r = c
+            .op::<ops::AliasStatus>(&ops::AliasArgs {
+                alias: alias.clone(),
+            })
+            .expect("status");
+        r.token_info.map(|ti| ti.status) == Some(TokenStatus::Deleted)
+    });
+    // Immediately: no cryptogram for it (token only: no usable credential).
+    let err = c
+        .op::<CredentialsOp>(&cit(&alias, "t-a"))
+        .expect_err("a deleted token must not pay");
+    assert_eq!(err.code(), Some(vault_proto::ErrorCode::NoUsableCredential));
+    // Its session key was destroyed with the delete, before any other
+    // HSM work on token keys.
+    assert_eq!(
+        cached(&mut c),
+        cached_before - 1,
+        "the deleted token's key stays cached"
+    );
+    // Others pay on.
+    assert_eq!(pay(&t, &mut c, &other), Some((true, "approved".into())));
+    let uses = kek_use(&mut c);
+    let visa = uses
+        .iter()
+        .find(|(s, v, _)| s == "visa" && *v == 1)
+        .map(|u| u.2);
+    assert_eq!(
+        visa,
+        Some(1),
+        "the deleted token's key is still counted: {uses:?}"
+    );
+    // The record no longer holds the key: read the token table of the
+    // stopped daemon's file.
+    t.daemon = None;
+    let db = redb::Database::open(t.env.db()).expect("open the database");
+    let rtx = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
+    let tokens_table = rtx.open_table(table).expect("tokens");
+    let raw = redb::ReadableTable::get(&tokens_table, token_ref.as_str())
+        .expect("get")
+        .expect("the deleted token's record stays");
+    let rec: vaultd::store::records::TokenRec =
+        vaultd::store::records::decode("token", raw.value()).expect("decode");
+    assert_eq!(rec.status, TokenStatus::Deleted);
+    assert!(
+        rec.key.is_none(),
+        "the deleted token's record keeps its key"
+    );
+    assert!(rec.token_ct.is_empty());
+    drop(raw);
+    drop(tokens_table);
+    drop(rtx);
+    drop(db);
+    // Nor is the blob in the file any more, and the key's clear value never
+    // was, nor in the log.
+    let file = std::fs::read(t.env.db()).expect("read the database file");
+    assert!(
+        !contains(&file, &blob),
+        "the deleted token's blob is still in the file"
+    );
+    assert!(
+        !contains(&file, &clear),
+        "a token key in clear in the database"
+    );
+    t.env.assert_absent_everywhere(&[&key_hex]);
+}
