@@ -386,7 +386,7 @@ fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
                 Some(usage) => {
                     for ((scheme, version), n) in usage {
                         let what = if version == 0 {
-                            format!("nt.* objects ({scheme}, before 2026-12)")
+                            format!("{scheme}: legacy nt.* objects")
                         } else {
                             vault_hsm::pkcs11::kek_version_label(&scheme, version)
                                 .map_err(|e| e.to_string())?
