@@ -270,3 +270,76 @@ fn a_deleted_tokens_key_is_unusable_at_once_and_leaves_its_record() {
     );
     t.env.assert_absent_everywhere(&[&key_hex]);
 }
+
+/// A backup is the whole vault apart from the HSM's fixed keys: the host
+/// is lost (database and HSM token gone), the token directory comes back
+/// from a copy taken before any card was tokenized (the vault keys and
+/// KEKs only, as an operator restores a real HSM from its own key backup),
+/// the database from the backup. Every token is back, active; its next
+/// payment waits for a fresh key (a restored database never issues an ATC
+/// twice under one key) and is then approved.
+#[test]
+fn a_backup_and_the_hsms_fixed_keys_restore_every_token() {
+    let mut t = TokenEnv::start(TokenOpts::default());
+    let fixed_keys = t.env.path().join("tokens-fixed-keys");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+    };
+    copy(&t.env.path().join("tokens"), &fixed_keys);
+    let mut c = t.client();
+    let tokens = provision(&t, &mut c, 3, 200);
+    for (alias, _) in &tokens {
+        assert_eq!(pay(&t, &mut c, alias), Some((true, "approved".into())));
+    }
+    let backup = t.env.path().join("backup.redb");
+    c.op::<ops::BackupOp>(&ops::BackupArgs {
+        path: backup.to_string_lossy().into_owned(),
+    })
+    .expect("backup");
+    drop(c);
+    assert!(t.daemon().terminate().success());
+    t.daemon = None;
+
+    // The host is lost.
+    std::fs::remove_file(t.env.db()).expect("remove the database");
+    std::fs::remove_dir_all(t.env.path().join("tokens")).expect("remove the HSM token");
+    copy(&fixed_keys, &t.env.path().join("tokens"));
+    let out = t
+        .env
+        .vaultd_cmd(&["restore", "--from", backup.to_str().expect("utf-8")]);
+    assert!(out.contains("restored"), "{out}");
+    t.restart();
+    let mut c = t.client();
+    for (alias, token_ref) in &tokens {
+        let r = c
+            .op::<ops::AliasStatus>(&ops::AliasArgs {
+                alias: alias.clone(),
+            })
+            .expect("status");
+        let ti = r.token_info.expect("token_info");
+        assert_eq!(ti.status, TokenStatus::Active);
+        assert_eq!(ti.token_ref.as_deref(), Some(token_ref.as_str()));
+    }
+    for (alias, token_ref) in &tokens {
+        wait_for(&format!("{token_ref} pays again"), || {
+            match pay(&t, &mut c, alias) {
+                None => false,
+                Some(r) => {
+                    assert_eq!(r, (true, "approved".into()), "{token_ref}");
+                    true
+                }
+            }
+        });
+    }
+    let mut uses = kek_use(&mut c);
+    uses.sort();
+    let mut want: Vec<_> = SCHEMES.iter().map(|(s, _)| (s.to_string(), 1, 3)).collect();
+    want.sort();
+    assert_eq!(uses, want);
+}
