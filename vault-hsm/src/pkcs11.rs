@@ -520,6 +520,30 @@ impl Pkcs11Hsm {
         used
     }
 
+    /// Puts a token key of known value into the token-key cache as a
+    /// session object (derive only, sensitive, non-extractable) for
+    /// `token_ref`, as if unwrapped from `blob` under KEK version
+    /// `kek_version`: benchmarks and tests measure and check the cryptogram
+    /// path without a token service. Never used by the daemon.
+    #[doc(hidden)]
+    pub fn cache_token_key_for_test(
+        &self,
+        token_ref: &str,
+        kek_version: u32,
+        blob: &[u8],
+        key: &[u8; 16],
+    ) -> HsmResult<()> {
+        self.session("cache test token key", |s| {
+            let mut template = token_key_template(None, false);
+            template.push(Attribute::Value(key.to_vec()));
+            let made = self.source.make_on_owner(|o| o.create_object(&template));
+            zeroize_template(&mut template);
+            let handle = made?;
+            self.keep_token_key(s, token_ref, kek_version, blob, handle);
+            Ok(())
+        })
+    }
+
     /// Makes `nt.<token_ref>` a token object holding the unwrapped key, as
     /// releases before 2026-12 did for every provisioned token. vaultd no
     /// longer does; kept for tests that build a vault of such a release.
@@ -877,8 +901,29 @@ impl Hsm for Pkcs11Hsm {
         let Some(key) = key else {
             return self.legacy_cryptogram_mac(token_ref, atc, data);
         };
-        let kek = kek_version_label(key.scheme, key.kek_version)?;
         let cache = &self.source.token_keys;
+        // The usual case: the key is unwrapped already.
+        let hit = self.source.with_session("cryptogram_mac", |s| {
+            let Some(tk) = cache.get(token_ref, key.kek_version, key.wrapped) else {
+                return Ok(None);
+            };
+            match self.derive_and_mac(s, tk, atc, data) {
+                Ok(mac) => Ok(Some(mac)),
+                Err(e) => {
+                    let e = gone_under_us(s, tk, e);
+                    if !stale_handle(&e) {
+                        return Err(e);
+                    }
+                    // Evicted or dead under us: unwrapped afresh below.
+                    cache.remove_if(token_ref, tk);
+                    Ok(None)
+                }
+            }
+        })?;
+        if let Some(mac) = hit {
+            return Ok(mac);
+        }
+        let kek = kek_version_label(key.scheme, key.kek_version)?;
         self.with_key("cryptogram_mac", KeyRef::Named(&kek), |s, kek| {
             let tk = match cache.get(token_ref, key.kek_version, key.wrapped) {
                 Some(tk) => tk,

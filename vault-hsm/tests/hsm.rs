@@ -681,3 +681,35 @@ async fn background_jobs_run_one_at_a_time_and_never_hold_up_foreground_calls() 
     assert_eq!(pool.background_done(), 40, "no background job is starved");
     assert_eq!(most.load(Ordering::SeqCst), 1, "background jobs overlapped");
 }
+
+/// The benchmarks' hook: a known key in the token-key cache makes the
+/// software cryptogram, and a record whose blob differs does not reach it.
+#[test]
+fn a_cached_test_token_key_makes_the_software_cryptogram() {
+    let tk = random::<16>();
+    let blob = [7u8; 24];
+    hsm()
+        .cache_token_key_for_test("tr-cached", 9, &blob, &tk)
+        .expect("cache");
+    let key = vault_hsm::WrappedTokenKey {
+        scheme: "visa",
+        kek_version: 9,
+        wrapped: &blob,
+    };
+    assert_eq!(
+        hsm()
+            .cryptogram_mac("tr-cached", Some(key), 4, b"d")
+            .expect("mac"),
+        software_cryptogram_mac(&tk, 4, b"d")
+    );
+    let other = vault_hsm::WrappedTokenKey {
+        wrapped: &[8u8; 24],
+        ..key
+    };
+    assert!(
+        hsm()
+            .cryptogram_mac("tr-cached", Some(other), 5, b"d")
+            .is_err()
+    );
+    hsm().destroy_token_key("tr-cached").expect("destroy");
+}
