@@ -179,11 +179,17 @@ pub struct Hsm {
     /// HSM worker threads, each with its own logged-in session.
     #[serde(default = "default_hsm_threads")]
     pub threads: usize,
-    /// Keys kept as session-object copies in the HSM (token keys in use,
-    /// and the vault's own keys); 0 turns copying off. See `vault-hsm`
+    /// Keys kept as session-object copies in the HSM (the vault's own
+    /// keys, and the `nt.*` objects of tokens from before 2026-12 until
+    /// their key refresh); 0 turns copying off. See `vault-hsm`
     /// `pkcs11::copies`: SoftHSM2 spends about 8 KB per copy.
     #[serde(default = "default_key_cache")]
     pub key_cache: usize,
+    /// Network token keys kept unwrapped (session objects) between
+    /// cryptograms; a payment for a token not among them costs one
+    /// `C_UnwrapKey` of its stored key. See `vault-hsm` `pkcs11::token_keys`.
+    #[serde(default = "default_token_key_cache")]
+    pub token_key_cache: usize,
     /// Re-initialise the PKCS#11 module after this many session objects
     /// (one per cryptogram, one per key copy); 0 never. Unset: 600,000 for
     /// SoftHSM2, which frees destroyed session objects only at
@@ -214,6 +220,10 @@ fn default_true() -> bool {
 
 fn default_hsm_threads() -> usize {
     2
+}
+
+fn default_token_key_cache() -> usize {
+    vault_hsm::pkcs11::DEFAULT_TOKEN_KEY_CACHE
 }
 
 fn default_key_cache() -> usize {
@@ -464,6 +474,9 @@ impl Config {
         if self.hsm.threads == 0 || self.hsm.threads > 256 {
             return Err(err("[hsm].threads", "must be between 1 and 256"));
         }
+        if self.hsm.token_key_cache == 0 || self.hsm.token_key_cache > 1_000_000 {
+            return Err(err("[hsm].token_key_cache", "must be 1 to 1000000"));
+        }
         if self.hsm.key_cache > 1_000_000 {
             return Err(err("[hsm].key_cache", "must be at most 1000000"));
         }
@@ -709,6 +722,13 @@ tenants = ["*"]
                 .hsm
                 .reinit_standby
         );
+        for bad in ["token_key_cache = 0", "token_key_cache = 1000001"] {
+            let e = Config::parse(&hsm(bad)).unwrap_err();
+            assert_eq!(e.key, "[hsm].token_key_cache", "{e}");
+        }
+        assert_eq!(Config::parse(GOOD).unwrap().hsm.token_key_cache, 4096);
+        let c = Config::parse(&hsm("token_key_cache = 100000")).unwrap();
+        assert_eq!(c.hsm.token_key_cache, 100_000);
         let e = Config::parse(&hsm("background_min_share = \"2s\"")).unwrap_err();
         assert_eq!(e.key, "[hsm].background_min_share", "{e}");
         for (ok, ms) in [("\"0ms\"", 0), ("\"2ms\"", 2), ("\"1s\"", 1000)] {

@@ -36,6 +36,7 @@ fn hsm_config(cfg: &Config) -> Result<HsmConfig, StartError> {
 pub fn open_hsm(cfg: &Config) -> Result<Pkcs11Hsm, StartError> {
     let hsm = Pkcs11Hsm::open(&hsm_config(cfg)?).map_err(|e| StartError(e.to_string()))?;
     hsm.set_key_cache(cfg.hsm.key_cache);
+    hsm.set_token_key_cache(cfg.hsm.token_key_cache);
     if let Some(objects) = cfg.hsm.reinit_after_objects {
         hsm.set_reinit_after_objects(objects);
     }
