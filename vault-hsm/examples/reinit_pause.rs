@@ -5,7 +5,11 @@
 //! key cache full, three threads making cryptograms over every token while
 //! the module is re-initialised in place again and again.
 //!
-//! `cargo run --release -p vault-hsm --example reinit_pause -- [n] [rounds]`
+//! `cargo run --release -p vault-hsm --example reinit_pause -- [n] [rounds] [budget]`
+//!
+//! `budget`: re-initialise after this many session objects, as vaultd does
+//! (default 600,000, SoftHSM2's: the pause then includes freeing that many
+//! destroyed objects); 0: at once, each round.
 //!
 //! Prints each round's pause (calls held: `C_Finalize`, `C_Initialize`,
 //! the token loaded again) and the slowest client call around it, which
@@ -29,7 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(100_000);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10);
+    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let budget: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(vault_hsm::SOFTHSM_REINIT_AFTER_OBJECTS);
     // A token on the ordinary disk (beside the workspace), as deployed.
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let dir = tempfile::Builder::new()
@@ -137,16 +146,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_millis(300));
         let steady = worst_us.swap(0, Ordering::Relaxed);
         let before = hsm.reinitializations();
-        // The next session object crosses the budget.
-        hsm.set_reinit_after_objects(1);
+        let t = Instant::now();
+        // Budget 0 here: the next session object crosses it.
+        hsm.set_reinit_after_objects(budget.max(1));
         while hsm.reinitializations() == before {
             std::thread::sleep(Duration::from_millis(1));
         }
+        let made_in = t.elapsed();
         hsm.set_reinit_after_objects(0);
         std::thread::sleep(Duration::from_millis(300));
         let stats = hsm.stats().expect("stats");
         println!(
-            "round {round}: pause {} ms; slowest call {:.1} ms around it, {:.1} ms before",
+            "round {round}: {:.1} s to the budget; pause {} ms; slowest call {:.1} ms until 300 ms after it, {:.1} ms in 300 ms before",
+            made_in.as_secs_f64(),
             stats.last_reinit_pause_ms,
             worst_us.load(Ordering::Relaxed) as f64 / 1e3,
             steady as f64 / 1e3
