@@ -185,6 +185,10 @@ pub struct KekImport {
     pub kcv: String,
     /// False when that version already held this key (nothing changed).
     pub created: bool,
+    /// Each component's check value (AES-ECB of zeros under the component,
+    /// first 3 bytes, hex), in the order given: each custodian confirms
+    /// theirs against the one written on their component's envelope.
+    pub component_kcvs: Vec<String>,
 }
 
 /// Imports a token service KEK from two or more component files (dual
@@ -230,13 +234,16 @@ pub fn import_kek(
         }
         seen.push(component);
     }
-    drop(seen);
     if kek.iter().all(|b| *b == 0) {
         return Err(HsmError::Other("the components XOR to zero".to_owned()));
     }
     let versions = hsm.kek_versions(scheme)?;
     let result = hsm.session("import kek", |s| {
         let kcv = kcv_in_hsm(s, &kek)?;
+        let component_kcvs = seen
+            .iter()
+            .map(|c| kcv_in_hsm(s, c).map(|k| hex(&k)))
+            .collect::<Result<Vec<_>, _>>()?;
         for &v in &versions {
             let label = kek_version_label(scheme, v)?;
             let Some(&handle) = find_all(s, &label)?.first() else {
@@ -248,6 +255,7 @@ pub fn import_kek(
                     label,
                     kcv: hex(&kcv),
                     created: false,
+                    component_kcvs,
                 });
             }
         }
@@ -279,6 +287,7 @@ pub fn import_kek(
             label,
             kcv: hex(&kcv),
             created: true,
+            component_kcvs,
         })
     })?;
     hsm.handles().evict_named(&result.label);

@@ -216,6 +216,11 @@ fn import_kek_checks_kcv_is_idempotent_and_versions_new_keys() {
     assert_eq!(first.kcv.len(), 6);
     assert_eq!((first.version, first.label.as_str()), (1, "tsp.amex.kek"));
     assert!(first.created);
+    // Each custodian's component check value.
+    assert_eq!(
+        first.component_kcvs,
+        vec![software_kcv(&c1), software_kcv(&c2)]
+    );
 
     // Same components again: no change.
     let again = import_kek(hsm(), "amex", &[&p1, &p2]).expect("again");

@@ -338,6 +338,9 @@ fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
         KeysCmd::ImportKek { scheme, components } => {
             let paths: Vec<&Path> = components.iter().map(PathBuf::as_path).collect();
             let k = keys::import_kek(&hsm, &scheme, &paths).map_err(|e| e.to_string())?;
+            for (path, kcv) in paths.iter().zip(&k.component_kcvs) {
+                println!("component {}: check value {kcv}", path.display());
+            }
             if k.created {
                 println!(
                     "{} imported (version {}), check value {}; new token keys may be wrapped under it",
