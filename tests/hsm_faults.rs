@@ -309,3 +309,30 @@ fn start_up_refuses_a_module_missing_a_needed_mechanism() {
     c.op::<ops::HealthOp>(&NoArgs {}).expect("health");
     d.terminate();
 }
+
+/// The PIN given in `VAULTD_HSM_PIN` leaves the daemon's environment as
+/// soon as it starts: `/proc/<pid>/environ` no longer shows it, and the
+/// daemon logged in with it all the same.
+#[test]
+fn the_pin_from_the_environment_is_wiped_from_it() {
+    let env = TestEnv::new();
+    env.write_config("", vault_e2e::ROOT_MERCHANT_T_A);
+    env.vaultd_cmd(&["keys", "init"]);
+    // No PIN file: the environment is the only source.
+    let pin_file = env.path().join("hsm.pin");
+    let pin = std::fs::read_to_string(&pin_file).expect("pin");
+    let pin = pin.trim().to_owned();
+    std::fs::remove_file(&pin_file).expect("remove the PIN file");
+    let d = Vaultd::spawn_with_env(&env, &[("VAULTD_HSM_PIN", pin.as_ref())]);
+    let mut c = BlockingClient::connect(env.socket()).expect("connect");
+    try_tokenize(&mut c, &pan("411111", 77)).expect("tokenize: logged in with the PIN");
+    let environ = std::fs::read(format!("/proc/{}/environ", d.pid())).expect("environ");
+    assert!(
+        !vault_e2e::contains(&environ, pin.as_bytes()),
+        "the PIN is still in the environment"
+    );
+    assert!(
+        !vault_e2e::contains(&environ, b"VAULTD_HSM_PIN=1"),
+        "the variable still holds a value"
+    );
+}

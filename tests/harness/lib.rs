@@ -160,6 +160,12 @@ impl TestEnv {
         .unwrap();
         let pin = "1234-test-pin".to_owned();
         std::fs::write(dir.path().join("hsm.pin"), format!("{pin}\n")).unwrap();
+        // vaultd refuses a PIN file open to other users.
+        std::fs::set_permissions(
+            dir.path().join("hsm.pin"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let env = TestEnv { dir, pin };
         let out = Command::new("softhsm2-util")
             .args([

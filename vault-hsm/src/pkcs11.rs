@@ -92,9 +92,47 @@ impl std::fmt::Debug for HsmConfig {
     }
 }
 
-/// The user PIN: `VAULTD_HSM_PIN` if set and non-empty, else the first line of
-/// `pin_file`, trimmed.
+/// The PIN taken out of the environment by [`take_pin_from_env`].
+static PIN_FROM_ENV: std::sync::Mutex<Option<Zeroizing<String>>> = std::sync::Mutex::new(None);
+
+/// Moves `VAULTD_HSM_PIN` out of the process environment into memory only
+/// [`load_pin`] reads: the variable is removed and its bytes in the
+/// environment block are overwritten, so neither a child process nor
+/// `/proc/<pid>/environ` shows the PIN. Call first thing in `main`.
+///
+/// # Safety
+/// No other thread may exist yet (it changes the environment).
+pub unsafe fn take_pin_from_env() {
+    let Ok(name) = std::ffi::CString::new(PIN_ENV) else {
+        return;
+    };
+    // SAFETY: single-threaded (the caller's contract); getenv returns a
+    // pointer into the environment block or null.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: a NUL-terminated string in the environment block, writable
+    // memory that no one else reads while single-threaded.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes();
+    let pin = Zeroizing::new(String::from_utf8_lossy(bytes).into_owned());
+    let len = bytes.len();
+    // SAFETY: as above; overwrite the value in place, keep its terminator.
+    unsafe { std::ptr::write_bytes(value, 0, len) };
+    // SAFETY: single-threaded (the caller's contract).
+    unsafe { std::env::remove_var(PIN_ENV) };
+    if !pin.is_empty() {
+        *locks::lock(&PIN_FROM_ENV) = Some(pin);
+    }
+}
+
+/// The user PIN: `VAULTD_HSM_PIN` if set and non-empty (also once taken by
+/// [`take_pin_from_env`]), else the first line of `pin_file`, trimmed. A
+/// PIN file that other users may read (or write) is refused.
 pub fn load_pin(pin_file: Option<&Path>) -> Result<Zeroizing<String>, HsmError> {
+    if let Some(pin) = locks::lock(&PIN_FROM_ENV).as_ref() {
+        return Ok(pin.clone());
+    }
     if let Ok(pin) = std::env::var(PIN_ENV) {
         let pin = Zeroizing::new(pin);
         if !pin.is_empty() {
@@ -106,13 +144,27 @@ pub fn load_pin(pin_file: Option<&Path>) -> Result<Zeroizing<String>, HsmError> 
             "no HSM PIN: set [hsm] pin_file or the {PIN_ENV} environment variable"
         )));
     };
-    let content = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         HsmError::Unavailable(format!(
             "cannot read HSM PIN file {} ({}): check [hsm] pin_file and its permissions, or set {PIN_ENV}",
             path.display(),
             e.kind()
         ))
-    })?);
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        file.metadata().map_err(unreadable)?.permissions().mode()
+    };
+    if mode & 0o007 != 0 {
+        return Err(HsmError::Unavailable(format!(
+            "HSM PIN file {} is open to other users (mode {:04o}): chmod o-rwx it (root:vaultd 0440 is the usual)",
+            path.display(),
+            mode & 0o7777
+        )));
+    }
+    let mut content = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut file, &mut content).map_err(unreadable)?;
     let pin = content.lines().next().unwrap_or("").trim();
     if pin.is_empty() {
         return Err(HsmError::Unavailable(format!(

@@ -100,6 +100,10 @@ fn start_up_errors_are_clear() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("pin");
     std::fs::write(&file, "  s3cret \nsecond line\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     assert_eq!(load_pin(Some(&file)).expect("pin").as_str(), "s3cret");
     std::fs::write(&file, "\n").expect("write");
     assert!(load_pin(Some(&file)).is_err());
@@ -112,4 +116,28 @@ fn start_up_errors_are_clear() {
     assert_eq!(load_pin(Some(&file)).expect("pin").as_str(), "from-env");
     assert_eq!(load_pin(None).expect("pin").as_str(), "from-env");
     unsafe { std::env::remove_var(PIN_ENV) };
+}
+
+/// A PIN file other users may read is refused, naming its mode (and never
+/// the PIN); owner- and group-only files are read.
+#[test]
+fn a_pin_file_open_to_other_users_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("pin");
+    std::fs::write(&path, "1234-secret-pin\n").expect("write");
+    for (mode, ok) in [(0o600, true), (0o440, true), (0o644, false), (0o602, false)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let r = load_pin(Some(&path));
+        if ok {
+            assert_eq!(r.expect("readable").as_str(), "1234-secret-pin");
+        } else {
+            let msg = r.expect_err("open to others").to_string();
+            assert!(
+                msg.contains("other users") && msg.contains(&format!("{mode:04o}")),
+                "{msg}"
+            );
+            assert!(!msg.contains("1234-secret-pin"), "{msg}");
+        }
+    }
 }

@@ -139,6 +139,8 @@ fn main() -> ExitCode {
         eprintln!("vaultd: {e}");
         return ExitCode::FAILURE;
     }
+    // SAFETY: first thing in main, before any thread exists.
+    unsafe { vault_hsm::pkcs11::take_pin_from_env() };
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Run { allow_root: false }) {
         Cmd::CheckConfig { file } => {
