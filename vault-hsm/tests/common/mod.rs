@@ -132,16 +132,22 @@ pub fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-/// Imports `tsp.visa.kek` from two random components written to `dir`;
-/// returns the combined key (for wrapping test token keys).
+/// Imports `tsp.visa.kek` from two random components written to `dir`
+/// once per test binary, and returns the combined key (for wrapping test
+/// token keys). Once: tests of a binary run at once on one token, and a
+/// second import would make a newer KEK version under another test's feet
+/// (the legacy unwrap uses the newest).
 pub fn import_visa_kek(hsm: &Pkcs11Hsm, dir: &Path) -> [u8; 32] {
-    let (mut c1, mut c2) = ([0u8; 32], [0u8; 32]);
-    hsm.random(&mut c1).expect("random");
-    hsm.random(&mut c2).expect("random");
-    let p1 = write_component(dir, "visa.c1", &c1);
-    let p2 = write_component(dir, "visa.c2", &c2);
-    vault_hsm::keys::import_kek(hsm, "visa", &[&p1, &p2]).expect("import visa kek");
-    xor(&c1, &c2)
+    static KEK: OnceLock<[u8; 32]> = OnceLock::new();
+    *KEK.get_or_init(|| {
+        let (mut c1, mut c2) = ([0u8; 32], [0u8; 32]);
+        hsm.random(&mut c1).expect("random");
+        hsm.random(&mut c2).expect("random");
+        let p1 = write_component(dir, "visa.c1", &c1);
+        let p2 = write_component(dir, "visa.c2", &c2);
+        vault_hsm::keys::import_kek(hsm, "visa", &[&p1, &p2]).expect("import visa kek");
+        xor(&c1, &c2)
+    })
 }
 
 /// RFC 3394 wrap of a token key under a KEK, in software.
