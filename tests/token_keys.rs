@@ -343,3 +343,85 @@ fn a_backup_and_the_hsms_fixed_keys_restore_every_token() {
     want.sort();
     assert_eq!(uses, want);
 }
+
+/// KEK rotation's second half: `kek_refresh` queues a key refresh for the
+/// tokens whose stored key is under a KEK version (once each, however
+/// often it is asked), their next payments use the fresh key from ATC 1,
+/// and the version is not retired while stored keys use it.
+#[test]
+fn kek_refresh_gives_a_versions_tokens_fresh_keys_and_retire_waits_for_it() {
+    let mut t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    let tokens = provision(&t, &mut c, 2, 400);
+    for (alias, _) in &tokens {
+        assert_eq!(pay(&t, &mut c, alias), Some((true, "approved".into())));
+    }
+    let refresh = |c: &mut BlockingClient, scheme: &str, version| {
+        c.op::<ops::KekRefresh>(&ops::KekRefreshArgs {
+            scheme: scheme.into(),
+            version,
+        })
+    };
+    c.op::<ops::SchemePause>(&ops::SchemeArgs {
+        scheme: "visa".into(),
+    })
+    .expect("pause");
+    assert_eq!(refresh(&mut c, "visa", 1).expect("refresh").queued, 2);
+    assert_eq!(
+        refresh(&mut c, "visa", 1).expect("again").queued,
+        0,
+        "queued once"
+    );
+    assert_eq!(refresh(&mut c, "visa", 7).expect("no such").queued, 0);
+    let err = refresh(&mut c, "diners", 1).expect_err("unknown scheme");
+    assert_eq!(err.code(), Some(vault_proto::ErrorCode::BadRequest));
+    c.op::<ops::SchemeResume>(&ops::SchemeArgs {
+        scheme: "visa".into(),
+    })
+    .expect("resume");
+    t.wait_queue_empty(&mut c, LONG);
+    let atc = |c: &mut BlockingClient, alias: &str| match c
+        .op::<CredentialsOp>(&cit(alias, "t-a"))
+        .expect("credentials")
+    {
+        Credentials::NetworkToken { atc, .. } => atc.expect("atc"),
+        other => panic!("expected a token, got {other:?}"),
+    };
+    // visa's two tokens start again with their fresh keys; the others go on.
+    let atcs: Vec<u16> = tokens.iter().map(|(a, _)| atc(&mut c, a)).collect();
+    assert_eq!(&atcs[..2], &[1, 1], "{atcs:?}");
+    assert!(atcs[2..].iter().all(|a| *a == 2), "{atcs:?}");
+    for (alias, _) in &tokens {
+        assert_eq!(pay(&t, &mut c, alias), Some((true, "approved".into())));
+    }
+    // The trail names the refresh and its count.
+    let audit = c
+        .op::<ops::AuditOp>(&ops::PageArgs {
+            after: None,
+            limit: 1000,
+        })
+        .expect("audit");
+    assert!(
+        audit
+            .records
+            .iter()
+            .any(|r| r.op == "kek_refresh" && r.outcome.contains("2 key refreshes queued")),
+        "no kek_refresh audit record"
+    );
+    drop(c);
+    // The KEK version its keys are under is not retired.
+    t.daemon = None;
+    let out = std::process::Command::new(vault_e2e::bin_dir().join("vaultd"))
+        .arg("--config")
+        .arg(t.env.config_path())
+        .args(["keys", "retire-kek", "--scheme", "visa", "--version", "1"])
+        .env("SOFTHSM2_CONF", t.env.softhsm_conf())
+        .output()
+        .expect("vaultd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 stored token keys") && err.contains("kek-refresh"),
+        "{err}"
+    );
+}

@@ -297,7 +297,7 @@ pub fn import_kek(
 
 /// Destroys `scheme`'s KEK `version` (never its newest): whether it
 /// existed. The caller first makes sure no stored token key is wrapped
-/// under it (vaultd's `key_retire` op, `vaultd keys retire-kek`).
+/// under it (`vaultd keys retire-kek` reads the database's counts).
 pub fn destroy_kek(hsm: &Pkcs11Hsm, scheme: &str, version: u32) -> Result<bool, HsmError> {
     let versions = hsm.kek_versions(scheme)?;
     if versions.last() == Some(&version) {

@@ -269,8 +269,8 @@ impl Pkcs11Hsm {
     pub fn refresh_pan_version(&self) -> HsmResult<u32> {
         let present = self.session("scan pan keys", |s| {
             searching_token(|| {
-                // Only AES keys that may encrypt: the PAN keys, not the many
-                // derive-only `nt.*` keys.
+                // Only AES keys that may encrypt: the PAN keys, not the KEKs
+                // or the derive-only `nt.*` keys of an earlier release.
                 let candidates = s.find_objects(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::Token(true),
@@ -770,8 +770,8 @@ enum KeyRef<'a> {
 }
 
 impl<'a> KeyRef<'a> {
-    /// Scheme KEKs are not copied: an operator may replace one from another
-    /// process (`keys import-kek --replace`), and unwraps are rare.
+    /// Scheme KEKs are not copied: an operator may retire a version from
+    /// another process (`keys retire-kek`), and unwraps are rare.
     fn copyable(self) -> bool {
         match self {
             KeyRef::Pan(v) => v > 0,

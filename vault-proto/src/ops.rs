@@ -33,6 +33,9 @@ pub mod op {
     pub const KEY_RETIRE: &str = "key_retire";
     /// Extension (admin): write a consistent copy of the database.
     pub const BACKUP: &str = "backup";
+    /// Extension (admin): queue a key refresh for every token whose stored
+    /// key is wrapped under a scheme's KEK version (KEK rotation).
+    pub const KEK_REFRESH: &str = "kek_refresh";
 }
 
 /// For ops that take no arguments: an empty map, nothing else.
@@ -452,6 +455,25 @@ pub struct KeyRetireResult {
     pub destroyed: bool,
 }
 
+/// `kek_refresh` args: the scheme and the KEK version whose tokens get a
+/// fresh key from the token service (0: tokens still on `nt.*` objects of
+/// a release before 2026-12).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KekRefreshArgs {
+    pub scheme: String,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KekRefreshResult {
+    pub scheme: String,
+    pub version: u32,
+    /// Key refresh jobs queued now (tokens with one queued already are
+    /// not counted again).
+    pub queued: u64,
+}
+
 /// `backup` args: where the daemon writes the copy (absolute; the PAN
 /// slots go to `path` + ".pans").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -649,4 +671,5 @@ ops! {
     KeyRotate = op::KEY_ROTATE, KeyRotateArgs => KeyRotateResult;
     KeyRetire = op::KEY_RETIRE, KeyRetireArgs => KeyRetireResult;
     BackupOp = op::BACKUP, BackupArgs => BackupResult;
+    KekRefresh = op::KEK_REFRESH, KekRefreshArgs => KekRefreshResult;
 }

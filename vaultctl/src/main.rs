@@ -128,6 +128,17 @@ enum Cmd {
         #[arg(long)]
         version: u32,
     },
+    /// Give every token of SCHEME whose stored key is wrapped under KEK
+    /// VERSION a fresh key from the token service (after `vaultd keys
+    /// import-kek` made a newer version; 0: tokens still on nt.* objects).
+    /// Once `stats` shows no token under VERSION, `vaultd keys retire-kek`
+    /// can remove it.
+    KekRefresh {
+        #[arg(long)]
+        scheme: String,
+        #[arg(long)]
+        version: u32,
+    },
     /// Have the daemon write a consistent copy of its database to FILE
     /// (absolute path, written by the daemon) and FILE.pans.
     Backup {
@@ -433,12 +444,20 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                         k.reencrypt_remaining,
                         k.reencrypted
                     );
+                    for u in &k.keks {
+                        let kek = if u.version == 0 {
+                            "legacy nt.* objects".to_owned()
+                        } else {
+                            format!("kek v{}", u.version)
+                        };
+                        println!("keys.{:<9} {kek} wraps {} token keys", u.scheme, u.tokens);
+                    }
                 }
                 if let Some(h) = &s.hsm {
                     println!(
                         "hsm            session_objects {} of {} reinitializations {} \
                          (standby_switches {}) last_pause {} ms key_copies_made {} \
-                         background queued {} done {}",
+                         background queued {} done {} token_keys cached {} unwrapped {}",
                         h.session_objects,
                         h.reinit_after_objects,
                         h.reinitializations,
@@ -446,7 +465,9 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
                         h.last_reinit_pause_ms,
                         h.key_copies_made,
                         h.background_queued,
-                        h.background_done
+                        h.background_done,
+                        h.token_keys_cached,
+                        h.token_key_unwraps
                     );
                 }
                 println!("uptime         {} s", s.uptime_ms / 1000);
@@ -612,6 +633,15 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             let r = c.op::<ops::KeyRotate>(&ops::KeyRotateArgs { key })?;
             print(json, &r, |r| {
                 println!("{} key now at version {}", r.key, r.version)
+            });
+        }
+        Cmd::KekRefresh { scheme, version } => {
+            let r = c.op::<ops::KekRefresh>(&ops::KekRefreshArgs { scheme, version })?;
+            print(json, &r, |r| {
+                println!(
+                    "{}: {} key refreshes queued for tokens under KEK version {}",
+                    r.scheme, r.queued, r.version
+                )
             });
         }
         Cmd::KeyRetire { version } => {

@@ -93,6 +93,7 @@ fn allowed_roles(op_name: &str) -> Option<&'static [Role]> {
         | op::AUDIT
         | op::KEY_ROTATE
         | op::KEY_RETIRE
+        | op::KEK_REFRESH
         | op::BACKUP => &[Admin],
         _ => return None,
     })
@@ -293,6 +294,10 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
             op::BACKUP => {
                 let a: ops::BackupArgs = decode(args)?;
                 ok(&v.backup(who, a.path).await?)
+            }
+            op::KEK_REFRESH => {
+                let a: ops::KekRefreshArgs = decode(args)?;
+                ok(&v.kek_refresh(who, a.scheme, a.version).await?)
             }
             other => {
                 return Err(VaultError::refuse(

@@ -261,7 +261,7 @@ fn retire_kek_offline(
     };
     if let Some(n) = usage.get(&(scheme.to_owned(), version)) {
         return Err(format!(
-            "{n} stored token keys are wrapped under {label}: refresh them first (vaultctl provision --refresh, or let key refreshes move them to the newest KEK)"
+            "{n} stored token keys are wrapped under {label}: move them to the newest KEK first (vaultctl kek-refresh --scheme {scheme} --version {version}, then wait until stats shows none under it)"
         ));
     }
     let destroyed =

@@ -31,10 +31,10 @@
 //! so the standby's view of the token is used only if no token object was
 //! created or destroyed while it loaded (see [`token_changes`]); otherwise
 //! that round re-initialises in place, as without the standby. Token
-//! objects are made and destroyed by the pools' background work, which is
-//! held while the copy loads ([`crate::pool::BackgroundHold`]), so only a
-//! client call that changes one (an admin key operation, a synchronous
-//! provisioning) sends a round back to the in-place way.
+//! objects are destroyed by the pools' background work (the `nt.*` objects
+//! of tokens stored by an earlier release, after their key refresh), which
+//! is held while the copy loads ([`crate::pool::BackgroundHold`]), so only
+//! an admin key operation sends a round back to the in-place way.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -459,11 +459,10 @@ impl Module {
             return self.fall_back_in_place();
         };
         let started = Instant::now();
-        // Token objects are made and destroyed by background work: held
-        // while the copy loads, so a change does not send this round back
-        // to the in-place way (under steady provisioning it nearly always
-        // did). A change by a client call (provision_now for tenants that
-        // keep no PAN, an admin key operation) still does.
+        // Token objects are destroyed by background work (legacy `nt.*`
+        // objects after their token's key refresh): held while the copy
+        // loads, so a change does not send this round back to the in-place
+        // way. An admin key operation still does.
         let _held = self.hold_background();
         let changes = super::searching_token(token_changes);
         let generation = self.generation();

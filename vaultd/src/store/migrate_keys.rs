@@ -59,6 +59,7 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
                 .map(|item| item.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
                 .collect::<Result<_, _>>()?;
             drop(tokens);
+            let mut pending = Vec::new();
             let mut job_id = meta_u64(&meta, "job_id")?;
             let mut jobs = txn.open_table(JOBS)?;
             let mut queue = txn.open_table(JOB_QUEUE)?;
@@ -75,6 +76,12 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
                     // Its refresh (ATCs spent) is queued already.
                     continue;
                 }
+                // Marked like an ATC-exhausted token's, so a payment that
+                // finds its ATCs spent (after a restore) queues no second
+                // refresh; the refresh clears it.
+                let mut t = t;
+                t.refresh_pending = true;
+                pending.push((r.clone(), encode(&t)?));
                 job_id += 1;
                 let job = JobRec {
                     id: job_id,
@@ -94,6 +101,10 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
                 queued += 1;
             }
             meta.insert("job_id", job_id.to_be_bytes().as_slice())?;
+            let mut tokens = txn.open_table(TOKENS)?;
+            for (r, rec) in &pending {
+                tokens.insert(r.as_str(), rec.as_slice())?;
+            }
             match chunk.last() {
                 Some((r, _)) if chunk.len() == chunk_len => {
                     meta.insert(CURSOR, r.as_bytes())?;
@@ -195,5 +206,19 @@ mod tests {
         assert_eq!(meta_u64(&meta, "kek.visa.legacy").unwrap(), 8);
         assert_eq!(meta_u64(&meta, "job_id").unwrap(), 8);
         assert_eq!(r.open_table(JOB_QUEUE).unwrap().len().unwrap(), 8);
+        // Marked pending, so an exhausted ATC queues no second refresh.
+        let tokens = r.open_table(TOKENS).unwrap();
+        for i in 2..10 {
+            let t: TokenRec = decode(
+                "token",
+                tokens
+                    .get(format!("tok{i:02}").as_str())
+                    .unwrap()
+                    .unwrap()
+                    .value(),
+            )
+            .unwrap();
+            assert!(t.refresh_pending, "tok{i:02}");
+        }
     }
 }

@@ -146,12 +146,14 @@ pub enum FinishOutcome {
     DeletedMeanwhile {
         token_ref: String,
     },
-    /// A key refresh replaced the token's key: the caller drops the old
-    /// key's session object, and the `nt.*` object of a token an earlier
-    /// release stored (`legacy`), now that the commit is durable.
+    /// A key refresh replaced the token's key. The new key replaced the
+    /// old one in the HSM's cache already; with `destroy`, the caller
+    /// destroys what is left of the token's keys in the HSM now that the
+    /// commit is durable: the `nt.*` object of a token an earlier release
+    /// stored, or the new key itself when the token was deleted meanwhile.
     KeyReplaced {
         token_ref: String,
-        legacy: bool,
+        destroy: bool,
     },
 }
 
@@ -468,8 +470,9 @@ impl QueueStore for RedbStore {
                             let cur = tokens.get(r.as_str())?.map(|v| v.value().to_vec());
                             if let Some(raw) = cur {
                                 let before: TokenRec = decode("token", &raw)?;
-                                let legacy = before.key.is_none();
-                                if before.status != TokenStatus::Deleted {
+                                let deleted = before.status == TokenStatus::Deleted;
+                                let destroy = before.key.is_none() || deleted;
+                                if !deleted {
                                     let mut t = before.clone();
                                     t.key = Some(key);
                                     t.atc = 0;
@@ -480,11 +483,9 @@ impl QueueStore for RedbStore {
                                     ctx.set_atc(r, 0);
                                     super::kek_use::replace(ctx, Some(&before), Some(&t));
                                 }
-                                // Deleted meanwhile: the new key's session
-                                // object goes too.
                                 outcome = FinishOutcome::KeyReplaced {
                                     token_ref: r.clone(),
-                                    legacy,
+                                    destroy,
                                 };
                             }
                         }

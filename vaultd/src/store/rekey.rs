@@ -88,7 +88,30 @@ pub trait KeyStore {
         items: Vec<(Stale, Vec<u8>)>,
         audit: AuditRec,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Queues a key refresh for every token of `scheme` whose stored key is
+    /// wrapped under KEK `version` (0: no stored key, a legacy `nt.*`
+    /// object), unless one is queued already; audits the count with
+    /// `audit`. Returns how many were queued.
+    fn queue_key_refreshes(
+        &self,
+        scheme: &str,
+        version: u32,
+        audit: AuditRec,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 }
+
+/// Whether `t` is a token of `scheme` under KEK `version` without a
+/// refresh queued.
+fn wants_refresh(t: &TokenRec, scheme: &str, version: u32) -> bool {
+    t.scheme == scheme
+        && t.status != vault_proto::ops::TokenStatus::Deleted
+        && !t.refresh_pending
+        && t.key.as_ref().map_or(0, |k| k.kek_version) == version
+}
+
+/// Token records per transaction of [`KeyStore::queue_key_refreshes`].
+const REFRESH_CHUNK: usize = 2_000;
 
 impl KeyStore for RedbStore {
     fn stale_page(
@@ -180,6 +203,81 @@ impl KeyStore for RedbStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn queue_key_refreshes(
+        &self,
+        scheme: &str,
+        version: u32,
+        audit: AuditRec,
+    ) -> StoreResult<u64> {
+        let refs: Vec<String> = {
+            let r = self.db().begin_read()?;
+            let mut refs = Vec::new();
+            for item in r.open_table(TOKENS)?.iter()? {
+                let (k, v) = item?;
+                if wants_refresh(&decode("token", v.value())?, scheme, version) {
+                    refs.push(k.value().to_owned());
+                }
+            }
+            refs
+        };
+        let mut queued = 0u64;
+        let chunks: Vec<Vec<String>> = refs.chunks(REFRESH_CHUNK).map(<[String]>::to_vec).collect();
+        let last = chunks.len();
+        for (i, chunk) in chunks
+            .into_iter()
+            .chain(
+                // One write for the audit record when nothing matched.
+                (last == 0).then(Vec::new),
+            )
+            .enumerate()
+        {
+            let scheme = scheme.to_owned();
+            let mut audit = (i + 1 >= last).then(|| audit.clone());
+            let total = queued;
+            queued += self
+                .writer()
+                .write(move |ctx| {
+                    let mut n = 0u64;
+                    for r in chunk {
+                        let raw = ctx
+                            .txn
+                            .open_table(TOKENS)?
+                            .get(r.as_str())?
+                            .map(|v| v.value().to_vec());
+                        let Some(raw) = raw else { continue };
+                        let mut t: TokenRec = decode("token", &raw)?;
+                        // Changed since the scan: refreshed, deleted, queued.
+                        if !wants_refresh(&t, &scheme, version) {
+                            continue;
+                        }
+                        t.refresh_pending = true;
+                        ctx.txn
+                            .open_table(TOKENS)?
+                            .insert(r.as_str(), encode(&t)?.as_slice())?;
+                        super::queue::enqueue(
+                            ctx,
+                            super::records::JobKind::KeyRefresh,
+                            &t.alias,
+                            &t.tenant,
+                            &t.scheme,
+                            Some(r.clone()),
+                        )?;
+                        n += 1;
+                    }
+                    if let Some(mut a) = audit.take() {
+                        a.outcome = format!(
+                            "ok {scheme} kek v{version}: {} key refreshes queued",
+                            total + n
+                        );
+                        ctx.audit(&a)?;
+                    }
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok(queued)
     }
 
     async fn reseal(&self, items: Vec<(Stale, Vec<u8>)>, audit: AuditRec) -> StoreResult<u64> {

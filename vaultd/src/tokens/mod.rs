@@ -387,7 +387,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 | FinishOutcome::DeletedMeanwhile { token_ref }
                 | FinishOutcome::KeyReplaced {
                     token_ref,
-                    legacy: true,
+                    destroy: true,
                 },
             ) => {
                 let r = token_ref.clone();
@@ -400,7 +400,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 }
             }
             // The new key replaced its old entry in the HSM's cache already.
-            Ok(FinishOutcome::KeyReplaced { legacy: false, .. }) => {}
+            Ok(FinishOutcome::KeyReplaced { destroy: false, .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not record a job outcome; it stays due"),
         }
     }

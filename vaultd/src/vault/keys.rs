@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use vault_hsm::{Hsm, HsmError};
 use vault_proto::ErrorCode;
-use vault_proto::ops::{BackupResult, KeyRetireResult, KeyRotateResult, KeyStats};
+use vault_proto::ops::{
+    BackupResult, KekRefreshResult, KeyRetireResult, KeyRotateResult, KeyStats,
+};
 
 use super::{Caller, Vault, VaultError, VaultResult};
 use crate::store::records::AuditRec;
@@ -292,6 +294,40 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             .await?;
         tracing::info!(%label, destroyed, client = %caller.client, "PAN key retired");
         Ok(KeyRetireResult { label, destroyed })
+    }
+
+    /// The `kek_refresh` op: every token of `scheme` whose stored key is
+    /// wrapped under KEK `version` (0: a legacy `nt.*` object) gets a key
+    /// refresh job; each refreshed key is stored under the KEK the token
+    /// service wraps it with now (after a KEK rotation, the newest), so the
+    /// old version can then be retired.
+    pub async fn kek_refresh(
+        &self,
+        caller: &Caller,
+        scheme: String,
+        version: u32,
+    ) -> VaultResult<KekRefreshResult> {
+        if !crate::config::SCHEMES.contains(&scheme.as_str()) {
+            return Err(VaultError::refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "unknown scheme (one of {})",
+                    crate::config::SCHEMES.join(", ")
+                ),
+            ));
+        }
+        let audit = caller.audit("kek_refresh", None, "ok");
+        let queued = self
+            .store
+            .queue_key_refreshes(&scheme, version, audit)
+            .await?;
+        tracing::info!(%scheme, version, queued, client = %caller.client, "key refreshes queued for a KEK version");
+        self.tokens.wake();
+        Ok(KekRefreshResult {
+            scheme,
+            version,
+            queued,
+        })
     }
 
     /// The `backup` op: a consistent copy of the store at `path` (see
