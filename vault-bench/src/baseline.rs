@@ -1,16 +1,17 @@
 //! Raw rates measured beside the vault, in the same run, so its throughput
 //! can be read as a ratio: one SoftHSM session doing AES-GCM seal + HMAC
-//! fingerprint (the tokenize path's crypto), one doing derive + CMAC (the
-//! cryptogram), and redb single-insert durable commits (what the vault would
-//! be bound to without group commit). Each runs on one thread, blocking.
+//! fingerprint (the tokenize path's crypto), one and two doing derive + CMAC
+//! (the cryptogram, with the token key an unwrapped session object as vaultd
+//! keeps it), and redb single-insert durable commits (what the vault would
+//! be bound to without group commit). Each runs blocking, on one thread
+//! unless it says otherwise.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, TableDefinition};
 use serde::Serialize;
-use vault_hsm::keys::import_token_key_for_test;
-use vault_hsm::{Hsm, HsmConfig, HsmError, Pkcs11Hsm, load_pin};
+use vault_hsm::{Hsm, HsmConfig, HsmError, Pkcs11Hsm, WrappedTokenKey, load_pin};
 use vault_proto::Pan;
 
 /// Which token to open (normally the daemon's own).
@@ -64,9 +65,17 @@ pub const REDB_COMMIT: &str = "redb_commit";
 pub const REDB_COMMIT_1PC: &str = "redb_commit_1pc";
 
 const SEAL_FP_WHAT: &str = "SoftHSM, 1 session: AES-256-GCM seal (16 B) + HMAC-SHA-256 fingerprint";
-const DERIVE_CMAC_WHAT: &str = "SoftHSM, 1 session: derive session key (AES-ECB) + AES-CMAC (46 B)";
-const DERIVE_CMAC_2T_WHAT: &str =
-    "SoftHSM, 2 threads with a session each: derive + AES-CMAC, total (how the HSM scales)";
+const DERIVE_CMAC_WHAT: &str = "SoftHSM, 1 session: derive session key (AES-ECB) from a cached \
+     token key + AES-CMAC (46 B) + destroy it";
+const DERIVE_CMAC_2T_WHAT: &str = "SoftHSM, 2 threads with a session each: derive + AES-CMAC + \
+     destroy from cached token keys, total (how the HSM scales)";
+
+/// The scheme and KEK version the baseline's cached token keys claim. The
+/// cache answers by token reference, version and blob, so neither is looked
+/// up; were an entry evicted, the cryptogram would look for
+/// `tsp.visa.kek.v1` and fail rather than measure something else.
+const BASELINE_SCHEME: &str = "visa";
+const BASELINE_KEK_VERSION: u32 = 1;
 
 /// Runs `op` repeatedly for `time`; returns how many ran and how long it took.
 fn for_time<E>(
@@ -138,21 +147,28 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
     } else {
         (HSM_DERIVE_CMAC_2T, DERIVE_CMAC_2T_WHAT)
     };
-    // Throwaway token keys (one per thread, as payments for different cards
-    // use different keys) with a fixed value, under references no scheme
-    // issues, destroyed afterwards.
+    // One token key per thread (payments for different cards use different
+    // keys), as vaultd keeps them after the first cryptogram: a session
+    // object in the token-key cache, found by the token reference and the
+    // stored blob. The key has a fixed value and the blob is a dummy (it is
+    // never unwrapped: the cache holds the key); the references are ones
+    // no scheme issues. No token object is made. Forgotten afterwards.
     let refs: Vec<String> = (0..threads)
         .map(|t| format!("vault-bench-baseline-{}-{threads}-{t}", std::process::id()))
         .collect();
     let key = [0x5a_u8; 16];
+    let blob = [0xa5_u8; 24];
     for token_ref in &refs {
-        if let Err(e) = import_token_key_for_test(hsm, token_ref, &key) {
+        if let Err(e) = hsm.cache_token_key_for_test(token_ref, BASELINE_KEK_VERSION, &blob, &key) {
             for r in &refs {
                 let _ = hsm.destroy_token_key(r);
             }
-            return Baseline::failed(name, what, format!("cannot create a test token key: {e}"));
+            return Baseline::failed(name, what, format!("cannot cache a test token key: {e}"));
         }
     }
+    // Putting a key in the cache counts as an unwrap; any more would be a
+    // miss.
+    let (cached_unwraps, _) = hsm.token_key_unwraps();
     // D of DESIGN.md "Cryptograms" for a 16-digit token: 46 bytes.
     let mut data = Vec::with_capacity(46);
     data.push(0x01);
@@ -169,10 +185,16 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
             .iter()
             .map(|token_ref| {
                 let data = &data;
+                let blob = &blob;
                 s.spawn(move || {
+                    let stored = WrappedTokenKey {
+                        scheme: BASELINE_SCHEME,
+                        kek_version: BASELINE_KEK_VERSION,
+                        wrapped: blob,
+                    };
                     for_time(time, |n| -> Result<(), HsmError> {
                         let atc = (n % 65_535) as u16 + 1;
-                        hsm.cryptogram_mac(token_ref, None, atc, data)?;
+                        hsm.cryptogram_mac(token_ref, Some(stored), atc, data)?;
                         Ok(())
                     })
                 })
@@ -183,8 +205,16 @@ fn derive_cmac(hsm: &Pkcs11Hsm, time: Duration, threads: usize) -> Baseline {
             .map(|w| w.join().expect("baseline thread"))
             .collect()
     });
+    let unwraps = hsm.token_key_unwraps().0 - cached_unwraps;
     for token_ref in &refs {
         let _ = hsm.destroy_token_key(token_ref);
+    }
+    if unwraps > 0 {
+        return Baseline::failed(
+            name,
+            what,
+            format!("{unwraps} token keys were unwrapped: the cache missed, not the path measured"),
+        );
     }
     let mut total = 0;
     let mut took = Duration::ZERO;
@@ -256,6 +286,88 @@ mod tests {
             assert_eq!(r.error, None);
             assert!(r.ops >= 64, "at least one batch of commits");
             assert!(r.per_sec.is_some_and(|p| p > 0.0));
+        }
+    }
+
+    /// The token objects in a SoftHSM2 token directory (one file each) and
+    /// when a file was last made or removed there: a token object made and
+    /// destroyed again still moves the time.
+    fn token_objects(dir: &Path) -> (usize, Vec<std::time::SystemTime>) {
+        let mut n = 0;
+        let mut changed = Vec::new();
+        for token in std::fs::read_dir(dir).expect("token dir").flatten() {
+            if let Ok(files) = std::fs::read_dir(token.path()) {
+                n += files
+                    .flatten()
+                    .filter(|f| f.path().extension().is_some_and(|e| e == "object"))
+                    .count();
+                let meta = std::fs::metadata(token.path()).expect("token dir metadata");
+                changed.push(meta.modified().expect("mtime"));
+            }
+        }
+        (n, changed)
+    }
+
+    /// The HSM baselines on a fresh SoftHSM2 token: the cryptogram ones run
+    /// on cached session keys and leave the token's objects as they were.
+    /// Skipped without SoftHSM2 (its module path as scripts/softhsm-module
+    /// finds it first on Debian).
+    #[test]
+    fn hsm_baselines_measure_without_making_token_objects() {
+        let module = PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
+        if !module.exists() {
+            eprintln!("skipped: no SoftHSM2 at {}", module.display());
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .arg(dir.path())
+            .arg("bench-test")
+            .output()
+            .expect("run create-token.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SAFETY: the only test of this binary that loads a PKCS#11 module
+        // (the other one names a missing file), and it sets the variable
+        // before loading it; Rust's env calls are serialised.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
+        let target = HsmTarget {
+            module: module.clone(),
+            token_label: "bench-test".to_owned(),
+            pin_file: Some(dir.path().join("hsm.pin")),
+        };
+        let pin = load_pin(target.pin_file.as_deref()).expect("pin");
+        let admin = Pkcs11Hsm::open_admin(&HsmConfig {
+            module,
+            token_label: target.token_label.clone(),
+            pin,
+        })
+        .expect("open admin");
+        vault_hsm::keys::init_keys(&admin).expect("init keys");
+        drop(admin);
+        let tokens = dir.path().join("tokens");
+        let objects = token_objects(&tokens);
+        assert!(objects.0 >= 3, "the vault's keys are token objects");
+        // The file system's clock is coarse (a tick of some ms): a change
+        // during the run must show as a later time.
+        std::thread::sleep(Duration::from_millis(20));
+
+        let rates = hsm(&target, Duration::from_millis(50));
+        assert_eq!(
+            token_objects(&tokens),
+            objects,
+            "no token object made, not even for a while"
+        );
+        let names: Vec<_> = rates.iter().map(|r| r.name).collect();
+        assert_eq!(names, [HSM_SEAL_FP, HSM_DERIVE_CMAC, HSM_DERIVE_CMAC_2T]);
+        for r in &rates {
+            assert_eq!(r.error, None, "{}", r.name);
+            assert!(r.ops >= 64, "{}: at least one batch", r.name);
         }
     }
 

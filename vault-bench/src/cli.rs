@@ -20,6 +20,10 @@ pub enum Scenario {
     Provisioning,
     /// customer-initiated credentials over aliases with active tokens
     Credentials,
+    /// provisioning (2 x --cards tokens), then one credentials call on
+    /// each provisioned alias, and the daemon's memory after each step
+    /// (issue 20: RSS under 150 MB after 100,000 tokens, --cards 50000)
+    TokenMemory,
     /// soak: tokenize/delete/status/credentials mix for --warmup plus
     /// --duration, a progress line every --report-every, then every
     /// acknowledged write verified and an RSS verdict (fails the run)
@@ -58,8 +62,9 @@ pub struct Args {
     pub rss_tolerance: f64,
     /// Soak: at most this many new cards per second (and so about as many
     /// deletes once the window is full); 0 = as fast as the mix runs.
-    /// Provisioning daemons need it: SoftHSM2's file backend destroys a
-    /// token object in time linear in the token's object count.
+    /// The soaks of sessions 3-10 ran provisioning daemons paced (then each
+    /// card's key was a token object, which SoftHSM2's file backend
+    /// destroys in time linear in the token's object count).
     #[arg(long, default_value_t = 0.0)]
     pub churn_per_sec: f64,
     /// What to run (default: all, or nothing but --fill when that is given).

@@ -56,8 +56,11 @@ pub struct Bench {
     /// Next card number of this run: every new-PAN request takes one.
     next_card: Arc<AtomicU64>,
     set: Option<CardSet>,
-    /// Aliases whose cards went through provisioning.
+    /// Aliases whose cards went through provisioning: the first batch (the
+    /// credentials set).
     provisioned: Option<Arc<Vec<String>>>,
+    /// Both batches of the provisioning scenario.
+    provisioned_all: Option<Arc<Vec<String>>>,
     pub reports: Vec<ScenarioReport>,
 }
 
@@ -76,6 +79,7 @@ impl Bench {
             next_card: Arc::new(AtomicU64::new(0)),
             set: None,
             provisioned: None,
+            provisioned_all: None,
             reports: Vec::new(),
         }
     }
@@ -92,6 +96,7 @@ impl Bench {
             }
             Scenario::Provisioning => self.provisioning().await,
             Scenario::Credentials => self.credentials().await,
+            Scenario::TokenMemory => self.token_memory().await,
             Scenario::Mixed => self.mixed().await,
         }
     }
