@@ -95,6 +95,7 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
                     next_at: now,
                     last_error: None,
                     created_at: now,
+                    idem: Some(super::records::new_idempotency_key()),
                 };
                 jobs.insert(job_id, encode(&job)?.as_slice())?;
                 queue.insert((now, job_id), ())?;

@@ -645,6 +645,7 @@ impl Store for RedbStore {
                                 next_at: new.rec.created_at,
                                 last_error: None,
                                 created_at: new.rec.created_at,
+                                idem: Some(records::new_idempotency_key()),
                             };
                             ctx.txn
                                 .open_table(JOBS)?

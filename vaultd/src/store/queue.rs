@@ -41,6 +41,7 @@ pub(crate) fn enqueue(
         next_at: now,
         last_error: None,
         created_at: now,
+        idem: Some(super::records::new_idempotency_key()),
     };
     ctx.txn
         .open_table(JOBS)?
@@ -338,6 +339,43 @@ impl QueueStore for RedbStore {
                     JobFinish::Provisioned {
                         token_ref, token, ..
                     } => {
+                        let owner = ctx
+                            .txn
+                            .open_table(TOKENS)?
+                            .get(token_ref.as_str())?
+                            .map(|v| decode::<TokenRec>("token", v.value()))
+                            .transpose()?
+                            .map(|t| t.alias);
+                        if owner.as_deref().is_some_and(|a| a != token.alias) {
+                            // Another card's token: never overwritten. The
+                            // job fails; an operator may retry it.
+                            let error = "the token service answered with a token of another card"
+                                .to_owned();
+                            ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+                            job.state = JobState::Failed;
+                            job.attempts += 1;
+                            job.last_error = Some(error.clone());
+                            ctx.txn
+                                .open_table(JOBS)?
+                                .insert(id, encode(&job)?.as_slice())?;
+                            if let Some(mut rec) = load_alias(ctx, &alias)? {
+                                set_alias_status(
+                                    ctx,
+                                    &alias,
+                                    &mut rec,
+                                    TokenStatus::Failed,
+                                    Some(error.clone()),
+                                )?;
+                            }
+                            ctx.event(&EventRec {
+                                at,
+                                alias: Some(alias),
+                                scheme: Some(job.scheme.clone()),
+                                kind: "provision_refused".into(),
+                                detail: format!("token {token_ref}: {error}"),
+                            })?;
+                            return Ok(FinishOutcome::Ok);
+                        }
                         remove_job(ctx, id)?;
                         let Some(mut rec) = load_alias(ctx, &alias)? else {
                             enqueue(

@@ -163,6 +163,29 @@ pub struct JobRec {
     pub next_at: u64,
     pub last_error: Option<String>,
     pub created_at: u64,
+    /// The idempotency key of this job's calls to the token service:
+    /// random, 128 bits, made with the job, so a job id that repeats (a new
+    /// database, a restored backup) never repeats a key. `None` for jobs
+    /// queued by a release before 2026-12 (their key is the job id).
+    #[serde(default)]
+    pub idem: Option<String>,
+}
+
+impl JobRec {
+    /// The idempotency key for the token service.
+    pub fn idempotency_key(&self) -> String {
+        self.idem.clone().unwrap_or_else(|| job_id_string(self.id))
+    }
+}
+
+/// A fresh idempotency key: 128 random bits from the OS, 32 hex digits.
+pub fn new_idempotency_key() -> String {
+    let mut b = [0u8; 16];
+    // The OS random source does not fail on Linux once booted; a zero key
+    // would only cost idempotency, never correctness of other cards'
+    // tokens (the vault refuses a token owned by another alias).
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Wire form of a job id: 16 hex digits, so ids sort as strings too.

@@ -447,7 +447,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 &pan,
                 view.rec.exp_month,
                 view.rec.exp_year,
-                &job_id_string(job.id),
+                &job.idempotency_key(),
             )
             .await
             .map_err(JobError::Tsp)?;
@@ -559,9 +559,12 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         })
     }
 
-    /// Provisions while the caller waits (tenants that store no PAN). The
-    /// idempotency key derives from the tenant-scoped fingerprint, so a
-    /// client retry after a timeout gets the same token back.
+    /// Provisions while the caller waits (tenants that store no PAN), with
+    /// the caller's idempotency key (random per provisioning: a card
+    /// deleted and tokenized again gets a new token, never the old one and
+    /// its spent ATCs; a client retry after a timeout may leave an unused
+    /// token at the scheme). A token the vault holds for another alias is
+    /// refused.
     pub async fn provision_now(
         &self,
         card: &CardToTokenize<'_>,
@@ -609,6 +612,17 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             }
             Ok(Ok(p)) => p,
         };
+        // Never another card's token (a service that replays one).
+        let held = self
+            .store
+            .token(&p.token_ref)
+            .map_err(|e| SyncError::Unavailable(e.to_string()))?;
+        if held.is_some_and(|t| t.alias != alias) {
+            s.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(SyncError::Unavailable(
+                "the token service answered with a token of another card".into(),
+            ));
+        }
         let (token_ref, token) = self
             .install(alias, tenant, scheme, &s.connector, p, Lane::Foreground)
             .await

@@ -425,10 +425,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         // ever in memory (and zeroized when `pan` drops).
         let token = match (store_pan, scheme) {
             (false, Some(scheme)) => {
-                let key = format!(
-                    "fp-{}",
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&w.fingerprint)
-                );
+                // Random per provisioning: a PAN deleted and tokenized
+                // again is a new token, never the deleted one (and the
+                // card's fingerprint never leaves the vault).
+                let key = crate::store::records::new_idempotency_key();
                 match self
                     .tokens
                     .provision_now(
