@@ -5,7 +5,10 @@
 //! key cache full, three threads making cryptograms over every token while
 //! the module is re-initialised in place again and again.
 //!
-//! `cargo run --release -p vault-hsm --example reinit_pause -- [n] [rounds] [budget]`
+//! `cargo run --release -p vault-hsm --example reinit_pause -- [n] [rounds] [budget] [standby]`
+//!
+//! `standby`: re-initialise through the standby copy of the library, as
+//! vaultd does by default (`[hsm] reinit_standby`); without it, in place.
 //!
 //! `budget`: re-initialise after this many session objects, as vaultd does
 //! (default 600,000, SoftHSM2's: the pause then includes freeing that many
@@ -90,8 +93,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let blobs = Arc::new(blobs);
 
+    let standby = args.next().is_some_and(|a| a == "standby");
     let hsm = Arc::new(Pkcs11Hsm::open(&cfg)?);
-    hsm.set_reinit_standby(false);
+    hsm.set_reinit_standby(standby);
     hsm.set_reinit_after_objects(0);
     let objects = vault_hsm::keys::list_keys(&hsm)?.len();
     // Fill the token key cache.
@@ -141,6 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    let mut last_pause = hsm.stats().expect("stats").last_reinit_pause_ms;
     for round in 0..rounds {
         worst_us.store(0, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(300));
@@ -154,8 +159,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let made_in = t.elapsed();
         hsm.set_reinit_after_objects(0);
+        // Until this round's pause is recorded (it may outlast any fixed
+        // wait), then 300 ms of calls after it.
+        let seen = Instant::now();
+        let stats = loop {
+            let s = hsm.stats().expect("stats");
+            if s.last_reinit_pause_ms != last_pause || seen.elapsed() > Duration::from_secs(10) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        last_pause = stats.last_reinit_pause_ms;
         std::thread::sleep(Duration::from_millis(300));
-        let stats = hsm.stats().expect("stats");
         println!(
             "round {round}: {:.1} s to the budget; pause {} ms; slowest call {:.1} ms until 300 ms after it, {:.1} ms in 300 ms before",
             made_in.as_secs_f64(),
@@ -168,6 +183,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in threads {
         t.join().expect("thread");
     }
-    println!("{} cryptograms", calls.load(Ordering::Relaxed));
+    println!(
+        "{} cryptograms; {} re-initialisations, {} through the standby copy",
+        calls.load(Ordering::Relaxed),
+        hsm.reinitializations(),
+        hsm.standby_switches()
+    );
     Ok(())
 }
