@@ -1176,20 +1176,21 @@ async fn audit_seals_lag_at_most_the_interval_and_cover_every_record() {
         let store = RedbStore::open(&cfg.storage.path, Arc::new(hsm), &cfg.storage.options())
             .expect("open");
         store.audit(audit_rec("sixth")).await.unwrap();
-        assert_eq!(seal_and_head(&store), (5, 6));
+        store.audit(audit_rec("seventh")).await.unwrap();
+        assert_eq!(seal_and_head(&store), (6, 7));
         faults.fail_all(HsmFault::Device);
         drop(store);
     }
     let store = open_normal(&cfg);
-    assert_eq!(seal_and_head(&store), (7, 7), "sealed at start-up");
+    assert_eq!(seal_and_head(&store), (8, 8), "sealed at start-up");
     let v = InProc::new(&cfg, store, Arc::new(open_hsm()));
     let a = v.audit().await;
     assert!(a.chain_ok, "the chain verifies across every kind of seal");
     let last = a.records.last().expect("records");
-    assert_eq!((last.seq, last.op.as_str()), (7, "audit_seal"));
+    assert_eq!((last.seq, last.op.as_str()), (8, "audit_seal"));
     assert_eq!(
         last.outcome,
-        "sealed records 6 to 6, committed without a seal before this start \
+        "sealed records 7 to 7, committed without a seal before this start \
          (a crash, a restored backup or an HSM outage)"
     );
     v.close().await;

@@ -216,6 +216,9 @@ pub trait Store:
     fn log_heads(&self) -> StoreResult<vault_proto::ops::LogHeads>;
     /// Whether writes are going through (the last commit succeeded).
     fn writable(&self) -> bool;
+    /// What start-up found broken in the audit chain, while no operator has
+    /// acknowledged it (`store::audit`).
+    fn audit_broken(&self) -> Option<String>;
     /// Audit records after `after` and at most `upto` (up to `limit` of
     /// them), each with its chain hash, and what verifying them needs (see
     /// [`AuditPage`]).
@@ -264,7 +267,7 @@ impl RedbStore {
             .set_cache_size(opts.cache_size)
             .create(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::start(db, &slot_path(path), hsm, opts)
+        Self::start(db, &slot_path(path), audit::head_path(path), hsm, opts)
     }
 
     /// Like [`RedbStore::open`], on any redb storage backend: the fault
@@ -280,12 +283,13 @@ impl RedbStore {
             .set_cache_size(opts.cache_size)
             .create_with_backend(backend)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the database: {e}")))?;
-        Self::start(db, slots, hsm, opts)
+        Self::start(db, slots, audit::head_path_beside_slots(slots), hsm, opts)
     }
 
     fn start(
         db: Database,
         slots: &Path,
+        head: std::path::PathBuf,
         hsm: Arc<dyn Hsm>,
         opts: &StoreOptions,
     ) -> StoreResult<RedbStore> {
@@ -310,6 +314,7 @@ impl RedbStore {
                 seal_interval: opts.audit_seal_interval,
             },
             stats: stats.clone(),
+            head,
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(RedbStore {
@@ -536,6 +541,14 @@ impl Store for RedbStore {
             .stats
             .failing
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn audit_broken(&self) -> Option<String> {
+        self.stats
+            .audit_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn counts(&self) -> StoreResult<Counts> {

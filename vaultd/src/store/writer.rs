@@ -8,8 +8,13 @@
 //! under load once per `audit_seal_interval` instead of once per commit (a
 //! seal is an HSM call on the commit's path, and SoftHSM2 makes every other
 //! session wait while it runs); when the load stops, the tail is sealed by
-//! a commit of its own within the interval.
+//! a commit of its own within the interval. Before it seals anything it
+//! checks the trail's tail (`audit::check_tail`); after a seal it rewrites
+//! the audit head file (at most once a second, and at the stop); every
+//! committed record and every seal goes to the log
+//! (`logging::AuditLog`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use vault_hsm::Hsm;
 
 use super::atc::AtcBook;
+use super::audit::{Head, HeadFile, Seal, SealKind};
 use super::records::{AuditRec, EventRec, encode};
 use super::slots::SlotFile;
 use super::{AUDIT, AUDIT_SEALS, EVENTS, META, StoreError};
@@ -33,6 +39,8 @@ pub(crate) struct Counters {
     pub job_id: u64,
     /// The newest sealed audit record (`audit_seals`' last key; 0: none).
     pub sealed_seq: u64,
+    /// That seal, which the next one covers (`None`: none, or unreadable).
+    pub sealed: Option<Seal>,
 }
 
 /// The view a write closure gets: the open transaction plus helpers that
@@ -49,6 +57,8 @@ pub struct WriteCtx<'a> {
     deltas: std::collections::BTreeMap<String, i64>,
     /// Seal the audit chain at this commit, due or not.
     seal: bool,
+    /// The audit records of this batch, for the log once it committed.
+    logged: Vec<(u64, AuditRec)>,
 }
 
 impl WriteCtx<'_> {
@@ -86,6 +96,7 @@ impl WriteCtx<'_> {
         self.txn.open_table(AUDIT)?.insert(seq, stored.as_slice())?;
         self.counters.audit_seq = seq;
         self.counters.audit_hash = hash;
+        self.logged.push((seq, rec.clone()));
         Ok(seq)
     }
 
@@ -165,6 +176,9 @@ pub struct WriterStats {
     /// The last commit failed (redb keeps an I/O error latched: writes stay
     /// refused until the database is reopened, so `health` must say so).
     pub failing: std::sync::atomic::AtomicBool,
+    /// Start-up found the audit chain broken and no operator has
+    /// acknowledged it yet: what is broken (for `health` and `audit`).
+    pub audit_broken: std::sync::Mutex<Option<String>>,
 }
 
 /// How the writer commits (from `[storage]`).
@@ -189,6 +203,8 @@ pub(crate) struct WriterParts {
     pub restored: Option<u64>,
     pub opts: WriterOptions,
     pub stats: Arc<WriterStats>,
+    /// The audit head file (`audit::head_path`).
+    pub head: PathBuf,
 }
 
 /// What the writer thread owns.
@@ -196,11 +212,28 @@ struct State {
     p: WriterParts,
     /// When the next seal is made without being asked for.
     next_seal: Instant,
+    /// Records `from` to `to` are not vouched for by a seal, as start-up
+    /// found, and no operator has acknowledged that: seals are
+    /// [`SealKind::Broken`] ones.
+    broken: Option<(u64, u64)>,
+    /// Start-up could not check the trail (the HSM was unavailable):
+    /// nothing is sealed until a check has run.
+    unchecked: bool,
+    /// The audit head of the newest seal (when it is chained and this
+    /// process made or verified it), the seal the head file names, and
+    /// when that was written.
+    next_head: Option<Head>,
+    head_seq: Option<u64>,
+    head_at: Instant,
+    log: crate::logging::AuditLog,
 }
 
 /// While the HSM refuses seals they are retried this often at most, not
 /// at every commit.
 const SEAL_RETRY: Duration = Duration::from_secs(1);
+/// The audit head file is rewritten after a seal at most this often (and
+/// at every stop): a file write, a sync and one HSM call.
+const HEAD_EVERY: Duration = Duration::from_secs(1);
 
 impl State {
     /// The next seal after a seal the HSM refused at `t0`.
@@ -219,6 +252,12 @@ impl Writer {
         let mut state = State {
             p: parts,
             next_seal: Instant::now(),
+            broken: None,
+            unchecked: true,
+            next_head: None,
+            head_seq: None,
+            head_at: Instant::now(),
+            log: crate::logging::AuditLog::start()?,
         };
         seal_leftover_tail(&mut state);
         note_restore(&mut state);
@@ -331,7 +370,8 @@ impl Drop for Writer {
 enum Sealed {
     /// Nothing new to seal, or not due yet.
     No,
-    At(u64),
+    /// Sealed at this seq; the audit head for the seal.
+    At(u64, Seal, Head),
     /// The HSM is unavailable: committed unsealed, tried again later.
     HsmDown,
 }
@@ -357,6 +397,7 @@ fn run(mut st: State, clock: &tokio::runtime::Runtime, mut rx: mpsc::Receiver<Jo
         }
         if batch.is_empty() && !pending {
             if closed {
+                keep_head(&mut st, true);
                 return;
             }
             continue;
@@ -367,26 +408,110 @@ fn run(mut st: State, clock: &tokio::runtime::Runtime, mut rx: mpsc::Receiver<Jo
                 Err(_) => break,
             }
         }
+        if st.unchecked && Instant::now() >= st.next_seal {
+            check_at_start(&mut st);
+            keep_head(&mut st, true);
+        }
         commit_batch(&mut st, &mut batch, closed);
         // Closed and drained: that commit was the last (it sealed the
         // tail, or the HSM is down and start-up will).
         if closed {
+            keep_head(&mut st, true);
             return;
         }
     }
 }
 
-/// Records committed without a seal before this start (a crash between a
-/// commit and the seal after it, a backup taken between them, or a stop
-/// while the HSM was unavailable):
-/// says so in the trail and seals, before the store takes requests. If the
-/// HSM is unavailable the record is committed unsealed and the next seal
-/// covers both.
+/// Start-up's audit check, before anything is sealed
+/// ([`super::audit::check_tail`]): the tail from the newest good seal, the
+/// seal links and the audit head. Then, if the trail is intact, records
+/// committed without a seal before this start (a crash between a commit
+/// and the seal after it, a backup taken between them, or a stop while the
+/// HSM was unavailable) are named in a record and sealed; if it is broken,
+/// the break is logged loudly and recorded, and from then on seals do not
+/// vouch for the broken range ([`SealKind::Broken`]) until an operator
+/// acknowledges it. If the HSM is unavailable nothing is sealed until the
+/// check has run.
 fn seal_leftover_tail(st: &mut State) {
-    if st.p.counters.audit_seq <= st.p.counters.sealed_seq {
+    check_at_start(st);
+    keep_head(st, true);
+}
+
+/// Runs the start-up check (again, while the HSM was unavailable for it).
+fn check_at_start(st: &mut State) {
+    let head = Head::read(&st.p.head);
+    let restored = st.p.restored.is_some();
+    let hsm = st.p.hsm.clone();
+    let mut mac = |v: u32, p: &[u8; 32], d: &[u8]| hsm.audit_mac_with(v, p, d);
+    let check =
+        st.p.db
+            .begin_read()
+            .map_err(StoreError::from)
+            .and_then(|r| super::audit::check_tail(&r, &head, restored, &mut mac));
+    let check = match check {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "could not check the audit trail at start-up; nothing is sealed until the check has run"
+            );
+            st.seal_refused_at(Instant::now());
+            return;
+        }
+    };
+    st.unchecked = false;
+    st.next_head = check.head;
+    // A head that is wrong in any way is rewritten at once.
+    st.head_seq = match head {
+        HeadFile::Found(h) if check.findings.is_empty() => Some(h.seq),
+        _ => None,
+    };
+    for note in &check.notes {
+        tracing::warn!("audit trail: {note}");
+    }
+    if let Some((from, to, why)) = check.broken() {
+        let outcome = format!(
+            "the audit chain is broken from record {from}: records {from} to {to} are not vouched for by a valid seal ({why}); new records are sealed without vouching for them until an operator acknowledges the break (vaultd audit acknowledge)"
+        );
+        tracing::error!(
+            first_bad = from,
+            through = to,
+            "AUDIT CHAIN BROKEN: {why}. vaultd serves on and seals new records, never vouching for records {from} to {to}; compare the trail with the log (`vaultd audit verify` names the first bad record), then run `vaultd audit acknowledge` with vaultd stopped"
+        );
+        st.broken = Some((from, to));
+        *st.p
+            .stats
+            .audit_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            "audit chain broken from record {from} to {to}, not acknowledged: {why}"
+        ));
+        let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
+            ctx.audit(&AuditRec::by_daemon("audit_chain_broken", outcome))?;
+            ctx.seal_audit();
+            Ok(Box::new(|_| {}) as Completion)
+        });
+        commit_batch(st, &mut vec![job], false);
         return;
     }
-    let (from, to) = (st.p.counters.sealed_seq + 1, st.p.counters.audit_seq);
+    if let Some((from, to)) = check.unacknowledged {
+        tracing::error!(
+            first_bad = from,
+            through = to,
+            "AUDIT CHAIN BROKEN: an earlier start found records {from} to {to} not vouched for by a valid seal, and no operator has acknowledged it; `vaultd audit verify` names the break, `vaultd audit acknowledge` (vaultd stopped) records that it was seen"
+        );
+        st.broken = Some((from, to));
+        *st.p
+            .stats
+            .audit_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            "audit chain broken from record {from} to {to} (found at an earlier start), not acknowledged"
+        ));
+    }
+    let Some((from, to)) = check.unsealed else {
+        return;
+    };
     let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
         let outcome = format!(
             "sealed records {from} to {to}, committed without a seal before this start (a crash, a restored backup or an HSM outage)"
@@ -398,9 +523,36 @@ fn seal_leftover_tail(st: &mut State) {
     tracing::warn!(
         from,
         to,
-        "audit records found unsealed at start-up; sealing them"
+        "audit records found unsealed at start-up; they hash from the last seal: sealing them"
     );
     commit_batch(st, &mut vec![job], false);
+}
+
+/// Rewrites the audit head file to name the newest seal, if it names an
+/// older one (or none) and was written more than [`HEAD_EVERY`] ago (or
+/// `now`). A file write, no HSM call: the seal's MAC gave the head. A head
+/// that lags is safe (start-up only refuses one ahead of the trail), so a
+/// failure is a warning.
+fn keep_head(st: &mut State, now: bool) {
+    let Some(head) = st.next_head else { return };
+    if st.unchecked
+        || st.head_seq == Some(head.seq)
+        || (!now && st.head_seq.is_some() && st.head_at.elapsed() < HEAD_EVERY)
+    {
+        return;
+    }
+    match head.write(&st.p.head) {
+        Ok(()) => {
+            st.head_seq = Some(head.seq);
+            st.head_at = Instant::now();
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            path = %st.p.head.display(),
+            seal = head.seq,
+            "could not rewrite the audit head file; retried after the next seal"
+        ),
+    }
 }
 
 /// The first start after a restore: says in the trail what the restore
@@ -439,7 +591,13 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut slot_writes: Vec<(u64, [u8; super::slots::SLOT])> = Vec::new();
     let mut slot_frees = Vec::new();
+    let mut logged = Vec::new();
     let t0 = Instant::now();
+    let (unchecked, kind) = (
+        st.unchecked,
+        st.broken
+            .map_or(SealKind::Normal, |(from, to)| SealKind::Broken { from, to }),
+    );
     let (db, slots, hsm) = (&st.p.db, &st.p.slots, &st.p.hsm);
     let counters = &mut st.p.counters;
     let atcs = &mut st.p.atcs;
@@ -457,6 +615,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
                 slot_frees: Vec::new(),
                 deltas: std::collections::BTreeMap::new(),
                 seal: seal_anyway,
+                logged: Vec::new(),
             };
             let run_all = (|| {
                 for job in batch.drain(..) {
@@ -467,14 +626,16 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
             })();
             slot_writes = std::mem::take(&mut ctx.slot_writes);
             slot_frees = std::mem::take(&mut ctx.slot_frees);
+            logged = std::mem::take(&mut ctx.logged);
             asked = ctx.seal;
             run_all?;
         }
         let mut sealed = Sealed::No;
-        if counters.audit_seq > counters.sealed_seq && (asked || t0 >= st.next_seal) {
-            sealed = seal(hsm.as_ref(), &txn, counters.audit_seq, &counters.audit_hash)?;
-            if let Sealed::At(seq) = sealed {
-                counters.sealed_seq = seq;
+        if !unchecked && counters.audit_seq > counters.sealed_seq && (asked || t0 >= st.next_seal) {
+            sealed = seal(hsm.as_ref(), &txn, counters, kind)?;
+            if let Sealed::At(seq, s, _) = &sealed {
+                counters.sealed_seq = *seq;
+                counters.sealed = Some(*s);
             }
         }
         let t_run = t0.elapsed();
@@ -486,7 +647,7 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
         txn.commit()?;
         tracing::trace!(
             mutations = n,
-            sealed = matches!(sealed, Sealed::At(_)),
+            sealed = matches!(sealed, Sealed::At(..)),
             run_us = t_run.as_micros() as u64,
             slots_us = (t_slots - t_run).as_micros() as u64,
             commit_us = (t0.elapsed() - t_slots).as_micros() as u64,
@@ -512,16 +673,22 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
     match outcome {
         Ok(sealed) => {
             st.p.atcs.committed();
-            match sealed {
-                Sealed::No => {}
-                Sealed::At(_) => st.next_seal = t0 + st.p.opts.seal_interval,
-                Sealed::HsmDown => st.seal_refused_at(t0),
-            }
             st.p.stats.commits.fetch_add(1, Relaxed);
             st.p.stats.failing.store(false, Relaxed);
             st.p.stats.mutations.fetch_add(n, Relaxed);
             for c in completions {
                 c(Ok(()));
+            }
+            st.log.records(logged);
+            match sealed {
+                Sealed::No => {}
+                Sealed::At(seq, s, head) => {
+                    st.next_seal = t0 + st.p.opts.seal_interval;
+                    st.log.seal(seq, &s);
+                    st.next_head = Some(head);
+                    keep_head(st, stopping);
+                }
+                Sealed::HsmDown => st.seal_refused_at(t0),
             }
         }
         Err(e) => {
@@ -544,20 +711,30 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
     }
 }
 
-/// Seals the audit chain at `seq` (hash `head`) in `txn`, with the newest
-/// audit key; the seal records which version that was.
+/// Seals the audit chain at its head in `txn` with the newest audit key:
+/// a chained seal ([`Seal`]) over the head's hash and the previous seal,
+/// of `kind`.
 fn seal(
     hsm: &dyn Hsm,
     txn: &WriteTransaction,
-    seq: u64,
-    head: &[u8; 32],
+    c: &Counters,
+    kind: SealKind,
 ) -> Result<Sealed, StoreError> {
-    let version = hsm.audit_key_version();
-    match hsm.audit_mac_with(version, head, &super::audit::seal_input(seq)) {
-        Ok(mac) => {
+    let seq = c.audit_seq;
+    let made = Seal::make(
+        hsm.audit_key_version(),
+        seq,
+        &c.audit_hash,
+        (c.sealed_seq, c.sealed.as_ref().map_or(&[][..], Seal::tag)),
+        crate::vault::cards::now_ms(),
+        kind,
+        |v, p, d| hsm.audit_mac_with(v, p, d),
+    );
+    match made {
+        Ok((s, head)) => {
             txn.open_table(AUDIT_SEALS)?
-                .insert(seq, super::audit::encode_seal(version, &mac).as_slice())?;
-            Ok(Sealed::At(seq))
+                .insert(seq, s.encode().as_slice())?;
+            Ok(Sealed::At(seq, s, head))
         }
         // The HSM is down: commit the records chained but unsealed rather
         // than lose them (refusals during the outage, erasures, queue
@@ -586,9 +763,9 @@ pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
             if v.len() < 32 {
                 return Err(StoreError::Corrupt("short audit record".into()));
             }
-            let mut mac = [0u8; 32];
-            mac.copy_from_slice(&v[v.len() - 32..]);
-            (k.value(), mac)
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&v[v.len() - 32..]);
+            (k.value(), hash)
         }
         None => (0, [0u8; 32]),
     };
@@ -598,12 +775,18 @@ pub(crate) fn load_counters(db: &Database) -> Result<Counters, StoreError> {
         .get("job_id")?
         .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(0);
-    let sealed_seq = super::newest_seq(&r.open_table(AUDIT_SEALS)?)?;
+    // The newest seal, which the next one links to (start-up's check
+    // reports an unreadable one).
+    let (sealed_seq, sealed) = match r.open_table(AUDIT_SEALS)?.last()? {
+        Some((k, v)) => (k.value(), Seal::decode(v.value()).ok()),
+        None => (0, None),
+    };
     Ok(Counters {
         audit_seq,
         audit_hash,
         event_seq,
         job_id,
         sealed_seq,
+        sealed,
     })
 }

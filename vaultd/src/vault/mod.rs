@@ -258,8 +258,15 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             Ok(_) => "commits failing: reads work, writes are refused (check the disk, then restart vaultd)".to_owned(),
             Err(e) => e.to_string(),
         };
+        let ready = hsm == "ok" && store == "ok";
+        // A broken audit chain does not stop the vault serving (see
+        // `store::audit`), but health says so until it is acknowledged.
+        let store = match self.store.audit_broken() {
+            Some(b) => format!("{store}; {b}"),
+            None => store,
+        };
         Health {
-            ready: hsm == "ok" && store == "ok",
+            ready,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hsm,
             store,
