@@ -63,6 +63,32 @@ enum Cmd {
         #[arg(long = "from")]
         from: PathBuf,
     },
+    /// The audit trail, checked offline: vaultd must be stopped; needs the
+    /// HSM (`vaultctl audit` checks the newest records while it runs).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the whole audit chain: every record against its chain hash,
+    /// every seal in the HSM and its link to the seal before it, the
+    /// breaks vaultd found at start-up, and the audit head file. Names the
+    /// first bad record and exits non-zero if anything is wrong that no
+    /// operator has acknowledged.
+    Verify {
+        /// Check from this record on (from the newest seal before it).
+        #[arg(long = "from")]
+        from: Option<u64>,
+    },
+    /// Record in the trail that an operator has seen what `verify`
+    /// reports: an `audit_acknowledge` record and a seal naming the broken
+    /// range. vaultd seals normally again after it.
+    Acknowledge {
+        /// Why (the investigation, the ticket); never card data.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +192,7 @@ fn main() -> ExitCode {
         Cmd::Keys(k) => load(&cli.config).and_then(|cfg| keys(&cfg, k)),
         Cmd::Backup { to } => load(&cli.config).and_then(|cfg| backup(&cfg, &to)),
         Cmd::Restore { from } => load(&cli.config).and_then(|cfg| restore(&cfg, &from)),
+        Cmd::Audit(a) => load(&cli.config).and_then(|cfg| audit(&cfg, a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -227,6 +254,127 @@ fn restore(cfg: &Config, from: &Path) -> Result<(), String> {
         s.audit_seq
     );
     Ok(())
+}
+
+/// `vaultd audit verify|acknowledge`: vaultd stopped, the database and
+/// the HSM opened here.
+fn audit(cfg: &Config, cmd: AuditCmd) -> Result<(), String> {
+    use vault_hsm::Hsm;
+    use vaultd::store::audit::{self as trail, Head};
+    if daemon_running(cfg) {
+        return Err(format!(
+            "vaultd answers on {}: stop it first (`systemctl stop vaultd.socket vaultd.service`); while it runs, `vaultctl audit` checks the newest records",
+            cfg.server.socket.display()
+        ));
+    }
+    let path = &cfg.storage.path;
+    if !path.exists() {
+        return Err(format!("{}: no database there", path.display()));
+    }
+    let in_use = |e: redb::DatabaseError| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => format!(
+            "{} is held by another process (is vaultd running?): stop vaultd first",
+            path.display()
+        ),
+        e => format!("{}: {e}", path.display()),
+    };
+    let head_path = trail::head_path(path);
+    match cmd {
+        AuditCmd::Verify { from } => {
+            // Read-only; a database that needs the repair of an unclean
+            // stop is opened for writing, as a start would.
+            let ro = match redb::ReadOnlyDatabase::open(path) {
+                Ok(db) => Some(db),
+                Err(redb::DatabaseError::RepairAborted) => None,
+                Err(e) => return Err(in_use(e)),
+            };
+            let rw = match ro {
+                Some(_) => None,
+                None => Some(redb::Database::open(path).map_err(in_use)?),
+            };
+            let hsm = daemon::open_hsm_admin(cfg).map_err(|e| e.to_string())?;
+            let mut mac = |v: u32, p: &[u8; 32], d: &[u8]| hsm.audit_mac_with(v, p, d);
+            let head = Head::read(&head_path);
+            let txn = match (&ro, &rw) {
+                (Some(db), _) => redb::ReadableDatabase::begin_read(db),
+                (_, Some(db)) => redb::ReadableDatabase::begin_read(db),
+                _ => unreachable!("one of them is open"),
+            }
+            .map_err(|e| e.to_string())?;
+            let rep = trail::verify_trail(&txn, from.unwrap_or(1), &head, &mut mac)
+                .map_err(|e| e.to_string())?;
+            if rep.records == 0 {
+                println!("audit trail: no records from {}", from.unwrap_or(1));
+            } else {
+                println!(
+                    "audit trail: records {} to {} ({} checked), {} seals",
+                    rep.first, rep.last, rep.records, rep.seals
+                );
+            }
+            match rep.head {
+                Some(h) => println!("audit head: seal at {h} ({})", head_path.display()),
+                None => println!("audit head: none valid ({})", head_path.display()),
+            }
+            if let Some((a, b)) = rep.unsealed {
+                println!(
+                    "unsealed: records {a} to {b} (not verifiable yet; the next start checks and seals them)"
+                );
+            }
+            for n in &rep.notes {
+                println!("note: {n}");
+            }
+            for (f, ack) in &rep.findings {
+                match ack {
+                    Some(a) => println!(
+                        "acknowledged (seal at {a}): from record {}: {}",
+                        f.first_bad, f.what
+                    ),
+                    None => println!("BROKEN from record {}: {}", f.first_bad, f.what),
+                }
+            }
+            match rep.first_unacknowledged() {
+                Some(f) => Err(format!(
+                    "audit chain broken: first bad record {}",
+                    f.first_bad
+                )),
+                None => {
+                    println!("chain OK");
+                    Ok(())
+                }
+            }
+        }
+        AuditCmd::Acknowledge { reason } => {
+            let reason = reason.trim();
+            if reason.is_empty() || reason.len() > 500 {
+                return Err("--reason must be 1 to 500 characters".into());
+            }
+            // The reason goes into the trail and the log: no card numbers.
+            let digits = reason
+                .split(|c: char| !c.is_ascii_digit())
+                .map(str::len)
+                .max()
+                .unwrap_or(0);
+            if digits >= 12 {
+                return Err(
+                    "--reason holds a long run of digits (a card number?): leave it out".into(),
+                );
+            }
+            let db = redb::Database::open(path).map_err(in_use)?;
+            let hsm = daemon::open_hsm_admin(cfg).map_err(|e| e.to_string())?;
+            let mut rec = vaultd::store::records::AuditRec::by_daemon("audit_acknowledge", "");
+            rec.client = "vaultd audit acknowledge".into();
+            match trail::acknowledge(&db, &head_path, &hsm, rec, reason)
+                .map_err(|e| e.to_string())?
+            {
+                None => println!("nothing to acknowledge: the audit chain verifies"),
+                Some(a) => println!(
+                    "acknowledged records {} to {} in audit record {} (sealed): {}",
+                    a.from, a.to, a.seq, a.what
+                ),
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `keys retire` on a stopped daemon: scan the database for the version.
