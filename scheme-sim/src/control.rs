@@ -15,7 +15,7 @@ use crate::date::YearMonth;
 use crate::error::{ApiError, parse_json};
 use crate::faults::FaultSetting;
 use crate::scheme::Scheme;
-use crate::state::{Event, EventKind, Sim, Status};
+use crate::state::{Event, EventKind, EventName, Sim, Status};
 
 #[derive(Deserialize)]
 pub struct IssuerRequest {
@@ -125,7 +125,7 @@ impl Sim {
         let mut event = Event {
             seq: 0,
             token_ref: token_ref.to_owned(),
-            event: req.event,
+            event: EventName::Kind(req.event),
             status: t.status,
             token: None,
             exp_month: None,

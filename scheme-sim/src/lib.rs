@@ -13,6 +13,7 @@ pub mod scheme;
 mod control;
 mod error;
 mod faults;
+mod hostile;
 mod network;
 mod state;
 mod tsp;
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use hostile::{NumberVariant, spoil_number};
 pub use kek::{KekError, Keks};
 pub use scheme::Scheme;
 pub use state::Sim;
@@ -62,6 +64,11 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             sim.clone(),
             faults::layer,
+        ))
+        // Outside the faults: a hostile answer is given whatever they say.
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            hostile::layer,
         ));
     Router::new()
         .merge(tsp)
@@ -74,6 +81,14 @@ pub fn router(sim: Arc<Sim>) -> Router {
             post(control::event_handler),
         )
         .route("/sim/stats", get(control::stats_handler))
+        .route(
+            "/sim/hostile",
+            post(hostile::hostile_handler).get(hostile::hostile_view),
+        )
+        .route(
+            "/sim/redirect_sink",
+            axum::routing::any(hostile::redirect_sink),
+        )
         .fallback(|| async { ApiError::NotFound })
         .with_state(sim)
         .layer(axum::middleware::from_fn(read_body_first))

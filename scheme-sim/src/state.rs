@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::date::YearMonth;
 use crate::faults::Faults;
+use crate::hostile::Hostile;
 use crate::kek::Keks;
 use crate::scheme::Scheme;
 use crate::tsp::ProvisionResponse;
@@ -58,13 +59,21 @@ pub struct Replay {
 pub struct Event {
     pub seq: u64,
     pub token_ref: String,
-    pub event: EventKind,
+    pub event: EventName,
     pub status: Status,
     pub token: Option<String>,
     pub exp_month: Option<u8>,
     pub exp_year: Option<u16>,
     pub pan_exp_month: Option<u8>,
     pub pan_exp_year: Option<u16>,
+}
+
+/// An event's name: one the simulator plays, or any text (a hostile feed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EventName {
+    Kind(EventKind),
+    Other(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +156,7 @@ impl Stats {
 pub struct Sim {
     pub keks: Keks,
     pub faults: Faults,
+    pub hostile: Hostile,
     pub stats: Stats,
     book: Mutex<Book>,
 }
@@ -156,6 +166,7 @@ impl Sim {
         Sim {
             keks,
             faults: Faults::default(),
+            hostile: Hostile::default(),
             stats: Stats::default(),
             book: Mutex::new(Book::default()),
         }
