@@ -51,7 +51,11 @@ pub enum ChangeKind {
         exp_month: u8,
         exp_year: u16,
     },
+    /// An event the vault does not know, by its name (allow-listed).
     Unknown(String),
+    /// A known event the vault refused for a malformed field: why (never
+    /// a value). Recorded, never applied nor parked.
+    Invalid(String),
 }
 
 pub trait LifecycleStore {
@@ -116,7 +120,9 @@ enum Applied {
     Done { deleted: bool },
 }
 
-/// Applies one event to the token `token_ref`, if the vault has it.
+/// Applies one event of `scheme`'s feed to the token `token_ref`, if the
+/// vault has it and `scheme` issued it: a feed never changes another
+/// scheme's token. Unknown and invalid events are recorded, not applied.
 fn apply_to_token(
     ctx: &mut WriteCtx<'_>,
     scheme: &str,
@@ -125,15 +131,48 @@ fn apply_to_token(
     kind: &ChangeKind,
     at: u64,
 ) -> StoreResult<Applied> {
-    let raw = ctx
-        .txn
-        .open_table(TOKENS)?
-        .get(token_ref)?
-        .map(|v| v.value().to_vec());
-    let Some(raw) = raw else {
+    let raw = if token_ref.is_empty() {
+        None
+    } else {
+        ctx.txn
+            .open_table(TOKENS)?
+            .get(token_ref)?
+            .map(|v| v.value().to_vec())
+    };
+    let known: Option<TokenRec> = raw.map(|r| decode("token", &r)).transpose()?;
+    let on_token = if token_ref.is_empty() {
+        format!("feed seq {seq}")
+    } else {
+        format!("token {token_ref}, feed seq {seq}")
+    };
+    if let Some(t) = &known
+        && t.scheme != scheme
+    {
+        ignored(
+            ctx,
+            scheme,
+            Some(t.alias.clone()),
+            format!("an event for a token of another scheme ({on_token})"),
+            at,
+        )?;
+        return Ok(Applied::Done { deleted: false });
+    }
+    let refused = match kind {
+        ChangeKind::Unknown(e) => Some(format!(
+            "unknown event {:?}",
+            crate::tokens::connector::allowed_name(e)
+        )),
+        ChangeKind::Invalid(why) => Some(format!("invalid event: {why}")),
+        _ => None,
+    };
+    if let Some(detail) = refused {
+        let alias = known.map(|t| t.alias);
+        ignored(ctx, scheme, alias, format!("{detail} ({on_token})"), at)?;
+        return Ok(Applied::Done { deleted: false });
+    }
+    let Some(mut t) = known else {
         return Ok(Applied::NoToken);
     };
-    let mut t: TokenRec = decode("token", &raw)?;
     let alias = t.alias.clone();
     let araw = ctx
         .txn
@@ -198,17 +237,15 @@ fn apply_to_token(
                 None,
             )
         }
-        ChangeKind::Unknown(e) => ("notification_ignored", format!("unknown event {e:?}"), None),
+        // Recorded above.
+        ChangeKind::Unknown(_) | ChangeKind::Invalid(_) => {
+            return Ok(Applied::Done { deleted: false });
+        }
     };
     if t.status == TokenStatus::Deleted && status.is_some() {
         // Deleted is final.
-        ctx.event(&EventRec {
-            at,
-            alias: Some(alias),
-            scheme: Some(scheme.to_owned()),
-            kind: "notification_ignored".into(),
-            detail: format!("seq {seq}: token {token_ref} is deleted"),
-        })?;
+        let detail = format!("seq {seq}: token {token_ref} is deleted");
+        ignored(ctx, scheme, Some(alias), detail, at)?;
         return Ok(Applied::Done { deleted: false });
     }
     let deleted = status == Some(TokenStatus::Deleted);
@@ -250,6 +287,24 @@ fn apply_to_token(
         detail: format!("{detail} (token {token_ref}, feed seq {seq})"),
     })?;
     Ok(Applied::Done { deleted })
+}
+
+/// Records an event of `scheme`'s feed the vault did not apply.
+fn ignored(
+    ctx: &mut WriteCtx<'_>,
+    scheme: &str,
+    alias: Option<String>,
+    detail: String,
+    at: u64,
+) -> StoreResult<()> {
+    ctx.event(&EventRec {
+        at,
+        alias,
+        scheme: Some(scheme.to_owned()),
+        kind: "notification_ignored".into(),
+        detail,
+    })?;
+    Ok(())
 }
 
 /// An event for a token the vault does not have. Most often its

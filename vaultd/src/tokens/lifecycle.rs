@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use vault_hsm::Hsm;
 
 use super::Tokens;
-use super::connector::Notification;
+use super::connector::{FeedEvent, Notification};
 use crate::store::{Change, ChangeKind, Store};
 
 /// Notifications asked for per poll; a full page is followed at once.
@@ -18,17 +19,30 @@ const PAGE: u32 = 500;
 pub async fn follow<S: Store, H: Hsm>(
     tokens: Arc<Tokens<S, H>>,
     scheme: String,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let Some(connector) = tokens.connector(&scheme).cloned() else {
         return;
     };
     let interval = tokens.settings().poll_interval;
+    // The failure of the last poll: each new kind of failure is a warning,
+    // its repeats at every poll are not.
+    let mut failing: Option<String> = None;
     loop {
         let more = match poll_once(&tokens, &scheme, &connector).await {
-            Ok(n) => n == PAGE as usize,
+            Ok(n) => {
+                if failing.take().is_some() {
+                    tracing::info!(scheme, "notification feed read again");
+                }
+                n == PAGE as usize
+            }
             Err(e) => {
-                tracing::debug!(scheme, error = %e, "notification feed not read");
+                if failing.as_deref() == Some(e.as_str()) {
+                    tracing::debug!(scheme, error = %e, "notification feed not read");
+                } else {
+                    tracing::warn!(scheme, error = %e, "notification feed not read");
+                }
+                failing = Some(e);
                 false
             }
         };
@@ -64,7 +78,7 @@ async fn poll_once<S: Store, H: Hsm>(
     }
     let mut changes = Vec::with_capacity(n);
     for ev in feed.events {
-        changes.push(prepare(tokens, ev).await?);
+        changes.push(prepare(tokens, scheme, ev).await?);
     }
     let deleted = tokens
         .store
@@ -88,35 +102,35 @@ async fn poll_once<S: Store, H: Hsm>(
     Ok(n)
 }
 
-/// Turns a notification into a change; a new token number is sealed for
-/// its alias here, before the commit.
+/// Turns a checked notification into a change; a new token number is
+/// sealed for its alias here, before the commit, if the token is this
+/// scheme's (the commit ignores an event for another scheme's token).
 async fn prepare<S: Store, H: Hsm>(
     tokens: &Tokens<S, H>,
+    scheme: &str,
     ev: Notification,
 ) -> Result<Change, String> {
-    let kind = match ev.event.as_str() {
-        "suspend" => ChangeKind::Suspend,
-        "resume" => ChangeKind::Resume,
-        "delete" => ChangeKind::Delete,
-        "pan_expiry" => match (ev.pan_exp_month, ev.pan_exp_year) {
-            (Some(m), Some(y)) if (1..=12).contains(&m) => ChangeKind::PanExpiry {
-                exp_month: m,
-                exp_year: y,
-            },
-            _ => ChangeKind::Unknown("pan_expiry without a valid expiry".into()),
+    // An event without a usable token_ref is `Invalid` already.
+    let token_ref = ev.token_ref.unwrap_or_default();
+    let kind = match ev.event {
+        FeedEvent::Suspend => ChangeKind::Suspend,
+        FeedEvent::Resume => ChangeKind::Resume,
+        FeedEvent::Delete => ChangeKind::Delete,
+        FeedEvent::PanExpiry {
+            exp_month,
+            exp_year,
+        } => ChangeKind::PanExpiry {
+            exp_month,
+            exp_year,
         },
-        "redigitize" => {
-            let exp = match (ev.exp_month, ev.exp_year) {
-                (Some(m), Some(y)) if (1..=12).contains(&m) => Some((m, y)),
-                _ => None,
-            };
+        FeedEvent::Unknown(name) => ChangeKind::Unknown(name),
+        FeedEvent::Invalid(why) => ChangeKind::Invalid(why.to_owned()),
+        FeedEvent::Redigitize { token, exp } => {
             let (mut token_ct, mut token_last4) = (None, None);
-            if let Some(number) = ev.token {
-                let known = tokens
-                    .store
-                    .token(&ev.token_ref)
-                    .map_err(|e| e.to_string())?;
-                if let Some(t) = known {
+            if let Some(number) = token {
+                let known = tokens.store.token(&token_ref).map_err(|e| e.to_string())?;
+                if let Some(t) = known.filter(|t| t.scheme == scheme) {
+                    // Checked digits: last4 is four ASCII digits.
                     let last4 = number.last4().to_owned();
                     let alias = t.alias.clone();
                     let ct = tokens
@@ -137,11 +151,10 @@ async fn prepare<S: Store, H: Hsm>(
                 exp,
             }
         }
-        other => ChangeKind::Unknown(other.chars().take(32).collect()),
     };
     Ok(Change {
         seq: ev.seq,
-        token_ref: ev.token_ref,
+        token_ref,
         kind,
     })
 }
