@@ -2,8 +2,14 @@
 //! durable cursor, seals re-digitized token numbers, applies each batch in
 //! one commit together with the new cursor, and destroys the HSM keys of
 //! deleted tokens once that commit is durable.
+//!
+//! The follower is supervised: a panic (a bug) is logged without its
+//! message and the follower starts again, so a feed is never left unread
+//! until the next restart.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use vault_hsm::Hsm;
@@ -17,6 +23,64 @@ const PAGE: u32 = 500;
 
 /// Follows one scheme's notification feed until `stop` fires.
 pub async fn follow<S: Store, H: Hsm>(
+    tokens: Arc<Tokens<S, H>>,
+    scheme: String,
+    stop: watch::Receiver<bool>,
+) {
+    let pause = tokens.settings().poll_interval;
+    let name = scheme.clone();
+    let inner_stop = stop.clone();
+    restart_on_panic(&name, pause, stop, move || {
+        follow_feed(tokens.clone(), scheme.clone(), inner_stop.clone())
+    })
+    .await;
+}
+
+/// Aborts its task when dropped, so a supervisor that is itself aborted
+/// leaves nothing running behind it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the task `start` makes until it returns. After a panic, logs that
+/// it happened (not its message, which can carry anything the task held)
+/// and starts a new one after `pause`, unless `stop` fired meanwhile.
+async fn restart_on_panic<F, Fut>(
+    scheme: &str,
+    pause: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut start: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let mut task = AbortOnDrop(tokio::spawn(start()));
+        match (&mut task.0).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    scheme,
+                    "the notification feed follower panicked; it starts again"
+                );
+            }
+            Err(_) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn follow_feed<S: Store, H: Hsm>(
     tokens: Arc<Tokens<S, H>>,
     scheme: String,
     mut stop: watch::Receiver<bool>,
@@ -157,4 +221,45 @@ async fn prepare<S: Store, H: Hsm>(
         token_ref,
         kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_follower_that_panics_starts_again() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let (_stop_tx, stop) = watch::channel(false);
+        let counter = runs.clone();
+        let supervised = restart_on_panic("visa", Duration::from_millis(10), stop, move || {
+            let counter = counter.clone();
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("a bug in the follower");
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), supervised)
+            .await
+            .expect("the supervisor returns once its task does");
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "two panics, two restarts");
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_supervision_of_a_panicking_follower() {
+        let (stop_tx, stop) = watch::channel(false);
+        let supervised = restart_on_panic("visa", Duration::from_secs(3600), stop, || async {
+            panic!("a bug in the follower");
+        });
+        let waiter = tokio::spawn(supervised);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("stop ends the pause before a restart")
+            .unwrap();
+    }
 }

@@ -271,8 +271,17 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             }
             let me = self.clone();
             tokio::spawn(async move {
-                let id = job.id;
-                me.run_job(job).await;
+                let (id, kind, attempts) = (job.id, job.kind, job.attempts);
+                let scheme = job.scheme.clone();
+                // A panic in a job (a bug) must not leave it in flight until
+                // a restart: it runs as a task of its own, and a panic sends
+                // it back to the queue.
+                let worker = me.clone();
+                if let Err(e) = tokio::spawn(async move { worker.run_job(job).await }).await
+                    && e.is_panic()
+                {
+                    me.job_panicked(id, kind, &scheme, attempts).await;
+                }
                 if let Ok(mut f) = me.in_flight.lock() {
                     f.remove(&id);
                 }
@@ -295,6 +304,29 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
         let frac = (u64::from_le_bytes(r) % 1000) as f64 / 1000.0;
         let d = base.mul_f64(0.5 + frac / 2.0);
         retry_after.map_or(d, |ra| d.max(ra.min(self.settings.backoff_max)))
+    }
+
+    /// A job's task panicked: frees its breaker slot and makes it due again
+    /// after a backoff (failed when out of attempts, as for a transient
+    /// failure), with an error and a log line that carry nothing from the
+    /// panic.
+    async fn job_panicked(&self, job_id: u64, kind: JobKind, scheme: &str, attempts: u32) {
+        tracing::error!(job = %job_id_string(job_id), scheme, "a job panicked; it goes back to the queue");
+        if let Some(s) = self.schemes.get(scheme)
+            && let Ok(mut b) = s.breaker.lock()
+        {
+            b.release();
+        }
+        let attempts = attempts + 1;
+        let finish = JobFinish::Retry {
+            job_id,
+            next_at: now_ms() + self.backoff(attempts - 1, None).as_millis() as u64,
+            error: "the job stopped on an internal error; see the server log".into(),
+            give_up: kind != JobKind::Delete && attempts >= self.settings.max_attempts,
+        };
+        if let Err(e) = self.store.finish_job(finish).await {
+            tracing::warn!(error = %e, "could not record a job outcome; it stays due");
+        }
     }
 
     async fn run_job(&self, job: JobRec) {
