@@ -167,6 +167,7 @@ fn main() -> ExitCode {
     }
     // SAFETY: first thing in main, before any thread exists.
     unsafe { vault_hsm::pkcs11::take_pin_from_env() };
+    quiet_panics();
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Run { allow_root: false }) {
         Cmd::CheckConfig { file } => {
@@ -201,6 +202,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic reports where it happened and nothing of its message: a
+/// message may quote the value that broke an assumption (a slice of a token
+/// number, a PAN), and the default hook prints it to stderr, which is the
+/// journal under systemd.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "an unknown place".to_owned());
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        tracing::error!(thread = name, location = %at, "a thread panicked (message withheld: it may hold card data)");
+        eprintln!("vaultd: thread {name} panicked at {at} (message withheld)");
+    }));
 }
 
 /// Whether a vaultd answers on the configured socket.
