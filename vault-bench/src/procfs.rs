@@ -46,6 +46,24 @@ pub fn rss(pid: u32) -> Option<Rss> {
     })
 }
 
+/// `RssAnon`, `RssFile` and `RssShmem` of /proc/<pid>/status in kB: what
+/// the resident memory is made of (heap and stacks; mapped files, such as
+/// a memory-mapped database; shared memory).
+pub fn rss_parts(pid: u32) -> Option<[(&'static str, u64); 3]> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some([
+        ("anon", field("RssAnon:")?),
+        ("file", field("RssFile:")?),
+        ("shmem", field("RssShmem:")?),
+    ])
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

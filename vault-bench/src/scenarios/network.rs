@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use vault_proto::Client;
 use vault_proto::client::ClientError;
 use vault_proto::ops::{
-    CredentialKind, Credentials, CredentialsArgs, CredentialsOp, FallbackReason, Initiator, NoArgs,
-    SchemeArgs, SchemePause, SchemeResume, Stats, StatsOp, Tokenize,
+    CredentialKind, Credentials, CredentialsArgs, CredentialsOp, FallbackReason, HsmStats,
+    Initiator, NoArgs, SchemeArgs, SchemePause, SchemeResume, Stats, StatsOp, Tokenize,
 };
 
 use super::{AliasSlots, Bench, refusal, tokenize_args, tokenize_into};
@@ -63,6 +63,35 @@ async fn pause_schemes(c: &Client, schemes: &[String], pause: bool) -> Result<()
         done.map_err(|e| refusal("scheme_pause / scheme_resume", &e))?;
     }
     Ok(())
+}
+
+/// `stats.hsm`, when the daemon reports it.
+async fn hsm_stats(c: &Client) -> Option<HsmStats> {
+    c.op::<StatsOp>(&NoArgs {}).await.ok().and_then(|s| s.hsm)
+}
+
+/// The token-key cache's work between two `stats.hsm`: unwraps during the
+/// run (a cryptogram whose key was not cached costs one) and keys cached at
+/// its end.
+fn token_key_figures(
+    report: &mut ScenarioReport,
+    before: Option<HsmStats>,
+    after: Option<HsmStats>,
+) {
+    let (Some(b), Some(a)) = (before, after) else {
+        return;
+    };
+    let unwraps = a.token_key_unwraps.saturating_sub(b.token_key_unwraps);
+    report
+        .extra
+        .insert("hsm_token_key_unwraps_during".into(), unwraps as f64);
+    report
+        .extra
+        .insert("hsm_token_keys_cached".into(), a.token_keys_cached as f64);
+    report.extra.insert(
+        "hsm_reinitializations_during".into(),
+        a.reinitializations.saturating_sub(b.reinitializations) as f64,
+    );
 }
 
 async fn stats(c: &Client) -> Result<Progress, ClientError> {
@@ -317,6 +346,8 @@ impl Bench {
             }
         }
         let n = aliases.len();
+        let control = self.control();
+        let hsm_before = hsm_stats(&control).await;
         let mut report = self
             .measured("credentials", self.timed(), None, move |client, seq| {
                 let alias = aliases[(seq % aliases.len() as u64) as usize].clone();
@@ -328,8 +359,11 @@ impl Bench {
                 }
             })
             .await;
+        token_key_figures(&mut report, hsm_before, hsm_stats(&control).await);
         report.notes.push(format!(
-            "customer-initiated, accept [network_token, pan], CHF 12.50, over {n} aliases"
+            "customer-initiated, accept [network_token, pan], CHF 12.50, over {n} aliases in \
+             turn; hsm_token_key_unwraps_during counts the warm-up too (a cryptogram whose \
+             token key was not in the cache unwraps it)"
         ));
         if report.outcomes.keys().any(|k| k.starts_with("pan:")) {
             report
@@ -357,6 +391,7 @@ impl Bench {
         };
         let control = self.control();
         let provisioned_rss = self.daemon.and_then(crate::procfs::rss);
+        let hsm_before = hsm_stats(&control).await;
         let tenant = self.cfg.tenant.clone();
         let n = aliases.len();
         let calls = Arc::clone(&aliases);
@@ -388,27 +423,39 @@ impl Bench {
                 .insert("rss_mb_after_credentials".into(), mb(r.rss_kb));
             report.extra.insert("rss_mb_peak".into(), mb(r.hwm_kb));
         }
+        if let Some(parts) = self.daemon.and_then(crate::procfs::rss_parts) {
+            for (kind, kb) in parts {
+                report
+                    .extra
+                    .insert(format!("rss_mb_after_credentials_{kind}"), mb(kb));
+            }
+        }
+        // What the allocator keeps only for a while (jemalloc returns
+        // unused pages after some seconds) against what stays.
+        tokio::time::sleep(IDLE_BEFORE_RSS).await;
+        if let Some(r) = self.daemon.and_then(crate::procfs::rss) {
+            report.extra.insert(
+                format!("rss_mb_after_{}s_idle", IDLE_BEFORE_RSS.as_secs()),
+                mb(r.rss_kb),
+            );
+        }
         match control.op::<StatsOp>(&NoArgs {}).await {
             Ok(s) => {
                 let tokens: u64 = s.tokens.values().sum();
                 report.extra.insert("tokens_in_vault".into(), tokens as f64);
+                token_key_figures(&mut report, hsm_before, s.hsm);
                 if let Some(h) = s.hsm {
-                    for (k, v) in [
-                        ("hsm_token_key_unwraps", h.token_key_unwraps),
-                        ("hsm_token_keys_cached", h.token_keys_cached),
-                        ("hsm_session_objects", h.session_objects),
-                        ("hsm_reinitializations", h.reinitializations),
-                    ] {
-                        report.extra.insert(k.into(), v as f64);
-                    }
+                    report
+                        .extra
+                        .insert("hsm_session_objects".into(), h.session_objects as f64);
                 }
             }
             Err(e) => report.notes.push(refusal("stats", &e)),
         }
         report.notes.push(format!(
             "one customer-initiated credentials call on each of the {n} provisioned aliases, in \
-             order; rss_mb_* = VmRSS after provisioning / after these calls, VmHWM (issue 20: \
-             under 150 MB with 100,000 tokens)"
+             order; rss_mb_* = VmRSS after provisioning / after these calls (and what it is made \
+             of) / after 15 s idle, VmHWM (issue 20: under 150 MB with 100,000 tokens)"
         ));
         self.reports.push(report);
     }
@@ -419,6 +466,9 @@ impl Bench {
         self.provisioned.clone().filter(|a| !a.is_empty())
     }
 }
+
+/// token-memory: how long the daemon idles before its memory is read again.
+const IDLE_BEFORE_RSS: Duration = Duration::from_secs(15);
 
 /// Provisioning rate between 10% and 90% of the final count: the steady
 /// state, without the ramp-up and the tail.
