@@ -82,9 +82,9 @@ impl Waiter {
     }
 }
 
-/// Polls `poll` until it returns `Ok`; `Err` carries what it saw instead,
-/// quoted if the ceiling is reached. Returns the value and how long the
-/// wait took.
+/// Polls `poll` until it returns `Ok`; `Err` carries what it saw instead
+/// (if anything), quoted if the ceiling is reached. Returns the value and
+/// how long the wait took.
 pub fn wait_for_state<T>(
     ceiling: Duration,
     what: impl std::fmt::Display,
@@ -94,10 +94,8 @@ pub fn wait_for_state<T>(
     loop {
         match poll() {
             Ok(v) => return (v, w.started.elapsed()),
-            Err(seen) => {
-                let pause = w.pause(&what, &format!("; last seen: {seen}"));
-                std::thread::sleep(pause);
-            }
+            Err(seen) if seen.is_empty() => std::thread::sleep(w.pause(&what, "")),
+            Err(seen) => std::thread::sleep(w.pause(&what, &format!("; last seen: {seen}"))),
         }
     }
 }
@@ -109,11 +107,10 @@ pub fn wait_for(
     what: impl std::fmt::Display,
     mut check: impl FnMut() -> bool,
 ) -> Duration {
-    let mut w = Waiter::new(ceiling);
-    while !check() {
-        std::thread::sleep(w.pause(&what, ""));
-    }
-    w.started.elapsed()
+    wait_for_state(ceiling, what, || {
+        check().then_some(()).ok_or_else(String::new)
+    })
+    .1
 }
 
 /// Polls `check` until it returns `Some`, and returns that.
@@ -122,13 +119,7 @@ pub fn wait_for_some<T>(
     what: impl std::fmt::Display,
     mut check: impl FnMut() -> Option<T>,
 ) -> T {
-    let mut w = Waiter::new(ceiling);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        std::thread::sleep(w.pause(&what, ""));
-    }
+    wait_for_state(ceiling, what, || check().ok_or_else(String::new)).0
 }
 
 /// [`wait_for`] for async tests: pauses without blocking the runtime.
