@@ -74,6 +74,7 @@ impl Probe {
                     Err(e) => r.failures.push(e.to_string()),
                 }
                 r.max = r.max.max(t.elapsed());
+                // Pacing only: a call every 10 ms or so, whatever the load.
                 std::thread::sleep(Duration::from_millis(10));
             }
             r
@@ -417,6 +418,8 @@ fn a_client_that_writes_forever_and_never_reads_is_dropped() {
         }
     };
     eprintln!("writer that never reads dropped after {cut:?}");
+    // A lower bound (the idle timeout, 2 s): load can only make the cut
+    // later, and the wait above ends at the ceiling.
     assert!(cut >= Duration::from_secs(2), "dropped before idle_timeout");
     probe.finish();
     assert!(alive(d.pid()));
