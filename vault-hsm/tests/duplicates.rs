@@ -32,7 +32,7 @@ fn objects(label: &str) -> usize {
 #[test]
 fn unwrap_and_destroy_leave_one_object_or_none() {
     let dir = tempfile::tempdir().expect("dir");
-    let kek = import_visa_kek(hsm(), dir.path());
+    let (kek, _visa_kek) = import_visa_kek(hsm(), dir.path());
     let (k1, k2, k3) = ([0x11u8; 16], [0x22u8; 16], [0x33u8; 16]);
 
     // A replay after a restart: the key is in the token, the new process

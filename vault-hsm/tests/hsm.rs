@@ -258,7 +258,7 @@ fn import_kek_checks_kcv_and_is_idempotent() {
 #[test]
 fn unwrapped_token_key_makes_the_software_cryptogram_mac() {
     let dir = tempfile::tempdir().expect("dir");
-    let kek = import_visa_kek(hsm(), dir.path());
+    let (kek, _visa_kek) = import_visa_kek(hsm(), dir.path());
     let tk = random::<16>();
     hsm()
         .unwrap_token_key("visa", "tr-unwrap", &wrap(&kek, &tk))
@@ -370,7 +370,7 @@ fn destroy_token_key_removes_it_and_is_idempotent() {
 #[test]
 fn other_threads_never_use_a_replaced_or_destroyed_token_key() {
     let dir = tempfile::tempdir().expect("dir");
-    let kek = import_visa_kek(hsm(), dir.path());
+    let (kek, _visa_kek) = import_visa_kek(hsm(), dir.path());
     let tk1 = random::<16>();
     hsm()
         .unwrap_token_key("visa", "tr-threads", &wrap(&kek, &tk1))

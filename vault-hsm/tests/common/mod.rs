@@ -134,14 +134,25 @@ pub fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
 
 /// Imports `tsp.visa.kek` from two random components written to `dir`;
 /// returns the combined key (for wrapping test token keys).
-pub fn import_visa_kek(hsm: &Pkcs11Hsm, dir: &Path) -> [u8; 32] {
+///
+/// The token, and so its one visa KEK, is shared by every test of the
+/// binary, and tests run side by side: the returned guard keeps other
+/// tests from replacing the KEK until the caller is done with it (before,
+/// one test's key could be unwrapped under another's KEK whenever the
+/// scheduler interleaved them: `Integrity`).
+pub fn import_visa_kek(
+    hsm: &Pkcs11Hsm,
+    dir: &Path,
+) -> ([u8; 32], std::sync::MutexGuard<'static, ()>) {
+    static VISA_KEK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let held = VISA_KEK.lock().unwrap_or_else(|p| p.into_inner());
     let (mut c1, mut c2) = ([0u8; 32], [0u8; 32]);
     hsm.random(&mut c1).expect("random");
     hsm.random(&mut c2).expect("random");
     let p1 = write_component(dir, "visa.c1", &c1);
     let p2 = write_component(dir, "visa.c2", &c2);
     vault_hsm::keys::import_kek(hsm, "visa", &[&p1, &p2], true).expect("import visa kek");
-    xor(&c1, &c2)
+    (xor(&c1, &c2), held)
 }
 
 /// RFC 3394 wrap of a token key under a KEK, in software.
