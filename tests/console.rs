@@ -7,11 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vault_e2e::console::{Tmux, vault_tui_bin};
-use vault_e2e::{AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, bin_dir, pan, tokenize};
+use vault_e2e::{
+    AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, assert_took, bin_dir, machine_load, pan,
+    tokenize, wait_for,
+};
 use vault_proto::ops::{self, NoArgs, PageArgs, SchemeArgs, TokenStatus};
 
+/// The ceiling of a wait for the screen: only a hung test reaches it.
 const SCREEN_WAIT: Duration = Duration::from_secs(30);
+/// How often the test captures the screen.
 const POLL: Duration = Duration::from_millis(50);
+/// How often vault-tui polls the daemon (its default `poll_every`).
+const CONSOLE_POLL: Duration = Duration::from_secs(1);
 const SCHEMES: [&str; 4] = ["amex", "discover", "mastercard", "visa"];
 
 /// A test of a captured screen.
@@ -172,19 +179,25 @@ fn console_shows_tokens_pauses_a_scheme_and_survives_a_daemon_restart() {
         println!("{name}, 120x40:\n{screen}");
     }
 
-    // The daemon dies: the console says so within a few seconds.
+    // The daemon dies: the console says so at its next poll. The wait's
+    // ceiling only ends a hung test; the time it took is the property,
+    // checked against ten times two polls.
     tui.send_keys(&["1"]);
     let killed_at = Instant::now();
     t.daemon().kill9();
     let down = tui
-        .wait_for(Duration::from_secs(5), POLL, &mut seen, |s| {
+        .wait_for(SCREEN_WAIT, POLL, &mut seen, |s| {
             s.contains("DISCONNECTED from vaultd")
         })
-        .unwrap_or_else(|s| panic!("no disconnected state within 5 s:\n{s}"));
-    println!(
-        "disconnected shown after {} ms",
-        killed_at.elapsed().as_millis()
-    );
+        .unwrap_or_else(|s| {
+            panic!(
+                "no disconnected state after {SCREEN_WAIT:?} ({}):\n{s}",
+                machine_load()
+            )
+        });
+    let took = killed_at.elapsed();
+    println!("disconnected shown after {took:?}");
+    assert_took(took, CONSOLE_POLL * 2 * 10, "showing the daemon gone");
     assert!(down.contains("Data below is stale"), "{down}");
     assert!(tui.alive(), "the console must survive the daemon");
 
@@ -192,13 +205,21 @@ fn console_shows_tokens_pauses_a_scheme_and_survives_a_daemon_restart() {
     t.restart();
     let restarted_at = Instant::now();
     let back = tui
-        .wait_for(Duration::from_secs(10), POLL, &mut seen, |s| {
+        .wait_for(SCREEN_WAIT, POLL, &mut seen, |s| {
             s.contains(" CONNECTED ") && !s.contains("DISCONNECTED")
         })
-        .unwrap_or_else(|s| panic!("no reconnect within 10 s:\n{s}"));
-    println!(
-        "reconnected after {} ms",
-        restarted_at.elapsed().as_millis()
+        .unwrap_or_else(|s| {
+            panic!(
+                "no reconnect after {SCREEN_WAIT:?} ({}):\n{s}",
+                machine_load()
+            )
+        });
+    let took = restarted_at.elapsed();
+    println!("reconnected after {took:?}");
+    assert_took(
+        took,
+        CONSOLE_POLL * 2 * 10,
+        "reconnecting to the restarted daemon",
     );
     assert!(back.contains("Aliases"), "{back}");
     tui.send_keys(&["3"]);
@@ -209,11 +230,7 @@ fn console_shows_tokens_pauses_a_scheme_and_survives_a_daemon_restart() {
 
     // q quits and the tmux session ends with it.
     tui.send_keys(&["q"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tui.alive() && Instant::now() < deadline {
-        std::thread::sleep(POLL);
-    }
-    assert!(!tui.alive(), "q did not end the console");
+    wait_for(SCREEN_WAIT, "q to end the console", || !tui.alive());
     let stderr = std::fs::read_to_string(t.env.path().join("vault-tui.stderr")).unwrap_or_default();
     assert!(
         stderr.trim().is_empty(),
@@ -273,13 +290,13 @@ fn time_key(tui: &Tmux, key: &str, changed: impl Fn(&str) -> bool) -> Duration {
     let start = Instant::now();
     tui.send_keys(&[key]);
     let mut ignore = |_: &str| {};
-    tui.wait_for(
-        Duration::from_secs(10),
-        Duration::from_millis(10),
-        &mut ignore,
-        changed,
-    )
-    .unwrap_or_else(|s| panic!("{key} changed nothing within 10 s:\n{s}"));
+    tui.wait_for(SCREEN_WAIT, Duration::from_millis(10), &mut ignore, changed)
+        .unwrap_or_else(|s| {
+            panic!(
+                "{key} changed nothing after {SCREEN_WAIT:?} ({}):\n{s}",
+                machine_load()
+            )
+        });
     start.elapsed()
 }
 
@@ -332,17 +349,14 @@ fn console_stays_responsive_with_a_deep_queue() {
         let label = format!("Page {page} ");
         let start = Instant::now();
         // The key is reflected as soon as the page number moves...
-        key_ms.push(time_key(&tui, "]", |s| s.contains(&label)).as_millis());
+        key_ms.push(time_key(&tui, "]", |s| s.contains(&label)));
         // ...and the page itself arrives from the server after that.
         let screen = tui
-            .wait_for(
-                Duration::from_secs(10),
-                Duration::from_millis(10),
-                &mut ignore,
-                |s| s.contains(&label) && !s.contains("loading…"),
-            )
+            .wait_for(SCREEN_WAIT, Duration::from_millis(10), &mut ignore, |s| {
+                s.contains(&label) && !s.contains("loading…")
+            })
             .unwrap_or_else(|s| panic!("page {page} never arrived:\n{s}"));
-        page_ms.push(start.elapsed().as_millis());
+        page_ms.push(start.elapsed());
         assert_ne!(
             job_rows(&screen),
             job_rows(&before),
@@ -352,11 +366,9 @@ fn console_stays_responsive_with_a_deep_queue() {
     }
     // Switching screens while the queue is this deep.
     for (key, title) in [("3", "Selected:"), ("1", "Network tokens"), ("2", " Page ")] {
-        key_ms.push(time_key(&tui, key, |s| s.contains(title)).as_millis());
+        key_ms.push(time_key(&tui, key, |s| s.contains(title)));
     }
-    println!(
-        "with {n} queued jobs: key reflected in {key_ms:?} ms, next page shown in {page_ms:?} ms"
-    );
+    println!("with {n} queued jobs: key reflected in {key_ms:?}, next page shown in {page_ms:?}");
     // The polls kept up with the deep queue too (no 5 s request timeout).
     tui.send_keys(&["1"]);
     let overview = tui
@@ -371,10 +383,16 @@ fn console_stays_responsive_with_a_deep_queue() {
         .find_map(|cell| cell.trim().strip_prefix("Queue depth"))
         .map(|v| v.trim().replace(',', ""));
     assert_eq!(depth, Some(n.to_string()), "{overview}");
-    let worst = key_ms.iter().max().copied().unwrap_or(0);
-    assert!(
-        worst < 200,
-        "a key press took {worst} ms to show (all: {key_ms:?})"
+    // A key shows at the next frame, before any answer from the daemon:
+    // 200 ms at most on an idle machine (each look at the screen runs a
+    // tmux process); the bound is ten times that, which a loaded machine
+    // does not reach. (That keys never wait for the daemon at all is
+    // vault-tui's own test, keys_are_handled_while_the_daemon_hangs.)
+    let worst = key_ms.iter().max().copied().unwrap_or_default();
+    assert_took(
+        worst,
+        Duration::from_secs(2),
+        format_args!("a key press to show (all: {key_ms:?})"),
     );
     tui.send_keys(&["q"]);
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vault_e2e::{
-    AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, as_uid, bin_dir, pan, tokenize,
+    AMEX, CEILING, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, as_uid, bin_dir, ceiling_for,
+    pan, tokenize, wait_for, wait_for_some, wait_for_state,
 };
 use vault_proto::client::ClientError;
 use vault_proto::ops::{
@@ -19,7 +20,10 @@ use vault_proto::ops::{
 };
 use vault_proto::{BlockingClient, ErrorCode};
 
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = CEILING;
+/// `poll_interval` of [`TokenOpts::default`]: how often the vault reads
+/// the schemes' notification feeds.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Tenants and clients beside the harness's root client (uid 0).
 const TENANTS: &str = "[[tenant]]\nid = \"t-a\"\nnetwork_tokens = true\n\
@@ -366,18 +370,18 @@ fn a_thousand_cryptograms_match_an_independent_software_computation() {
     assert_eq!(checked, 1000);
     eprintln!("1000 cryptograms checked in {:?}", started.elapsed());
     // The switch to SoftHSM2's standby copy is prepared in the background.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let hsm = loop {
+    let (hsm, _) = wait_for_state(CEILING, "a switch to the standby copy", || {
         let hsm = c
             .op::<ops::StatsOp>(&NoArgs {})
             .unwrap()
             .hsm
             .expect("stats.hsm for a PKCS#11 module");
-        if hsm.reinitializations >= 1 || Instant::now() > deadline {
-            break hsm;
+        if hsm.reinitializations >= 1 && hsm.standby_switches >= 1 {
+            Ok(hsm)
+        } else {
+            Err(format!("{hsm:?}"))
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    });
     assert_eq!(hsm.reinit_after_objects, 1000);
     assert!(
         hsm.reinitializations >= 1 && hsm.standby_switches >= 1,
@@ -493,20 +497,20 @@ fn pan_fallbacks_and_no_usable_credential() {
     assert_eq!(authorize(&t, &n, 1250, "CHF"), (true, "approved".into()));
 }
 
-/// Waits until `credentials` stops answering with the network token.
+/// Waits until `credentials` stops answering with the network token (the
+/// vault read a suspension from the feed).
 fn wait_token_unused(
     c: &mut BlockingClient,
     a: &CredentialsArgs,
 ) -> Result<Credentials, ClientError> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = c.op::<CredentialsOp>(a);
-        let still_token = matches!(r, Ok(Credentials::NetworkToken { .. }));
-        if !still_token || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_some(
+        ceiling_for(POLL),
+        "credentials without the suspended token",
+        || {
+            let r = c.op::<CredentialsOp>(a);
+            (!matches!(r, Ok(Credentials::NetworkToken { .. }))).then_some(r)
+        },
+    )
 }
 
 #[test]
@@ -554,14 +558,16 @@ fn token_suspended_at_the_scheme_falls_back_or_leaves_nothing() {
         &format!("/sim/tokens/{token_ref}/events"),
         &json!({"event": "resume"}),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(Credentials::NetworkToken { .. }) = c.op::<CredentialsOp>(&cit(&alias)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "token never came back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        ceiling_for(POLL),
+        "the resumed token in credentials",
+        || {
+            matches!(
+                c.op::<CredentialsOp>(&cit(&alias)),
+                Ok(Credentials::NetworkToken { .. })
+            )
+        },
+    );
 }
 
 // ---------------------------------------------------------------- 4
@@ -831,10 +837,9 @@ fn sigkill_during_concurrent_payments_never_reissues_an_atc() {
     let aliases = Arc::new(aliases);
     let pre = Arc::new(Mutex::new(Vec::new()));
     let handles = hammer(t.env.socket(), aliases.clone(), 16, None, pre.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pre.lock().unwrap().len() < 300 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(CEILING, "300 cryptograms before the kill", || {
+        pre.lock().unwrap().len() >= 300
+    });
     t.daemon().kill9();
     for h in handles {
         h.join().expect("client thread");
@@ -1110,22 +1115,20 @@ fn set_atc(t: &TokenEnv, token_ref: &str, atc: u16) {
 /// already be): the PAN or nothing meanwhile, never a cryptogram of the old
 /// key. Returns the first credentials of the new key.
 fn after_key_refresh(c: &mut BlockingClient, alias: &str) -> Nt {
-    let deadline = Instant::now() + LONG;
-    loop {
+    wait_for_some(LONG, "the key refresh to finish", || {
         match c.op::<CredentialsOp>(&cit(alias)).unwrap() {
             Credentials::Pan { .. } => {
                 let only_token = args(alias, "t-a", TOKEN_ONLY, Initiator::Customer);
                 let r = c.op::<CredentialsOp>(&only_token);
                 if let Ok(c) = r {
-                    return nt(c);
+                    return Some(nt(c));
                 }
                 assert_eq!(code(r), ErrorCode::NoUsableCredential);
+                None
             }
-            other => return nt(other),
+            other => Some(nt(other)),
         }
-        assert!(Instant::now() < deadline, "the key refresh did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// A restored backup never re-issues an ATC. Payments made after the backup

@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vault_e2e::{TestEnv, Vaultd, bin_dir, pan, tokenize};
+use vault_e2e::{
+    CEILING, TestEnv, Vaultd, bin_dir, ceiling_for, pan, tokenize, wait_for, wait_for_state,
+};
 use vault_proto::BlockingClient;
 use vault_proto::ops::{
     self, AliasArgs, BackupArgs, CredentialKind, Credentials, CredentialsArgs, Initiator,
@@ -20,6 +22,12 @@ use vault_proto::ops::{
 /// admin, and forwarder for every tenant.
 fn env(keys: &str) -> TestEnv {
     let env = TestEnv::new();
+    write_config(&env, keys);
+    env
+}
+
+/// (Re)writes `env`'s config with `keys` in the `[keys]` table.
+fn write_config(env: &TestEnv, keys: &str) {
     env.write_config(
         "",
         &format!(
@@ -28,7 +36,6 @@ fn env(keys: &str) -> TestEnv {
              roles = [\"merchant\", \"admin\", \"forwarder\"]\n"
         ),
     );
-    env
 }
 
 /// Tokenizes `n` new cards (numbers `from..from + n`); alias → PAN.
@@ -81,24 +88,17 @@ fn retire(c: &mut BlockingClient, version: u32) -> Result<ops::KeyRetireResult, 
         .map_err(|e| e.code().map(|c| c.as_str().to_owned()).unwrap_or_default())
 }
 
-/// Retires `version` once re-encryption let it (polling), or panics.
-fn retire_when_done(c: &mut BlockingClient, version: u32, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        match retire(c, version) {
-            Ok(r) => {
-                assert!(r.destroyed, "the key existed");
-                return;
-            }
-            Err(code) => assert_eq!(code, "bad_request", "only refused while in use"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "re-encryption did not finish: {:?}",
-            key_stats(c)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Retires `version` once re-encryption let it (polling), or panics
+/// after [`CEILING`].
+fn retire_when_done(c: &mut BlockingClient, version: u32) {
+    let r = wait_for_state(CEILING, "re-encryption to let the old key go", || {
+        retire(c, version).map_err(|code| {
+            assert_eq!(code, "bad_request", "only refused while in use");
+            format!("{:?}", key_stats(c))
+        })
+    })
+    .0;
+    assert!(r.destroyed, "the key existed");
 }
 
 /// The PAN key version of every non-empty slot in the slot file.
@@ -133,11 +133,14 @@ fn rotation_under_load_loses_nothing_and_the_old_key_can_be_retired() {
     let cards = Arc::new(fill(&mut c, 0, 400));
     assert_eq!(key_stats(&mut c).pan_key_version, 1);
 
-    // Two writers and two readers for ~5 s; the key rotates after 1 s.
+    // Two writers and two readers: the key rotates once they are under
+    // way, and they go on until the 400 cards are re-encrypted and they
+    // have done as much again after the rotation.
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..4u64 {
-        let (stop, cards, socket) = (stop.clone(), cards.clone(), env.socket());
+        let (stop, done, cards, socket) = (stop.clone(), done.clone(), cards.clone(), env.socket());
         workers.push(std::thread::spawn(move || {
             let mut c = BlockingClient::connect(&socket).expect("connect");
             let aliases: Vec<&String> = cards.keys().collect();
@@ -164,21 +167,29 @@ fn rotation_under_load_loses_nothing_and_the_old_key_can_be_retired() {
                         _ => failures += 1,
                     }
                 }
+                done.fetch_add(1, Ordering::Relaxed);
             }
             (made, failures)
         }));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    let ops_done = || done.load(Ordering::Relaxed);
+    wait_for(CEILING, "the load to get under way", || ops_done() >= 200);
     let r = c
         .op::<ops::KeyRotate>(&KeyRotateArgs { key: None })
         .expect("key_rotate");
+    let at_rotation = ops_done();
     assert_eq!((r.key.as_str(), r.version), ("pan", 2));
     assert_eq!(
         key_stats(&mut c).pan_key_version,
         2,
         "new writes use v2 at once"
     );
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for(CEILING, "the 400 cards re-encrypted under load", || {
+        key_stats(&mut c).reencrypted >= 400
+    });
+    wait_for(CEILING, "as much load again after the rotation", || {
+        ops_done() >= 2 * at_rotation
+    });
     stop.store(true, Ordering::Relaxed);
     let mut all: HashMap<String, String> = (*cards).clone();
     for w in workers {
@@ -188,7 +199,7 @@ fn rotation_under_load_loses_nothing_and_the_old_key_can_be_retired() {
     }
     assert!(all.len() > 400, "the writers wrote");
 
-    retire_when_done(&mut c, 1, Duration::from_secs(60));
+    retire_when_done(&mut c, 1);
     let k = key_stats(&mut c);
     assert_eq!(k.reencrypt_remaining, 0);
     assert!(k.reencrypted >= 400, "re-encrypted {}", k.reencrypted);
@@ -217,13 +228,19 @@ fn rotation_under_load_loses_nothing_and_the_old_key_can_be_retired() {
 
 #[test]
 fn re_encryption_resumes_after_sigkill() {
-    let env = env("reencrypt_batch = 20\nreencrypt_pause = \"50ms\"\nrefresh_interval = \"200ms\"");
+    // Slow re-encryption before the kill (60 batches, at least 12 s), so
+    // the kill lands in the middle however late the test gets to it; fast
+    // after the restart.
+    let env =
+        env("reencrypt_batch = 20\nreencrypt_pause = \"200ms\"\nrefresh_interval = \"200ms\"");
     let mut d = env.start();
     let mut c = env.client();
     let cards = fill(&mut c, 0, 1200);
     c.op::<ops::KeyRotate>(&KeyRotateArgs { key: None })
         .expect("key_rotate");
-    std::thread::sleep(Duration::from_millis(600));
+    wait_for(CEILING, "re-encryption under way", || {
+        key_stats(&mut c).reencrypted >= 20
+    });
     assert_eq!(
         retire(&mut c, 1).err().as_deref(),
         Some("bad_request"),
@@ -236,9 +253,13 @@ fn re_encryption_resumes_after_sigkill() {
         "killed in the middle: {versions:?}"
     );
 
+    write_config(
+        &env,
+        "reencrypt_batch = 20\nreencrypt_pause = \"10ms\"\nrefresh_interval = \"200ms\"",
+    );
     let _d = Vaultd::spawn(&env);
     let mut c = env.client();
-    retire_when_done(&mut c, 1, Duration::from_secs(90));
+    retire_when_done(&mut c, 1);
     assert_all_pans(&mut c, &cards);
     let s = c.op::<ops::StatsOp>(&NoArgs {}).expect("stats");
     assert_eq!(s.aliases, 1200);
@@ -274,7 +295,8 @@ fn a_backup_under_write_load_restores_every_acknowledged_alias() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    let written = || kept.lock().expect("lock").len();
+    wait_for(CEILING, "the writer to get under way", || written() >= 320);
     let acknowledged = kept.lock().expect("lock").clone();
     let dir = env.path().join("backups");
     std::fs::create_dir(&dir).expect("mkdir");
@@ -286,7 +308,11 @@ fn a_backup_under_write_load_restores_every_acknowledged_alias() {
         .expect("backup");
     assert!(r.aliases as usize >= acknowledged.len());
     assert_eq!(r.pans, r.aliases, "every alias keeps its PAN");
-    std::thread::sleep(Duration::from_millis(300));
+    // Writes went on after the backup too (not in it).
+    let at_backup = r.aliases as usize;
+    wait_for(CEILING, "writes after the backup", || {
+        written() >= at_backup + 20
+    });
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     // A second backup to the same name is refused, not overwritten.
@@ -344,14 +370,14 @@ fn the_audit_chain_verifies_across_audit_key_rotations() {
     fill(&mut c, 0, 5);
     assert_eq!(key_stats(&mut c).audit_key_version, 1);
 
-    // Rotated outside the daemon: picked up within a refresh.
+    // Rotated outside the daemon: picked up by a refresh (every 200 ms).
     let out = env.vaultd_cmd(&["keys", "rotate-audit"]);
     assert!(out.contains("vault.audit.v2"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while key_stats(&mut c).audit_key_version != 2 {
-        assert!(Instant::now() < deadline, "the daemon did not pick up v2");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        ceiling_for(Duration::from_millis(200)),
+        "the daemon to pick up audit key v2",
+        || key_stats(&mut c).audit_key_version == 2,
+    );
     fill(&mut c, 100, 5);
     // And through the daemon, at once.
     let r = c

@@ -5,11 +5,17 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vault_e2e::{MASTERCARD, TokenEnv, TokenOpts, VISA, pan, tokenize};
+use vault_e2e::{
+    CEILING, MASTERCARD, TokenEnv, TokenOpts, VISA, assert_took, ceiling_for, pan, tokenize,
+    wait_for,
+};
 use vault_proto::BlockingClient;
-use vault_proto::ops::{self, AliasRecord, NoArgs, TokenStatus};
+use vault_proto::ops::{self, AliasRecord, EventView, NoArgs, TokenStatus};
 
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = CEILING;
+/// `poll_interval` of [`TokenOpts::default`]: how often the vault reads
+/// the schemes' notification feeds.
+const POLL: Duration = Duration::from_secs(1);
 
 fn status(c: &mut BlockingClient, alias: &str) -> AliasRecord {
     c.op::<ops::AliasStatus>(&ops::AliasArgs {
@@ -18,14 +24,33 @@ fn status(c: &mut BlockingClient, alias: &str) -> AliasRecord {
     .unwrap()
 }
 
-/// Polls until `check` holds, at most `within`; returns how long it took.
-fn until(within: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !check() {
-        assert!(t0.elapsed() < within, "condition not met within {within:?}");
-        std::thread::sleep(Duration::from_millis(25));
+/// Every event of the vault's event log after `seq`, page by page.
+fn events_after(c: &mut BlockingClient, seq: u64) -> Vec<EventView> {
+    let mut all: Vec<EventView> = Vec::new();
+    loop {
+        let page = c
+            .op::<ops::EventsOp>(&ops::PageArgs {
+                after: Some(all.last().map_or(seq, |e| e.seq)),
+                limit: 1000,
+            })
+            .unwrap()
+            .events;
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
     }
-    t0.elapsed()
+}
+
+/// The feed seq an applied lifecycle event names in its detail.
+fn feed_seq(e: &EventView) -> u64 {
+    e.detail
+        .rsplit("feed seq ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|_| panic!("no feed seq in {e:?}"))
 }
 
 fn active_alias(t: &TokenEnv, c: &mut BlockingClient, p: &str) -> (String, String) {
@@ -45,20 +70,30 @@ fn every_lifecycle_event_shows_within_two_poll_intervals() {
         t.sim
             .post(&format!("/sim/tokens/{token_ref}/events"), &event)
     };
-    let two_s = Duration::from_secs(2);
+    // Each event is waited for up to a ceiling that only ends a hung test;
+    // how long it took to show is the property. On an idle machine it is
+    // at most two poll intervals; the bound checked is ten times that, so
+    // a loaded machine does not fail it, and a vault that never reads the
+    // feed, or reads it only at a restart, still does.
+    let mut took = Vec::new();
+    let mut shows = |what: &str, check: &mut dyn FnMut() -> bool| {
+        let t = wait_for(ceiling_for(POLL), what, check);
+        assert_took(t, 2 * POLL * 10, what);
+        took.push((what.to_owned(), t));
+    };
 
     ev(json!({"event": "suspend"}));
-    until(two_s, || {
+    shows("a suspension", &mut || {
         status(&mut c, &alias).token_info.unwrap().status == TokenStatus::Suspended
     });
     ev(json!({"event": "resume"}));
-    until(two_s, || {
+    shows("a resumption", &mut || {
         status(&mut c, &alias).token_info.unwrap().status == TokenStatus::Active
     });
 
     let before = status(&mut c, &alias).token_info.unwrap();
     ev(json!({"event": "redigitize", "exp_month": 7, "exp_year": 2033, "new_token_number": true}));
-    until(two_s, || {
+    shows("a re-digitization", &mut || {
         let ti = status(&mut c, &alias).token_info.unwrap();
         ti.exp_year == Some(2033) && ti.exp_month == Some(7) && ti.token_last4 != before.token_last4
     });
@@ -74,17 +109,22 @@ fn every_lifecycle_event_shows_within_two_poll_intervals() {
     );
 
     ev(json!({"event": "pan_expiry", "exp_month": 3, "exp_year": 2034}));
-    until(two_s, || {
+    shows("a new card expiry", &mut || {
         let card = status(&mut c, &alias).card;
         (card.exp_month, card.exp_year) == (3, 2034)
     });
 
     ev(json!({"event": "delete"}));
-    until(two_s, || {
+    shows("a deletion", &mut || {
         status(&mut c, &alias).token_info.unwrap().status == TokenStatus::Deleted
     });
-    // The deleted token's key is gone from the HSM.
-    until(two_s, || {
+    eprintln!(
+        "lifecycle events shown after {took:?} (poll interval {POLL:?}; {})",
+        vault_e2e::machine_load()
+    );
+    // The deleted token's key is gone from the HSM (the deletion's job,
+    // after the status).
+    wait_for(CEILING, "the deleted token's key to leave the HSM", || {
         !t.env
             .vaultd_cmd(&["keys", "list"])
             .contains(&format!("nt.{token_ref} "))
@@ -131,6 +171,8 @@ fn restart_in_a_stream_of_a_thousand_events_applies_each_exactly_once_in_order()
     for i in 0..10u64 {
         refs.push(active_alias(&t, &mut c, &pan("4000", 90_000 + i)).1);
     }
+    // One more token, for the marker event after the stream.
+    let (marker_alias, marker_ref) = active_alias(&t, &mut c, &pan("4000", 90_100));
     let after = c
         .op::<ops::EventsOp>(&ops::PageArgs {
             after: None,
@@ -138,7 +180,11 @@ fn restart_in_a_stream_of_a_thousand_events_applies_each_exactly_once_in_order()
         })
         .unwrap();
     let start_seq = after.events.last().map(|e| e.seq).unwrap_or(0);
-    // 1,000 events: each token alternates suspend/resume 100 times.
+    // 1,000 events: each token alternates suspend/resume 100 times, in
+    // three parts: 300 while the daemon runs (it is killed once it has
+    // applied some of them), 300 while it is down, 400 after the restart.
+    let (posted_tx, posted) = std::sync::mpsc::channel::<()>();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
     let poster = {
         let url = t.sim.url();
         let refs = refs.clone();
@@ -148,6 +194,10 @@ fn restart_in_a_stream_of_a_thousand_events_applies_each_exactly_once_in_order()
                 .build()
                 .into();
             for i in 0..100 {
+                if i == 30 || i == 60 {
+                    posted_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                }
                 for r in &refs {
                     let event = if i % 2 == 0 { "suspend" } else { "resume" };
                     agent
@@ -155,53 +205,58 @@ fn restart_in_a_stream_of_a_thousand_events_applies_each_exactly_once_in_order()
                         .send_json(json!({"event": event}))
                         .unwrap();
                 }
+                // Spread out, so the feed polls see it a part at a time.
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    posted.recv().unwrap();
+    wait_for(
+        ceiling_for(POLL),
+        "the first events of the stream applied",
+        || !events_after(&mut c, start_seq).is_empty(),
+    );
     t.daemon().kill9();
     drop(c);
-    std::thread::sleep(Duration::from_millis(200));
+    go.send(()).unwrap();
+    posted.recv().unwrap();
     t.restart();
+    go.send(()).unwrap();
     poster.join().unwrap();
     let mut c = t.client();
-    let mut seen = Vec::new();
-    until(LONG, || {
-        let page = c
-            .op::<ops::EventsOp>(&ops::PageArgs {
-                after: Some(start_seq),
-                limit: 1000,
-            })
-            .unwrap();
-        seen = page.events;
-        seen.len() >= 1000
+    wait_for(ceiling_for(POLL), "1,000 events applied", || {
+        events_after(&mut c, start_seq).len() >= 1000
     });
-    std::thread::sleep(Duration::from_millis(2500));
-    let page = c
-        .op::<ops::EventsOp>(&ops::PageArgs {
-            after: Some(start_seq),
-            limit: 1000,
-        })
-        .unwrap();
-    assert_eq!(page.events.len(), 1000, "exactly 1,000 new event records");
+    // A marker after the stream: once the vault has applied it, it has
+    // read past every event of the stream (the feed is in order), so a
+    // duplicate could only be among those already counted.
+    t.sim.post(
+        &format!("/sim/tokens/{marker_ref}/events"),
+        &json!({"event": "suspend"}),
+    );
+    wait_for(ceiling_for(POLL), "the marker event applied", || {
+        status(&mut c, &marker_alias).token_info.unwrap().status == TokenStatus::Suspended
+    });
+    let events = events_after(&mut c, start_seq);
+    assert_eq!(
+        events.len(),
+        1001,
+        "exactly 1,000 new event records, and the marker's"
+    );
+    let (stream, marker) = events.split_at(1000);
+    assert_eq!(marker[0].kind, "token_suspended");
+    assert!(marker[0].detail.contains(&marker_ref), "{:?}", marker[0]);
+    assert_eq!(feed_seq(&marker[0]), 1001);
     // Feed order, no duplicates: the feed seq in each detail is 1..=1000
     // in order (the feed counts from 1 per scheme; all are visa).
-    let feed_seqs: Vec<u64> = page
-        .events
+    let feed_seqs: Vec<u64> = stream
         .iter()
         .map(|e| {
             assert!(
                 e.kind == "token_suspended" || e.kind == "token_resumed",
                 "{e:?}"
             );
-            e.detail
-                .rsplit("feed seq ")
-                .next()
-                .unwrap()
-                .trim_end_matches(')')
-                .parse()
-                .unwrap()
+            feed_seq(e)
         })
         .collect();
     let expected: Vec<u64> = (1..=1000).collect();
@@ -283,12 +338,18 @@ fn transition_retention_erases_pans_for_good_and_audits_it() {
         t.wait_status(&mut c, &a3, LONG).token_info.unwrap().status,
         TokenStatus::NotEligible
     );
-    let took = until(Duration::from_secs(5), || {
+    // Due 2 s after a1's token went active, erased by the retention
+    // scheduler's next check (every second): 3 s on an idle machine. The
+    // wait's ceiling only ends a hung test; the bound is ten times 3 s.
+    let took = wait_for(CEILING, "a1's PAN erased by transition retention", || {
         status(&mut c, &a1).card.pan_removed
     });
-    assert!(
-        active_at.elapsed() <= Duration::from_secs(4),
-        "erased {took:?} after polling started"
+    assert_took(
+        active_at.elapsed(),
+        Duration::from_secs(30),
+        format_args!(
+            "erasing a PAN 2 s after its token went active ({took:?} after polling started)"
+        ),
     );
     // The not-eligible alias keeps its PAN.
     assert!(!status(&mut c, &a3).card.pan_removed);

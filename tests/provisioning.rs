@@ -5,10 +5,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use vault_e2e::{AMEX, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, pan, tokenize};
+use vault_e2e::{
+    AMEX, CEILING, DISCOVER, MASTERCARD, TokenEnv, TokenOpts, VISA, pan, tokenize, wait_for,
+    wait_for_state,
+};
 use vault_proto::ops::{self, JobState, NoArgs, TokenStatus};
 
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = CEILING;
 
 /// Stored token keys wrapped under `scheme`'s KEK version 1 (`stats.keys`).
 fn kek_use(c: &mut vault_proto::BlockingClient, scheme: &str) -> u64 {
@@ -82,21 +85,19 @@ fn every_scheme_reaches_active_with_stored_keys_and_none_in_the_hsm() {
         alias: alias.clone(),
     })
     .unwrap();
-    let deadline = std::time::Instant::now() + LONG;
     let scheme = "discover";
-    loop {
+    wait_for_state(LONG, "delete_alias's job to finish", || {
         let key_gone = kek_use(&mut c, scheme) == 0;
         let sim = t.sim.get(&format!("/sim/tokens/{token_ref}"));
         if key_gone && sim["status"] == "deleted" {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "key gone {key_gone}, scheme status {}",
+                sim["status"]
+            ))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after delete_alias: key gone {key_gone}, scheme status {}",
-            sim["status"]
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    });
     // The other tokens' keys stay.
     for other in ["visa", "mastercard", "amex"] {
         assert_eq!(kek_use(&mut c, other), 1, "{other}'s key went too");
@@ -207,17 +208,10 @@ fn scheme_outage_backs_off_opens_the_breaker_and_recovers_alone() {
     }
     // Backing off: jobs become scheduled with attempts and an error; the
     // breaker opens.
-    let deadline = std::time::Instant::now() + LONG;
-    let mut opened = false;
-    while std::time::Instant::now() < deadline {
+    wait_for(LONG, "the mastercard breaker to open", || {
         let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
-        if s.schemes["mastercard"].breaker.as_deref() == Some("open") {
-            opened = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(opened, "the breaker never opened");
+        s.schemes["mastercard"].breaker.as_deref() == Some("open")
+    });
     let q = c
         .op::<ops::QueueListOp>(&ops::QueueListArgs {
             state: None,
@@ -255,11 +249,22 @@ fn paused_scheme_waits_and_failed_jobs_can_be_retried() {
         .unwrap();
     assert!(p.paused);
     let r = tokenize(&mut c, AMEX, 5, 2030);
-    std::thread::sleep(Duration::from_millis(800));
+    // A marker instead of a pause: a visa card queued after the amex one.
+    // The worker picks due jobs in one pass over the queue, skipping paused
+    // schemes; the pass that took the visa job saw the amex job, due
+    // before it, and would have taken it too were amex not paused.
+    let marker = tokenize(&mut c, VISA, 5, 2030);
+    assert_eq!(
+        t.wait_status(&mut c, &marker.record.alias, LONG)
+            .token_info
+            .unwrap()
+            .status,
+        TokenStatus::Active
+    );
     assert_eq!(
         t.sim.get("/sim/stats")["provision_requests"],
-        0,
-        "paused: nothing sent"
+        1,
+        "paused: nothing sent for amex, only the visa card's request"
     );
     let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
     assert!(s.schemes["amex"].paused);
@@ -351,9 +356,11 @@ fn sigkill_with_a_thousand_jobs_in_flight_loses_nothing_and_issues_once() {
         scheme: "visa".into(),
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
-    let in_flight = c.op::<ops::StatsOp>(&NoArgs {}).unwrap().queue.in_flight;
-    assert!(in_flight > 0, "nothing in flight at the kill");
+    // Killed once jobs are in flight (each request takes 20 ms at the
+    // scheme, so a thousand take a while even at full concurrency).
+    wait_for(LONG, "jobs in flight", || {
+        c.op::<ops::StatsOp>(&NoArgs {}).unwrap().queue.in_flight > 0
+    });
     let issued_before = t.sim.get("/sim/stats")["tokens_issued"].as_u64().unwrap();
     assert!(issued_before < 1000, "kill came too late to test anything");
     eprintln!("tokenized and in flight after {:?}", t0.elapsed());
@@ -458,15 +465,9 @@ fn a_card_stored_before_tokens_were_enabled_gets_its_token_through_provision() {
             .unwrap()
             .success()
     );
-    let deadline = std::time::Instant::now() + LONG;
-    let ti = loop {
-        let r = c.op::<ops::AliasStatus>(&args).unwrap();
-        if let Some(ti) = r.token_info {
-            break ti;
-        }
-        assert!(std::time::Instant::now() < deadline, "reload not applied");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let ti = vault_e2e::wait_for_some(LONG, "the reload to apply", || {
+        c.op::<ops::AliasStatus>(&args).unwrap().token_info
+    });
     assert_eq!(ti.status, TokenStatus::Failed);
     assert_eq!(ti.token_ref, None);
     assert!(

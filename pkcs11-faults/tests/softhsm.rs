@@ -52,6 +52,15 @@ fn set_plan(control: &Path, line: &str) {
     let tmp = control.with_extension("tmp");
     std::fs::write(&tmp, format!("{line}\n")).unwrap();
     std::fs::rename(&tmp, control).unwrap();
+    wait_for_recheck();
+}
+
+/// Sleeps past the shim's re-read interval. Not a guess at the machine's
+/// speed: the shim looks at the control file again on the first call at
+/// least `RECHECK` after its last look, by its own monotonic clock, so
+/// every call made after this pause sees a change made before it, however
+/// loaded the machine.
+fn wait_for_recheck() {
     std::thread::sleep(pkcs11_faults::RECHECK * 2);
 }
 
@@ -188,7 +197,7 @@ fn faults_behave_like_a_real_token_and_heal() {
 
     // A missing control file is off too.
     std::fs::remove_file(&control).unwrap();
-    std::thread::sleep(pkcs11_faults::RECHECK * 2);
+    wait_for_recheck();
     encrypt(&s, key).expect("no control file: forwarded");
     assert_eq!(injected(&control), 5);
 }

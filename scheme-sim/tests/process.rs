@@ -40,7 +40,8 @@ fn stops_cleanly_on(signal: libc::c_int) {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "did not stop");
+        // Only ends a hung test.
+        assert!(t.elapsed() < Duration::from_secs(30), "did not stop");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");

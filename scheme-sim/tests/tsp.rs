@@ -297,19 +297,26 @@ fn faults_fail_about_the_asked_share_and_only_for_their_scheme() {
     // The /sim and /v1 endpoints are never faulted.
     assert_eq!(sim.get("/sim/stats").status, 200);
 
-    // Latency applies to every call, failing or not.
-    sim.set_faults(
-        &json!({"scheme": "amex", "fail_rate": 0.0, "latency_ms": 300, "kind": "http_503"}),
-    );
+    // Latency applies to every call, failing or not: a lower bound, which
+    // load cannot break. Then, cleared, two calls take far less than the
+    // latency was: a few ms on an idle machine, and the latency is set
+    // high enough (2 s) for ten times that and a loaded machine's delays.
+    let latency = std::time::Duration::from_millis(2000);
+    sim.set_faults(&json!({"scheme": "amex", "fail_rate": 0.0,
+        "latency_ms": latency.as_millis() as u64, "kind": "http_503"}));
     let t = std::time::Instant::now();
     sim.provision_ok("amex", "a-1", "378282246310005");
-    assert!(t.elapsed().as_millis() >= 300);
+    assert!(t.elapsed() >= latency);
 
     sim.set_faults(&json!({"scheme": null, "fail_rate": 0, "latency_ms": 0, "kind": "http_503"}));
     let t = std::time::Instant::now();
     sim.provision_ok("amex", "a-2", "378282246310005");
     sim.provision_ok("discover", "d-2", "6011111111111117");
-    assert!(t.elapsed().as_millis() < 300);
+    let took = t.elapsed();
+    assert!(
+        took < latency,
+        "two calls took {took:?} with the latency cleared (it was {latency:?})"
+    );
 
     let bad = sim.post(
         "/sim/faults",

@@ -19,6 +19,134 @@ use std::time::{Duration, Instant};
 pub use sim::SchemeSim;
 use vault_proto::BlockingClient;
 
+// ---------------------------------------------------------------- waiting
+//
+// The end-to-end tests start several real daemons at once on a machine
+// that may have two busy cores, so no test waits for a span of time: it
+// waits for the state it needs, and the only time limit is a ceiling that
+// ends a hung test. Where the property is itself about time (an event
+// shows within two poll intervals), the wait measures it and
+// [`assert_took`] checks it with a wide margin.
+
+/// The ceiling of a wait for something the daemon does on its own: only
+/// a hung test reaches it, on any machine.
+pub const CEILING: Duration = Duration::from_secs(60);
+
+/// The ceiling of a wait for something the daemon does every `interval`
+/// (a poll, a refresh, a seal): 30 intervals, and never under 30 s.
+pub fn ceiling_for(interval: Duration) -> Duration {
+    (interval * 30).max(Duration::from_secs(30))
+}
+
+/// The machine's load, for messages about measured time:
+/// `load average 1.52 0.98 0.40 on 2 cores`.
+pub fn machine_load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("load average {avg} on {cores} cores")
+}
+
+/// One wait: how long it has run and how long to pause before the next
+/// look (10 ms at first, growing to 200 ms so a slow check, like a
+/// `vaultd keys list`, does not load the machine it waits on).
+struct Waiter {
+    started: Instant,
+    ceiling: Duration,
+    looks: u32,
+}
+
+impl Waiter {
+    fn new(ceiling: Duration) -> Waiter {
+        Waiter {
+            started: Instant::now(),
+            ceiling,
+            looks: 0,
+        }
+    }
+
+    /// The pause before the next look; panics once the ceiling is passed.
+    fn pause(&mut self, what: &dyn std::fmt::Display, last: &str) -> Duration {
+        let waited = self.started.elapsed();
+        if waited > self.ceiling {
+            panic!(
+                "gave up waiting for {what} after {waited:?}{last} (the ceiling, {:?}, only \
+                 ends a hung test; {})",
+                self.ceiling,
+                machine_load()
+            );
+        }
+        self.looks += 1;
+        Duration::from_millis(10 << self.looks.min(5)).min(Duration::from_millis(200))
+    }
+}
+
+/// Polls `poll` until it returns `Ok`; `Err` carries what it saw instead
+/// (if anything), quoted if the ceiling is reached. Returns the value and
+/// how long the wait took.
+pub fn wait_for_state<T>(
+    ceiling: Duration,
+    what: impl std::fmt::Display,
+    mut poll: impl FnMut() -> Result<T, String>,
+) -> (T, Duration) {
+    let mut w = Waiter::new(ceiling);
+    loop {
+        match poll() {
+            Ok(v) => return (v, w.started.elapsed()),
+            Err(seen) if seen.is_empty() => std::thread::sleep(w.pause(&what, "")),
+            Err(seen) => std::thread::sleep(w.pause(&what, &format!("; last seen: {seen}"))),
+        }
+    }
+}
+
+/// Polls `check` until it holds; returns how long that took. Panics with
+/// `what`, the time waited and the machine load after `ceiling`.
+pub fn wait_for(
+    ceiling: Duration,
+    what: impl std::fmt::Display,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    wait_for_state(ceiling, what, || {
+        check().then_some(()).ok_or_else(String::new)
+    })
+    .1
+}
+
+/// Polls `check` until it returns `Some`, and returns that.
+pub fn wait_for_some<T>(
+    ceiling: Duration,
+    what: impl std::fmt::Display,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    wait_for_state(ceiling, what, || check().ok_or_else(String::new)).0
+}
+
+/// [`wait_for`] for async tests: pauses without blocking the runtime.
+pub async fn wait_for_async(
+    ceiling: Duration,
+    what: impl std::fmt::Display,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    let mut w = Waiter::new(ceiling);
+    while !check() {
+        tokio::time::sleep(w.pause(&what, "")).await;
+    }
+    w.started.elapsed()
+}
+
+/// Asserts a measured time where the time is the property, with a bound
+/// at least 10 times what the property needs on an idle machine; the
+/// message names the measured time and the machine load.
+pub fn assert_took(took: Duration, bound: Duration, what: impl std::fmt::Display) {
+    assert!(
+        took <= bound,
+        "{what} took {took:?}, more than {bound:?} (10 times what it needs on an idle \
+         machine; {})",
+        machine_load()
+    );
+}
+
 /// Test PANs (Luhn-valid), one per scheme.
 pub const VISA: &str = "4111111111111111";
 pub const MASTERCARD: &str = "5555555555554444";
@@ -279,6 +407,35 @@ level = "info,vaultd=debug"
         BlockingClient::connect(self.socket()).expect("connect to vaultd")
     }
 
+    /// `n` connections the daemon serves (each has had `health` answered).
+    /// Connections closed just before (a `vaultctl`, start-up's readiness
+    /// check) hold their slot until the daemon has reaped them: those
+    /// refused meanwhile are retried until the daemon has room.
+    pub fn served_clients(&self, n: usize) -> Vec<BlockingClient> {
+        let mut held = Vec::with_capacity(n);
+        wait_for_state(CEILING, format_args!("{n} connections served"), || {
+            while held.len() < n {
+                let mut c = self.client();
+                c.op::<vault_proto::ops::HealthOp>(&vault_proto::ops::NoArgs {})
+                    .map_err(|e| format!("{} served, then {e}", held.len()))?;
+                held.push(c);
+            }
+            Ok(())
+        });
+        held
+    }
+
+    /// One connection the daemon serves (see [`TestEnv::served_clients`]).
+    pub fn served_client(&self) -> BlockingClient {
+        self.served_clients(1).pop().expect("one client")
+    }
+
+    /// `what`, displayed with everything the daemon logged (read when the
+    /// message is shown): for waits whose failure the log explains.
+    pub fn with_log<'a>(&'a self, what: &'a str) -> WithLog<'a> {
+        WithLog { env: self, what }
+    }
+
     /// Calls an op as another uid through `vaultctl call` (root may setuid
     /// its children); gid 0 so the 0660 root-owned socket is reachable.
     pub fn call_as(
@@ -332,6 +489,18 @@ level = "info,vaultd=debug"
             );
             assert!(!log.contains(n), "a secret appears in the daemon log");
         }
+    }
+}
+
+/// See [`TestEnv::with_log`].
+pub struct WithLog<'a> {
+    env: &'a TestEnv,
+    what: &'a str,
+}
+
+impl std::fmt::Display for WithLog<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (daemon log:\n{})", self.what, self.env.log())
     }
 }
 
@@ -398,24 +567,19 @@ impl Vaultd {
     }
 
     fn wait_ready(&mut self, env: &TestEnv) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(c) = self.child.as_mut()
+        let socket = self.socket.clone();
+        let child = &mut self.child;
+        wait_for_state(CEILING, env.with_log("vaultd to answer health"), || {
+            if let Some(c) = child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
                 panic!("vaultd exited during start-up ({st}): {}", env.log());
             }
-            if let Ok(mut c) = BlockingClient::connect(&self.socket)
-                && c.op::<vault_proto::ops::HealthOp>(&vault_proto::ops::NoArgs {})
-                    .is_ok()
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("vaultd did not become ready: {}", env.log());
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+            let mut c = BlockingClient::connect(&socket).map_err(|e| e.to_string())?;
+            c.op::<vault_proto::ops::HealthOp>(&vault_proto::ops::NoArgs {})
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
     }
 
     pub fn pid(&self) -> u32 {
@@ -432,22 +596,17 @@ impl Vaultd {
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
+        let c = self.child.as_mut().expect("running");
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("vaultd did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Still ours while we wait: a panic here kills it on drop.
+        let st = wait_for_some(CEILING, "vaultd to stop on SIGTERM", || {
+            c.try_wait().ok().flatten()
+        });
+        self.child = None;
+        st
     }
 }
 
@@ -528,46 +687,49 @@ impl TokenEnv {
         self.daemon.as_mut().expect("daemon running")
     }
 
-    /// Polls `alias_status` until the token leaves `pending` (or times out).
+    /// Polls `alias_status` until the token leaves `pending`; panics after
+    /// `ceiling`.
     pub fn wait_status(
         &self,
         c: &mut BlockingClient,
         alias: &str,
-        timeout: Duration,
+        ceiling: Duration,
     ) -> vault_proto::ops::AliasRecord {
-        let deadline = Instant::now() + timeout;
-        loop {
+        wait_for_state(ceiling, "the token to leave pending", || {
             let r = c
                 .op::<vault_proto::ops::AliasStatus>(&vault_proto::ops::AliasArgs {
                     alias: alias.to_owned(),
                 })
                 .expect("alias_status");
             let st = r.token_info.as_ref().map(|t| t.status);
-            if st != Some(vault_proto::ops::TokenStatus::Pending) || Instant::now() > deadline {
-                return r;
+            if st == Some(vault_proto::ops::TokenStatus::Pending) {
+                Err(format!("{:?}", r.token_info))
+            } else {
+                Ok(r)
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
+        .0
     }
 
     /// Waits until `stats` shows an empty queue (nothing due, scheduled or
-    /// in flight).
+    /// in flight); panics after `ceiling`.
     pub fn wait_queue_empty(
         &self,
         c: &mut BlockingClient,
-        timeout: Duration,
+        ceiling: Duration,
     ) -> vault_proto::ops::Stats {
-        let deadline = Instant::now() + timeout;
-        loop {
+        wait_for_state(ceiling, "an empty job queue", || {
             let s = c
                 .op::<vault_proto::ops::StatsOp>(&vault_proto::ops::NoArgs {})
                 .expect("stats");
             let q = &s.queue;
-            if q.due + q.scheduled + q.in_flight == 0 || Instant::now() > deadline {
-                return s;
+            if q.due + q.scheduled + q.in_flight == 0 {
+                Ok(s)
+            } else {
+                Err(format!("{q:?}"))
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
+        .0
     }
 }
 

@@ -12,7 +12,13 @@ const MODULE_ENV: &str = "PKCS11_FAULTS_MODULE";
 const FILE_ENV: &str = "PKCS11_FAULTS_FILE";
 const INJECTED_SUFFIX: &str = ".injected";
 
-/// Longer than the shim's 20 ms re-read interval, with margin.
+/// Longer than the shim's re-read interval (`RECHECK` in pkcs11-faults,
+/// 20 ms), with margin. Not a guess at how fast the machine is: the shim
+/// looks at the file again on the first call at least `RECHECK` after its
+/// last look, by its own monotonic clock, so every call that starts after
+/// this pause sees a plan renamed into place before it, however loaded
+/// the machine. (Load can only delay the calls, never make them see the
+/// old plan.)
 const PLAN_SETTLE: Duration = Duration::from_millis(60);
 
 /// The built shim, `target/<profile>/libpkcs11_faults.so`, built once per

@@ -2,13 +2,14 @@
 //! passed listening socket via `systemd-socket-activate`, `NOTIFY_SOCKET`,
 //! `WATCHDOG_USEC`, another uid) and listen to its notifications.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{TestEnv, Vaultd, bin_dir};
+use crate::{TestEnv, Vaultd, bin_dir, wait_for_some};
 
 /// How to start vaultd.
 #[derive(Default)]
@@ -109,19 +110,11 @@ pub fn send_signal(pid: u32, signal: i32) {
     assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
 
-/// Waits for a child to exit.
-pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit in {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits for a child to exit; panics after `ceiling`.
+pub fn wait_exit(child: &mut Child, ceiling: Duration) -> std::process::ExitStatus {
+    wait_for_some(ceiling, "the process to exit", || {
+        child.try_wait().expect("try_wait")
+    })
 }
 
 /// Changes the owner of `path` and everything below it.
@@ -137,7 +130,12 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
 /// One datagram received on the notify socket.
 #[derive(Debug, Clone)]
 pub struct Notification {
+    /// When the test read it.
     pub at: Instant,
+    /// When the kernel queued it on the socket (`SO_TIMESTAMPNS`, since
+    /// the epoch): when the daemon sent it, however late the test's own
+    /// thread got round to reading it on a loaded machine.
+    pub arrived: Duration,
     /// `KEY=value` lines.
     pub lines: Vec<String>,
 }
@@ -166,6 +164,18 @@ impl NotifySocket {
     pub fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt(2) on our own socket with a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_TIMESTAMPNS on the notify socket");
         NotifySocket {
             socket,
             path,
@@ -183,31 +193,75 @@ impl NotifySocket {
             .set_read_timeout(Some(within.max(Duration::from_millis(1))))
             .expect("set timeout");
         let mut buf = [0u8; 4096];
-        let n = self.socket.recv(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]);
+        // u64s: aligned for the cmsghdr inside.
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is a valid empty value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: msg points at buffers that live across the call.
+        let n = unsafe { libc::recvmsg(self.socket.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return None;
+        }
+        let mut arrived = None;
+        // SAFETY: walks the control messages recvmsg(2) just filled in,
+        // with the libc macros, inside `control`.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    arrived = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let text = String::from_utf8_lossy(&buf[..n as usize]);
         let note = Notification {
             at: Instant::now(),
+            arrived: arrived.expect("the kernel's receive timestamp"),
             lines: text.lines().map(str::to_owned).collect(),
         };
         self.seen.push(note.clone());
         Some(note)
     }
 
-    /// Receives until a datagram with `line` arrives; panics after `within`.
-    pub fn wait_for(&mut self, line: &str, within: Duration) -> Notification {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+    /// Receives until a datagram with `line` arrives; panics after
+    /// `ceiling`.
+    pub fn wait_for(&mut self, line: &str, ceiling: Duration) -> Notification {
+        let mut found = self.wait_for_n(line, 1, ceiling);
+        found.pop().expect("one")
+    }
+
+    /// Receives until `n` datagrams with `line` have arrived (from now on)
+    /// and returns them; panics after `ceiling`.
+    pub fn wait_for_n(&mut self, line: &str, n: usize, ceiling: Duration) -> Vec<Notification> {
+        let started = Instant::now();
+        let mut found = Vec::with_capacity(n);
+        while found.len() < n {
+            let left = ceiling.saturating_sub(started.elapsed());
             assert!(
                 !left.is_zero(),
-                "no {line} within {within:?}; got {:?}",
+                "gave up waiting for {n} {line} after {:?}, {} came (the ceiling only ends a \
+                 hung test; {}); got {:?}",
+                started.elapsed(),
+                found.len(),
+                crate::machine_load(),
                 self.seen
             );
-            if let Some(n) = self.recv(left)
-                && n.has(line)
+            if let Some(note) = self.recv(left)
+                && note.has(line)
             {
-                return n;
+                found.push(note);
             }
         }
+        found
     }
 }

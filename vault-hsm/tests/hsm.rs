@@ -625,21 +625,40 @@ async fn pool_runs_closures_on_several_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_jobs_run_one_at_a_time_and_never_hold_up_foreground_calls() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// Only ends a hung test (or a background job held at a gate that a
+    /// failed test never opens).
+    const CEILING: Duration = Duration::from_secs(60);
 
     let pool = Arc::new(HsmPool::new(Arc::clone(hsm()), 2));
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    // 40 background jobs of 20 ms each: 800 ms of work, one at a time.
+    // 40 background jobs that wait at a gate, shut until the foreground
+    // calls below are done: the background queue stays full for as long
+    // as they take, however slow the machine (jobs that slept for a while
+    // could all be done before a loaded test got to its calls).
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let background: Vec<_> = (0..40)
         .map(|_| {
-            let (pool, running, most) =
-                (Arc::clone(&pool), Arc::clone(&running), Arc::clone(&most));
+            let (pool, running, most, gate) = (
+                Arc::clone(&pool),
+                Arc::clone(&running),
+                Arc::clone(&most),
+                Arc::clone(&gate),
+            );
             tokio::spawn(async move {
                 pool.run_background(move |hsm: &Pkcs11Hsm| {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(20));
+                    let (open, opened) = &*gate;
+                    let open = opened
+                        .wait_timeout_while(open.lock().expect("gate"), CEILING, |o| !*o)
+                        .expect("gate")
+                        .0;
+                    assert!(*open, "the gate was never opened");
+                    drop(open);
                     running.fetch_sub(1, Ordering::SeqCst);
                     hsm.pan_key_version()
                 })
@@ -648,42 +667,50 @@ async fn background_jobs_run_one_at_a_time_and_never_hold_up_foreground_calls() 
         })
         .collect();
     // Once background work is under way:
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
     while running.load(Ordering::SeqCst) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no background job started"
-        );
+        assert!(started.elapsed() < CEILING, "no background job started");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // Foreground calls meanwhile are served by the other thread, without
     // waiting for the background queue: in a first-come pool each would
-    // wait for the 40 jobs queued before it.
-    let mut done_at_first = None;
-    for _ in 0..20 {
-        let sealed = pool
-            .run(|hsm: &Pkcs11Hsm| hsm.seal("al_lanes", "pan", b"4111111111111111"))
-            .await
-            .expect("run")
-            .expect("seal");
-        assert!(!sealed.is_empty());
-        done_at_first.get_or_insert(pool.background_done());
-    }
-    assert!(
-        done_at_first < Some(20) && pool.background_done() < 40,
-        "the foreground calls waited for the background queue ({done_at_first:?} background \
-         jobs done at the first, {} after the last)",
-        pool.background_done()
+    // wait for the 40 jobs queued before it, held at the gate: forever.
+    let foreground = async {
+        for _ in 0..20 {
+            let sealed = pool
+                .run(|hsm: &Pkcs11Hsm| hsm.seal("al_lanes", "pan", b"4111111111111111"))
+                .await
+                .expect("run")
+                .expect("seal");
+            assert!(!sealed.is_empty());
+        }
+    };
+    tokio::time::timeout(CEILING, foreground)
+        .await
+        .expect("the foreground calls waited for the background queue");
+    assert_eq!(
+        pool.background_done(),
+        0,
+        "a background job passed the shut gate"
     );
+    {
+        let (open, opened) = &*gate;
+        *open.lock().expect("gate") = true;
+        opened.notify_all();
+    }
     for job in background {
         assert_eq!(job.await.expect("task").expect("run"), 1);
     }
     // A job's answer leaves before its thread counts it done.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while pool.background_done() < 40 && std::time::Instant::now() < deadline {
+    let answered = Instant::now();
+    while pool.background_done() < 40 {
+        assert!(
+            answered.elapsed() < CEILING,
+            "no background job is starved: {} done",
+            pool.background_done()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert_eq!(pool.background_done(), 40, "no background job is starved");
     assert_eq!(most.load(Ordering::SeqCst), 1, "background jobs overlapped");
 }
 

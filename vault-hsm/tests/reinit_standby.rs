@@ -23,14 +23,15 @@ fn hsm() -> &'static Arc<Pkcs11Hsm> {
 }
 
 /// Waits until no standby preparation is left running (the budget is
-/// below its limit again).
+/// below its limit again); the ceiling only ends a hung test.
 fn settled(hsm: &Pkcs11Hsm) -> vault_proto::ops::HsmStats {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stats = hsm.stats().expect("stats");
-        if stats.session_objects < stats.reinit_after_objects || Instant::now() > deadline {
+        if stats.session_objects < stats.reinit_after_objects {
             return stats;
         }
+        assert!(Instant::now() < deadline, "never settled: {stats:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -151,6 +152,10 @@ fn reinitialisation_through_the_standby_copy_keeps_answers_right() {
             .expect("calls go on");
     }
     // A switch takes milliseconds here; give one every chance to start.
+    // (A bounded pause to show that something does NOT happen, and the
+    // one left in this file: no event marks a preparation that was never
+    // started. Load can only make it miss a wrong re-initialisation, never
+    // fail a right build.)
     std::thread::sleep(Duration::from_millis(500));
     let after = hsm.stats().expect("stats");
     assert!(after.session_objects >= 40, "{after:?}");

@@ -327,3 +327,11 @@ pub fn lines(terminal: &Terminal<TestBackend>) -> Vec<String> {
         .map(|row| row.iter().map(|c| c.symbol()).collect())
         .collect()
 }
+
+/// The machine's load (`/proc/loadavg`), for messages about measured time.
+pub fn machine_load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let avg: Vec<&str> = avg.split_whitespace().take(3).collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("load average {} on {cores} cores", avg.join(" "))
+}
