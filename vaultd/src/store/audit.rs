@@ -318,6 +318,17 @@ impl Seal {
     }
 }
 
+/// The records `from` to `to` in words: "records 5 to 9", or, when
+/// none of them is left (`from > to`: they were cut off after `to`),
+/// "the records after 4".
+pub fn range_text(from: u64, to: u64) -> String {
+    if from > to {
+        format!("the records after {to}")
+    } else {
+        format!("records {from} to {to}")
+    }
+}
+
 /// Splits a stored audit value into the record and its chain hash.
 pub fn split(v: &[u8]) -> StoreResult<(&[u8], [u8; 32])> {
     if v.len() < 33 {
@@ -1087,7 +1098,8 @@ pub fn verify_trail(
             from,
             to,
             format!(
-                "vaultd found the trail broken at a start (records {from} to {to} unverified){why}"
+                "vaultd found the trail broken at a start ({} unverified){why}",
+                range_text(from, to)
             ),
         );
     }

@@ -470,13 +470,14 @@ fn check_at_start(st: &mut State) {
         tracing::warn!("audit trail: {note}");
     }
     if let Some((from, to, why)) = check.broken() {
+        let range = super::audit::range_text(from, to);
         let outcome = format!(
-            "the audit chain is broken from record {from}: records {from} to {to} are not vouched for by a valid seal ({why}); new records are sealed without vouching for them until an operator acknowledges the break (vaultd audit acknowledge)"
+            "the audit chain is broken from record {from}: {range} are not vouched for by a valid seal ({why}); new records are sealed without vouching for them until an operator acknowledges the break (vaultd audit acknowledge)"
         );
         tracing::error!(
             first_bad = from,
             through = to,
-            "AUDIT CHAIN BROKEN: {why}. vaultd serves on and seals new records, never vouching for records {from} to {to}; compare the trail with the log (`vaultd audit verify` names the first bad record), then run `vaultd audit acknowledge` with vaultd stopped"
+            "AUDIT CHAIN BROKEN: {why}. vaultd serves on and seals new records, never vouching for {range}; compare the trail with the log (`vaultd audit verify` names the first bad record), then run `vaultd audit acknowledge` with vaultd stopped"
         );
         st.broken = Some((from, to));
         *st.p
@@ -484,7 +485,7 @@ fn check_at_start(st: &mut State) {
             .audit_broken
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(format!(
-            "audit chain broken from record {from} to {to}, not acknowledged: {why}"
+            "audit chain broken from record {from} ({range}), not acknowledged: {why}"
         ));
         let job: Job = Box::new(move |ctx: &mut WriteCtx<'_>| {
             ctx.audit(&AuditRec::by_daemon("audit_chain_broken", outcome))?;
@@ -495,10 +496,11 @@ fn check_at_start(st: &mut State) {
         return;
     }
     if let Some((from, to)) = check.unacknowledged {
+        let range = super::audit::range_text(from, to);
         tracing::error!(
             first_bad = from,
             through = to,
-            "AUDIT CHAIN BROKEN: an earlier start found records {from} to {to} not vouched for by a valid seal, and no operator has acknowledged it; `vaultd audit verify` names the break, `vaultd audit acknowledge` (vaultd stopped) records that it was seen"
+            "AUDIT CHAIN BROKEN: an earlier start found {range} not vouched for by a valid seal, and no operator has acknowledged it; `vaultd audit verify` names the break, `vaultd audit acknowledge` (vaultd stopped) records that it was seen"
         );
         st.broken = Some((from, to));
         *st.p
@@ -506,7 +508,7 @@ fn check_at_start(st: &mut State) {
             .audit_broken
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(format!(
-            "audit chain broken from record {from} to {to} (found at an earlier start), not acknowledged"
+            "audit chain broken from record {from} ({range}, found at an earlier start), not acknowledged"
         ));
     }
     let Some((from, to)) = check.unsealed else {
