@@ -88,6 +88,17 @@ pub struct Server {
     pub max_frame: usize,
     pub max_in_flight: usize,
     pub max_connections: usize,
+    /// Open connections of one uid; beyond them its new ones are answered
+    /// `overloaded`. Uids that are not configured clients share one such
+    /// allowance, so together they never hold more.
+    pub max_connections_per_uid: usize,
+    /// Requests of one uid handled at once over all its connections;
+    /// beyond them vaultd stops reading that uid's connections.
+    pub max_in_flight_per_uid: usize,
+    /// Request bytes buffered at once over all connections. A frame that
+    /// would pass it is left unread until earlier requests finish; one uid
+    /// (and the unconfigured uids together) may hold a quarter of it.
+    pub max_buffered_bytes: usize,
     /// A connection with nothing in flight and no frame for this long is closed.
     pub idle_timeout: Dur,
     /// A frame that has begun must be complete within this time (slowloris).
@@ -96,6 +107,9 @@ pub struct Server {
     pub shutdown_grace: Dur,
 }
 
+/// Upper bound of `[server].max_buffered_bytes` (16 GiB): a typo guard.
+const MAX_BUFFERED_BYTES: usize = 16 << 30;
+
 impl Default for Server {
     fn default() -> Self {
         Server {
@@ -103,6 +117,9 @@ impl Default for Server {
             max_frame: vault_proto::DEFAULT_MAX_FRAME,
             max_in_flight: 256,
             max_connections: 1024,
+            max_connections_per_uid: 128,
+            max_in_flight_per_uid: 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             idle_timeout: Dur(Duration::from_secs(300)),
             frame_timeout: Dur(Duration::from_secs(10)),
             shutdown_grace: Dur(Duration::from_secs(10)),
@@ -459,6 +476,32 @@ impl Config {
         if s.max_connections == 0 {
             return Err(err("[server].max_connections", "must be at least 1"));
         }
+        // Above max_connections it never binds; not an error, so that a
+        // small max_connections alone is a valid file.
+        if s.max_connections_per_uid == 0 || s.max_connections_per_uid > 1_048_576 {
+            return Err(err(
+                "[server].max_connections_per_uid",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if s.max_in_flight_per_uid == 0 || s.max_in_flight_per_uid > 1_048_576 {
+            return Err(err(
+                "[server].max_in_flight_per_uid",
+                "must be between 1 and 1048576",
+            ));
+        }
+        // A uid may hold a share of the budget, and must be able to hold
+        // one frame of max_frame bytes, or such a frame would wait forever.
+        let share = crate::server::UID_SHARE_OF_BUFFER;
+        if s.max_buffered_bytes / share < s.max_frame || s.max_buffered_bytes > MAX_BUFFERED_BYTES {
+            return Err(err(
+                "[server].max_buffered_bytes",
+                format!(
+                    "must be between {} ({share} x max_frame: one uid may buffer 1/{share} of it) and {MAX_BUFFERED_BYTES}",
+                    s.max_frame.saturating_mul(share)
+                ),
+            ));
+        }
         if self.storage.max_batch == 0 {
             return Err(err("[storage].max_batch", "must be at least 1"));
         }
@@ -752,6 +795,66 @@ tenants = ["*"]
             c.storage.audit_seal_interval.0,
             Duration::from_millis(10),
             "the default"
+        );
+    }
+
+    #[test]
+    fn server_limits_have_sane_defaults_and_are_checked() {
+        let s = Config::parse(GOOD).unwrap().server;
+        assert_eq!(
+            (
+                s.max_connections_per_uid,
+                s.max_in_flight_per_uid,
+                s.max_buffered_bytes
+            ),
+            (128, 1024, 64 << 20)
+        );
+        let server = |lines: &str| GOOD.replace("[server]", &format!("[server]\n{lines}"));
+        for (bad, key) in [
+            ("max_connections_per_uid = 0", "max_connections_per_uid"),
+            (
+                "max_connections_per_uid = 1048577",
+                "max_connections_per_uid",
+            ),
+            ("max_in_flight_per_uid = 0", "max_in_flight_per_uid"),
+            ("max_in_flight_per_uid = 1048577", "max_in_flight_per_uid"),
+            // One uid's share (a quarter) must hold a max_frame frame.
+            ("max_buffered_bytes = 4194303", "max_buffered_bytes"),
+            (
+                "max_frame = 4096\nmax_buffered_bytes = 16383",
+                "max_buffered_bytes",
+            ),
+            ("max_buffered_bytes = 17179869185", "max_buffered_bytes"),
+            ("max_buffered_bytes = -1", "max_buffered_bytes"),
+        ] {
+            let e = Config::parse(&server(bad)).unwrap_err();
+            assert_eq!(e.key, format!("[server].{key}"), "{bad}: {e}");
+        }
+        let e = Config::parse(&server("max_buffered_bytes = 1000")).unwrap_err();
+        assert!(e.problem.contains("4194304"), "names the least: {e}");
+        for ok in [
+            "max_connections = 10\nmax_connections_per_uid = 10",
+            // The default per-uid cap with a smaller max_connections.
+            "max_connections = 8",
+            "max_connections_per_uid = 1\nmax_in_flight_per_uid = 1",
+            "max_buffered_bytes = 4194304",
+            "max_frame = 4096\nmax_buffered_bytes = 16384",
+            "max_buffered_bytes = 17179869184",
+        ] {
+            Config::parse(&server(ok)).expect(ok);
+        }
+        let s = Config::parse(&server(
+            "max_connections_per_uid = 3\nmax_in_flight_per_uid = 5\nmax_buffered_bytes = 8388608",
+        ))
+        .unwrap()
+        .server;
+        assert_eq!(
+            (
+                s.max_connections_per_uid,
+                s.max_in_flight_per_uid,
+                s.max_buffered_bytes
+            ),
+            (3, 5, 8 << 20)
         );
     }
 

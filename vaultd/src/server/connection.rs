@@ -1,103 +1,113 @@
-//! One client connection: read frames (limit checked before allocating,
-//! idle and slow-frame timeouts), handle up to `max_in_flight` requests
+//! One client connection: identify the peer and take its uid's connection
+//! slot, read frames (limits checked before allocating, idle and
+//! slow-frame timeouts), handle up to `max_in_flight` requests
 //! concurrently, write answers as they complete (coalescing writes), and
-//! stop reading when the in-flight bound is reached (back-pressure).
+//! stop reading when the connection's or the uid's in-flight bound or the
+//! byte budget is reached (back-pressure).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{Instant, timeout_at};
 use vault_proto::frame;
 use vault_proto::{ErrorCode, WireError};
 use zeroize::Zeroize;
 
+use super::quota::{Admission, Bucket};
 use super::{Handler, Limits};
 use crate::dispatch::Peer;
 
-pub(super) async fn refuse_overloaded(mut stream: UnixStream) {
-    let e = WireError::new(
-        ErrorCode::Overloaded,
-        "too many connections; try again later",
-    );
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        stream.write_all(&frame::encode_err(None, &e)),
-    )
-    .await;
+/// Answers `overloaded` (id nil) and closes. A fresh socket's send buffer
+/// is empty, so the answer is written without waiting, and a refused
+/// connection costs no task.
+pub(super) fn refuse_overloaded(stream: UnixStream, why: &str) {
+    let e = WireError::new(ErrorCode::Overloaded, format!("{why}; try again later"));
+    if let Ok(mut s) = stream.into_std() {
+        let _ = std::io::Write::write_all(&mut s, &frame::encode_err(None, &e));
+    }
+}
+
+/// The peer's credentials (`SO_PEERCRED`: taken at its `connect`).
+pub(super) fn peer_of(stream: &UnixStream) -> Option<Peer> {
+    match stream.peer_cred() {
+        Ok(c) => Some(Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid().unwrap_or(0),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read peer credentials; closing");
+            None
+        }
+    }
 }
 
 /// While stopping, a connection is closed once its client has been quiet
 /// this long (requests that do arrive are answered `shutting_down`).
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
-enum Next {
-    Frame(Vec<u8>),
+/// What the header of the next frame said.
+enum Head {
+    /// A body of this many bytes follows; `began` is when its first
+    /// header byte arrived.
+    Frame {
+        len: usize,
+        began: Instant,
+    },
     TooLarge,
     Close,
-    Idle,
 }
 
 /// Bytes read ahead per connection: a pipelining client's frames then
 /// arrive several per syscall instead of three syscalls per frame.
 const READ_AHEAD: usize = 8 * 1024;
 
-/// Reads the next frame. Waiting for its first byte is bounded by the idle
-/// timeout; once a frame has begun it must complete within `frame_timeout`,
-/// so a slow writer cannot hold the connection (slowloris).
-async fn next_frame(
+/// Reads the rest of a frame header whose first byte is `first`. A frame
+/// that has begun must complete within `frame_timeout` (not counting the
+/// time the server makes it wait), so a slow writer cannot hold the
+/// connection (slowloris).
+async fn rest_of_head(
     rd: &mut BufReader<OwnedReadHalf>,
+    first: u8,
     limits: &Limits,
-    idle: Duration,
-) -> std::io::Result<Next> {
-    let mut header = [0u8; frame::HEADER_LEN];
-    match tokio::time::timeout(idle, rd.read(&mut header[..1])).await {
-        Err(_) => return Ok(Next::Idle),
-        Ok(Ok(0)) => return Ok(Next::Close),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e),
-    }
-    let rest = async {
-        rd.read_exact(&mut header[1..]).await?;
-        let len = u32::from_be_bytes(header) as usize;
-        if len == 0 {
-            return Ok(Next::Close);
-        }
-        if len > limits.max_frame {
-            return Ok(Next::TooLarge);
-        }
-        let mut body = vec![0u8; len];
-        rd.read_exact(&mut body).await?;
-        Ok(Next::Frame(body))
-    };
-    match tokio::time::timeout(limits.frame_timeout, rest).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "frame not completed in time",
-        )),
-    }
+) -> std::io::Result<Head> {
+    let began = Instant::now();
+    let mut header = [first, 0, 0, 0];
+    timeout_at(
+        began + limits.frame_timeout,
+        rd.read_exact(&mut header[1..]),
+    )
+    .await
+    .map_err(|_| timed_out())??;
+    let len = u32::from_be_bytes(header) as usize;
+    Ok(if len == 0 {
+        Head::Close
+    } else if len > limits.max_frame {
+        Head::TooLarge
+    } else {
+        Head::Frame { len, began }
+    })
 }
 
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "frame not completed in time")
+}
+
+/// Serves one admitted connection; `admission` is its uid's slot, held
+/// until the connection is gone.
 pub(super) async fn serve<D: Handler>(
     stream: UnixStream,
+    peer: Peer,
+    admission: Admission,
     handler: Arc<D>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let peer = match stream.peer_cred() {
-        Ok(c) => Peer {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid().unwrap_or(0),
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read peer credentials; closing");
-            return;
-        }
-    };
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_in_flight + 2);
@@ -116,62 +126,39 @@ pub(super) async fn serve<D: Handler>(
             _ = stop.changed(), if !stopping => { stopping = true; continue; }
         };
         // Draining: take what the client already sent, then close. A
-        // connection idle while requests are in flight is kept (the Idle
+        // connection idle while requests are in flight is kept (the idle
         // arm below), so a slow answer never costs the client its socket.
         let idle = if stopping {
             DRAIN_QUIET
         } else {
             limits.idle_timeout
         };
-        let next = tokio::select! {
-            n = next_frame(&mut rd, &limits, idle) => n,
+        // Only the wait for a frame's first byte may be interrupted: a
+        // frame once begun is read whole, so the stream stays in sync.
+        let mut first = [0u8; 1];
+        let got = tokio::select! {
+            r = tokio::time::timeout(idle, rd.read(&mut first)) => r,
             // The writer gave up on a client that stopped reading its answers.
             _ = tx.closed() => break,
             _ = stop.changed(), if !stopping => { stopping = true; continue; }
         };
-        match next {
-            Ok(Next::Frame(mut body)) => {
-                if stopping {
-                    let id = frame::decode_request(&body).ok().map(|h| h.id);
-                    body.zeroize();
-                    let e = WireError::new(
-                        ErrorCode::ShuttingDown,
-                        "the server is stopping; retry elsewhere or later",
-                    );
-                    if tx.send(frame::encode_err(id, &e)).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                let h = handler.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    // The inner task may panic (a bug): the client still
-                    // gets an answer for its id.
-                    let id = frame::decode_request(&body).ok().map(|h| h.id);
-                    let inner = tokio::spawn(async move {
-                        let resp = h.handle(peer, &body).await;
-                        body.zeroize();
-                        resp
-                    });
-                    let resp = match inner.await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            tracing::error!("request handler panicked");
-                            frame::encode_err(
-                                id,
-                                &WireError::new(
-                                    ErrorCode::Internal,
-                                    "internal error; see the server log",
-                                ),
-                            )
-                        }
-                    };
-                    let _ = tx.send(resp).await;
-                    drop(permit);
-                });
+        match got {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, uid = peer.uid, "connection read ended");
+                break;
             }
-            Ok(Next::TooLarge) => {
+            Err(_idle) => {
+                if stopping || in_flight.available_permits() + 1 >= limits.max_in_flight {
+                    break;
+                }
+                continue;
+            }
+        }
+        let (len, began) = match rest_of_head(&mut rd, first[0], &limits).await {
+            Ok(Head::Frame { len, began }) => (len, began),
+            Ok(Head::TooLarge) => {
                 let e = WireError::new(
                     ErrorCode::FrameTooLarge,
                     format!("frame longer than max_frame ({} bytes)", limits.max_frame),
@@ -179,22 +166,111 @@ pub(super) async fn serve<D: Handler>(
                 let _ = tx.send(frame::encode_err(None, &e)).await;
                 break;
             }
-            Ok(Next::Close) => break,
-            Ok(Next::Idle) => {
-                if stopping || in_flight.available_permits() + 1 >= limits.max_in_flight {
-                    break;
-                }
-            }
+            Ok(Head::Close) => break,
             Err(e) => {
                 tracing::debug!(error = %e, uid = peer.uid, "connection read ended");
                 break;
             }
+        };
+        // The uid's allowance and the global byte budget: until they have
+        // room the body stays unread (back-pressure), and that wait is not
+        // the client's slowness.
+        let waiting = Instant::now();
+        let Some(quota) = admission.request(len).await else {
+            break;
+        };
+        let deadline = began + limits.frame_timeout + waiting.elapsed();
+        let mut body = vec![0u8; len];
+        match timeout_at(deadline, rd.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, uid = peer.uid, "connection read ended");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(uid = peer.uid, "frame not completed in time");
+                break;
+            }
+        }
+        stopping = stopping || *stop.borrow();
+        if stopping {
+            let id = frame::decode_request(&body).ok().map(|h| h.id);
+            body.zeroize();
+            drop(quota);
+            let e = WireError::new(
+                ErrorCode::ShuttingDown,
+                "the server is stopping; retry elsewhere or later",
+            );
+            if tx.send(frame::encode_err(id, &e)).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        // Asked per request: a reload may have removed the client.
+        let last = !handler.knows(peer.uid);
+        let h = handler.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            // The inner task may panic (a bug): the client still
+            // gets an answer for its id.
+            let id = frame::decode_request(&body).ok().map(|h| h.id);
+            let inner = tokio::spawn(async move {
+                let resp = h.handle(peer, &body).await;
+                body.zeroize();
+                resp
+            });
+            let resp = match inner.await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!("request handler panicked");
+                    frame::encode_err(
+                        id,
+                        &WireError::new(ErrorCode::Internal, "internal error; see the server log"),
+                    )
+                }
+            };
+            let _ = tx.send(resp).await;
+            drop((permit, quota));
+        });
+        if last {
+            // An unknown uid gets its `unauthenticated` answer, then the
+            // door: whatever else it queued is never read.
+            break;
         }
     }
     // Let in-flight requests finish and their answers go out.
     let _ = in_flight.acquire_many(limits.max_in_flight as u32).await;
     drop(tx);
     let _ = writer.await;
+    drop(admission);
+}
+
+/// Logs a uid refused at its connection cap, at most once per 10 s for
+/// the whole server: a flood of refusals must not flood the log too.
+pub(super) fn note_uid_at_cap(uid: u32, bucket: Bucket, cap: usize) {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    // Milliseconds since the first call, plus the quiet period, so the
+    // first call logs.
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 10_000;
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let unknown = bucket == Bucket::Unknown;
+        tracing::warn!(
+            uid,
+            unknown,
+            max_connections_per_uid = cap,
+            "connection refused: the uid is at its connection cap (further refusals are not logged for 10 s)"
+        );
+    }
 }
 
 /// Writes answers as they come, flushing only when none is waiting, so a

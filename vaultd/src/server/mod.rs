@@ -1,8 +1,10 @@
 //! The front door: accept on the Unix socket, identify the peer, frame,
 //! pipeline, push back, shut down gracefully. Knows nothing of cards: each
 //! request body goes to [`Handler::handle`] and its framed answer comes back.
+//! Per-uid limits (`quota`) keep one uid from starving the others.
 
 mod connection;
+mod quota;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -16,23 +18,44 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dispatch::Peer;
+use quota::Bucket;
 
 /// What the server hands requests to.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, peer: Peer, body: &[u8]) -> impl Future<Output = Vec<u8>> + Send;
+    /// Whether `uid` is a configured client. Unknown uids share one
+    /// connection allowance, and an unknown uid's connection is closed
+    /// once its first request is answered (`unauthenticated`).
+    fn knows(&self, uid: u32) -> bool;
+    /// Called once when serving has ended: write out what the handler
+    /// holds back (coalesced refusal counts).
+    fn finish(&self) -> impl Future<Output = ()> + Send;
 }
 
 impl<S: crate::store::Store, H: vault_hsm::Hsm> Handler for crate::dispatch::Dispatcher<S, H> {
     fn handle(&self, peer: Peer, body: &[u8]) -> impl Future<Output = Vec<u8>> + Send {
         crate::dispatch::Dispatcher::handle(self, peer, body)
     }
+    fn knows(&self, uid: u32) -> bool {
+        self.clients().get(uid).is_some()
+    }
+    fn finish(&self) -> impl Future<Output = ()> + Send {
+        self.flush_refusals()
+    }
 }
+
+/// One uid (and the unknown uids together) may hold 1/this of
+/// `max_buffered_bytes`: filling the budget takes several uids.
+pub const UID_SHARE_OF_BUFFER: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_frame: usize,
     pub max_in_flight: usize,
     pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    pub max_in_flight_per_uid: usize,
+    pub max_buffered_bytes: usize,
     pub idle_timeout: Duration,
     pub frame_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -44,6 +67,9 @@ impl Limits {
             max_frame: s.max_frame,
             max_in_flight: s.max_in_flight,
             max_connections: s.max_connections,
+            max_connections_per_uid: s.max_connections_per_uid,
+            max_in_flight_per_uid: s.max_in_flight_per_uid,
+            max_buffered_bytes: s.max_buffered_bytes,
             idle_timeout: s.idle_timeout.0,
             frame_timeout: s.frame_timeout.0,
             shutdown_grace: s.shutdown_grace.0,
@@ -95,8 +121,8 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves until `shutdown` resolves, then refuses new requests with
-/// `shutting_down`, lets in-flight ones finish (up to the grace period) and
-/// returns.
+/// `shutting_down`, lets in-flight ones finish (up to the grace period),
+/// lets the handler finish ([`Handler::finish`]) and returns.
 pub async fn run<D: Handler>(
     listener: UnixListener,
     handler: Arc<D>,
@@ -105,6 +131,7 @@ pub async fn run<D: Handler>(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
+    let quotas = quota::Quotas::new(&limits);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -120,19 +147,32 @@ pub async fn run<D: Handler>(
                         continue;
                     }
                 };
-                let n = open.fetch_add(1, Ordering::AcqRel) + 1;
-                let guard = OpenGuard(open.clone());
-                if n > limits.max_connections {
-                    conns.spawn(async move {
-                        connection::refuse_overloaded(stream).await;
-                        drop(guard);
-                    });
+                // Admission is decided here, without a task: a refused
+                // connection is answered and closed at once, so a storm
+                // of them holds no slot and no task.
+                if open.load(Ordering::Acquire) >= limits.max_connections {
+                    connection::refuse_overloaded(stream, "too many connections");
                     continue;
                 }
+                let Some(peer) = connection::peer_of(&stream) else {
+                    continue;
+                };
+                let bucket = if handler.knows(peer.uid) {
+                    Bucket::Client(peer.uid)
+                } else {
+                    Bucket::Unknown
+                };
+                let Some(admission) = quotas.admit(bucket) else {
+                    connection::note_uid_at_cap(peer.uid, bucket, limits.max_connections_per_uid);
+                    connection::refuse_overloaded(stream, "too many connections from this uid");
+                    continue;
+                };
+                open.fetch_add(1, Ordering::AcqRel);
+                let guard = OpenGuard(open.clone());
                 let h = handler.clone();
                 let stop = stop_rx.clone();
                 conns.spawn(async move {
-                    connection::serve(stream, h, limits, stop).await;
+                    connection::serve(stream, peer, admission, h, limits, stop).await;
                     drop(guard);
                 });
             }
@@ -153,6 +193,7 @@ pub async fn run<D: Handler>(
         tracing::warn!("shutdown grace period over; dropping remaining connections");
         conns.abort_all();
     }
+    handler.finish().await;
 }
 
 struct OpenGuard(Arc<AtomicUsize>);
