@@ -351,9 +351,10 @@ fn every_error_code_from_real_bad_requests() {
         "no warning about the socket directory's mode"
     );
     // ... for every request, a malformed one too (PROTOCOL.md, Identity).
+    // One connection each: an unknown uid's connection is closed after its
+    // first answer (issue 23, per-client limits).
     let socket = env.socket().to_path_buf();
     let answers = as_uid(4242, move || {
-        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
         let bodies: [&[u8]; 3] = [
             // {v: 2, id: 7, op: "health"}
             b"\x83\xa1v\x02\xa2id\x07\xa2op\xa6health",
@@ -365,6 +366,7 @@ fn every_error_code_from_real_bad_requests() {
         bodies
             .iter()
             .map(|b| {
+                let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
                 s.write_all(&frame::frame(b)).unwrap();
                 match frame::read_frame_blocking(&mut s, 1 << 20).unwrap() {
                     FrameRead::Frame(b) => err_of(&b),
