@@ -1004,7 +1004,11 @@ async fn a_restore_retires_every_atc_and_a_version_1_database_is_upgraded() {
     let store = open_normal(&cfg3);
     assert_eq!(next_atc(&store, "tr-v1").await, Some(41));
     drop(store);
-    assert_eq!(version(&cfg3.storage.path), 2, "upgraded");
+    assert_eq!(
+        version(&cfg3.storage.path),
+        vaultd::store::SCHEMA_VERSION,
+        "upgraded"
+    );
     let store = open_normal(&cfg3);
     assert_eq!(
         next_atc(&store, "tr-v1").await,
@@ -1014,13 +1018,17 @@ async fn a_restore_retires_every_atc_and_a_version_1_database_is_upgraded() {
     drop(store);
 
     // A later version: neither opened nor restored.
-    set_version(&cfg3.storage.path, 3, false);
+    let later = vaultd::store::SCHEMA_VERSION + 1;
+    set_version(&cfg3.storage.path, later, false);
     let err = RedbStore::open(&cfg3.storage.path, open_hsm_dyn(), &cfg3.storage.options())
         .err()
-        .expect("version 3 refused");
-    assert!(err.to_string().contains("schema version 3"), "{err}");
+        .expect("a later version refused");
+    assert!(
+        err.to_string().contains(&format!("schema version {later}")),
+        "{err}"
+    );
     let err = restore(&cfg3.storage.path, &v1.path().join("again.redb"))
-        .expect_err("restore of version 3 refused");
+        .expect_err("restore of a later version refused");
     assert!(err.to_string().contains("schema version"), "{err}");
 }
 
