@@ -481,7 +481,10 @@ async fn hsm_faults_answer_unavailable_write_nothing_and_recover() {
         assert!(failures >= 2, "{fault:?}: only {failures} calls could fail");
 
         // A dead HSM for a while: health says so, writes refuse, reads that
-        // need no key still answer.
+        // need no key still answer. Refusals are written one by one from
+        // here (coalescing, which the dispatcher's tests and hostile_limits
+        // cover, would count this test's burst into one record).
+        v.dispatcher.flush_refusals().await;
         let audited_before = v.audit().await.records.len();
         faults.fail_all(fault);
         let h = v.health().await;
