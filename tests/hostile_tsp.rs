@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use vault_e2e::{AMEX, TokenEnv, TokenOpts, VISA, pan, tokenize};
 use vault_proto::BlockingClient;
-use vault_proto::ops::{
-    self, AliasRecord, CredentialKind, Credentials, CredentialsArgs, CredentialsOp, EventView,
-    Initiator, JobState, TokenInfo, TokenStatus,
-};
+use vault_proto::ops::{self, AliasRecord, EventView, JobState, TokenInfo, TokenStatus};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -152,40 +149,9 @@ fn logged(t: &TokenEnv, words: &[&str]) -> bool {
 /// A customer payment of CHF 12.50 with the alias's network token,
 /// authorized at scheme-sim.
 fn pay(t: &TokenEnv, c: &mut BlockingClient, alias: &str) -> (bool, String) {
-    let creds = c
-        .op::<CredentialsOp>(&CredentialsArgs {
-            alias: alias.to_owned(),
-            tenant: "t-a".into(),
-            accept: vec![CredentialKind::NetworkToken],
-            initiator: Initiator::Customer,
-            amount_minor: 1250,
-            currency: "CHF".into(),
-            authenticated_eci: None,
-        })
-        .expect("credentials");
-    let Credentials::NetworkToken {
-        network_token,
-        exp_month,
-        exp_year,
-        cryptogram,
-        eci,
-        ..
-    } = creds
-    else {
-        panic!("no network token for a payment");
-    };
-    let r = t.sim.post(
-        "/v1/authorize",
-        &json!({
-            "network_token": network_token.expose(), "exp_month": exp_month,
-            "exp_year": exp_year, "cryptogram": cryptogram, "eci": eci,
-            "amount_minor": 1250, "currency": "CHF",
-        }),
-    );
-    (
-        r["approved"].as_bool().expect("approved"),
-        r["reason"].as_str().unwrap_or_default().to_owned(),
-    )
+    let p = vault_e2e::pay_with_token(t, c, alias, 1250, "CHF")
+        .expect("no network token for a payment");
+    (p.approved, p.reason)
 }
 
 /// A token number as scheme-sim spoils it, and its first twelve digits

@@ -11,14 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use vault_e2e::{TokenEnv, TokenOpts, pan, tokenize};
 use vault_hsm::{HsmConfig, Pkcs11Hsm};
 use vault_proto::BlockingClient;
-use vault_proto::ops::{
-    self, CredentialKind, Credentials, CredentialsArgs, CredentialsOp, Initiator, NoArgs,
-    TokenStatus,
-};
+use vault_proto::ops::{self, NoArgs, TokenStatus};
 use vaultd::store::records::{TokenRec, decode, encode};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -33,41 +29,8 @@ const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("met
 
 /// A customer-initiated payment authorized at scheme-sim: `(approved, atc)`.
 fn pay(t: &TokenEnv, c: &mut BlockingClient, alias: &str) -> (bool, u16) {
-    let creds = c
-        .op::<CredentialsOp>(&CredentialsArgs {
-            alias: alias.to_owned(),
-            tenant: "t-a".into(),
-            accept: vec![CredentialKind::NetworkToken],
-            initiator: Initiator::Customer,
-            amount_minor: 700,
-            currency: "EUR".into(),
-            authenticated_eci: None,
-        })
-        .expect("credentials");
-    let Credentials::NetworkToken {
-        network_token,
-        exp_month,
-        exp_year,
-        cryptogram,
-        eci,
-        atc,
-        ..
-    } = creds
-    else {
-        panic!("no network token");
-    };
-    let r = t.sim.post(
-        "/v1/authorize",
-        &json!({
-            "network_token": network_token.expose(), "exp_month": exp_month,
-            "exp_year": exp_year, "cryptogram": cryptogram, "eci": eci,
-            "amount_minor": 700, "currency": "EUR",
-        }),
-    );
-    (
-        r["approved"].as_bool().expect("approved"),
-        atc.expect("atc"),
-    )
+    let p = vault_e2e::pay_with_token(t, c, alias, 700, "EUR").expect("a network token");
+    (p.approved, p.atc.expect("atc"))
 }
 
 fn nt_objects(t: &TokenEnv) -> Vec<String> {

@@ -747,3 +747,60 @@ pub fn tokenize(
     })
     .expect("tokenize")
 }
+
+/// A customer-initiated payment with an alias's network token: the ATC
+/// vaultd issued and what scheme-sim's `/v1/authorize` said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub atc: Option<u16>,
+    pub approved: bool,
+    pub reason: String,
+}
+
+/// `credentials` for `alias` of tenant `t-a` (customer-initiated, network
+/// token only, `amount_minor` in `currency`), authorized at scheme-sim;
+/// `None` when vaultd gives no network token (an error, a fallback).
+pub fn pay_with_token(
+    t: &TokenEnv,
+    c: &mut BlockingClient,
+    alias: &str,
+    amount_minor: u64,
+    currency: &str,
+) -> Option<Payment> {
+    use vault_proto::ops::{
+        CredentialKind, Credentials, CredentialsArgs, CredentialsOp, Initiator,
+    };
+    let Ok(Credentials::NetworkToken {
+        network_token,
+        exp_month,
+        exp_year,
+        cryptogram,
+        eci,
+        atc,
+        ..
+    }) = c.op::<CredentialsOp>(&CredentialsArgs {
+        alias: alias.to_owned(),
+        tenant: "t-a".into(),
+        accept: vec![CredentialKind::NetworkToken],
+        initiator: Initiator::Customer,
+        amount_minor,
+        currency: currency.to_owned(),
+        authenticated_eci: None,
+    })
+    else {
+        return None;
+    };
+    let r = t.sim.post(
+        "/v1/authorize",
+        &serde_json::json!({
+            "network_token": network_token.expose(), "exp_month": exp_month,
+            "exp_year": exp_year, "cryptogram": cryptogram, "eci": eci,
+            "amount_minor": amount_minor, "currency": currency,
+        }),
+    );
+    Some(Payment {
+        atc,
+        approved: r["approved"].as_bool().expect("approved"),
+        reason: r["reason"].as_str().unwrap_or_default().to_owned(),
+    })
+}

@@ -71,6 +71,20 @@ fn load_alias(ctx: &WriteCtx<'_>, alias: &str) -> StoreResult<Option<AliasRec>> 
     v.map(|v| decode("alias", &v)).transpose()
 }
 
+/// The alias's token is `failed`, with `error` for its `token_info`.
+fn fail_alias(ctx: &mut WriteCtx<'_>, alias: &str, error: &str) -> StoreResult<()> {
+    if let Some(mut rec) = load_alias(ctx, alias)? {
+        set_alias_status(
+            ctx,
+            alias,
+            &mut rec,
+            TokenStatus::Failed,
+            Some(error.to_owned()),
+        )?;
+    }
+    Ok(())
+}
+
 fn save_alias(ctx: &WriteCtx<'_>, alias: &str, rec: &AliasRec) -> StoreResult<()> {
     ctx.txn
         .open_table(ALIASES)?
@@ -358,15 +372,7 @@ impl QueueStore for RedbStore {
                             ctx.txn
                                 .open_table(JOBS)?
                                 .insert(id, encode(&job)?.as_slice())?;
-                            if let Some(mut rec) = load_alias(ctx, &alias)? {
-                                set_alias_status(
-                                    ctx,
-                                    &alias,
-                                    &mut rec,
-                                    TokenStatus::Failed,
-                                    Some(error.clone()),
-                                )?;
-                            }
+                            fail_alias(ctx, &alias, &error)?;
                             ctx.event(&EventRec {
                                 at,
                                 alias: Some(alias),
@@ -465,16 +471,8 @@ impl QueueStore for RedbStore {
                         job.last_error = Some(error.clone());
                         if give_up {
                             job.state = JobState::Failed;
-                            if job.kind == JobKind::Provision
-                                && let Some(mut rec) = load_alias(ctx, &alias)?
-                            {
-                                set_alias_status(
-                                    ctx,
-                                    &alias,
-                                    &mut rec,
-                                    TokenStatus::Failed,
-                                    Some(error.clone()),
-                                )?;
+                            if job.kind == JobKind::Provision {
+                                fail_alias(ctx, &alias, &error)?;
                             }
                             ctx.event(&EventRec {
                                 at,
