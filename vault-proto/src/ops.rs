@@ -316,6 +316,12 @@ pub struct QueueCounts {
     pub scheduled: u64,
     pub in_flight: u64,
     pub failed: u64,
+    /// Reads of due jobs by the provisioning worker since start (optional
+    /// field): one per scheme that could take work when the worker looked,
+    /// however many tokenize calls woke it meanwhile; the backlog of a
+    /// paused or saturated scheme is never read.
+    #[serde(default)]
+    pub reads: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

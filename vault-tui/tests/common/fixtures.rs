@@ -119,6 +119,7 @@ pub fn stats(k: u64) -> Stats {
             scheduled: 97_402,
             in_flight: 8,
             failed: 12,
+            reads: 0,
         },
         schemes,
         uptime_ms: health().uptime_ms,

@@ -11,7 +11,7 @@ use vault_proto::ops::TokenStatus;
 use super::queue::set_alias_status;
 use super::records::{AliasRec, EventRec, TokenRec, decode, encode};
 use super::writer::WriteCtx;
-use super::{ALIASES, META, PARKED, RedbStore, StoreResult, TOKENS, meta_u64};
+use super::{ALIASES, META, PARKED, PARKED_BY_EXPIRY, RedbStore, StoreResult, TOKENS, meta_u64};
 use crate::vault::cards::now_ms;
 
 /// How long an event for a token the vault does not have waits for that
@@ -314,20 +314,10 @@ fn ignored(
 /// applied by that commit ([`apply_parked`]). Events of tokens the vault
 /// erased are dropped after [`PARK_FOR_MS`].
 fn park(ctx: &mut WriteCtx<'_>, scheme: &str, ch: Change, at: u64) -> StoreResult<()> {
+    // Those past their wait go first, a bounded number per event (the
+    // rest with the background purge, `Store::purge_expired`).
+    drop_expired_parked(ctx.txn, at, 16)?;
     let mut parked = ctx.txn.open_table(PARKED)?;
-    // The table holds only such rare events: a scan to drop the old is cheap.
-    let mut expired = Vec::new();
-    for item in parked.iter()? {
-        let (k, v) = item?;
-        let p: ParkedRec = decode("parked event", v.value())?;
-        if p.at + PARK_FOR_MS < at {
-            let (r, seq) = k.value();
-            expired.push((r.to_owned(), seq));
-        }
-    }
-    for (r, seq) in &expired {
-        parked.remove((r.as_str(), *seq))?;
-    }
     // A new token number cannot wait: it is sealed for the token's alias,
     // which nobody knows yet (`tokens::lifecycle::prepare` leaves it out),
     // and never kept in clear. A redigitization waits with its expiry only.
@@ -338,6 +328,9 @@ fn park(ctx: &mut WriteCtx<'_>, scheme: &str, ch: Change, at: u64) -> StoreResul
     };
     parked.insert((ch.token_ref.as_str(), ch.seq), encode(&rec)?.as_slice())?;
     drop(parked);
+    ctx.txn
+        .open_table(PARKED_BY_EXPIRY)?
+        .insert((at + PARK_FOR_MS, ch.token_ref.as_str(), ch.seq), ())?;
     ctx.event(&EventRec {
         at,
         alias: None,
@@ -348,6 +341,61 @@ fn park(ctx: &mut WriteCtx<'_>, scheme: &str, ch: Change, at: u64) -> StoreResul
             ch.seq, ch.token_ref
         ),
     })?;
+    Ok(())
+}
+
+/// Drops up to `limit` parked events whose wait ended before `now`;
+/// returns how many.
+pub(crate) fn drop_expired_parked(
+    txn: &redb::WriteTransaction,
+    now: u64,
+    limit: usize,
+) -> StoreResult<usize> {
+    let mut by_expiry = txn.open_table(PARKED_BY_EXPIRY)?;
+    let due: Vec<(u64, String, u64)> = by_expiry
+        .range(..(now, "", 0))?
+        .take(limit)
+        .map(|item| {
+            item.map(|(k, _)| {
+                let (at, r, seq) = k.value();
+                (at, r.to_owned(), seq)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut parked = txn.open_table(PARKED)?;
+    for (at, r, seq) in &due {
+        by_expiry.remove((*at, r.as_str(), *seq))?;
+        // The same event parked again since (a feed replay) waits anew.
+        let stale = match parked.get((r.as_str(), *seq))? {
+            Some(v) => decode::<ParkedRec>("parked event", v.value())?.at + PARK_FOR_MS <= *at,
+            None => false,
+        };
+        if stale {
+            parked.remove((r.as_str(), *seq))?;
+        }
+    }
+    Ok(due.len())
+}
+
+/// Schema 4 ([`super::upgrade_to_4`]): the expiry index of the events
+/// parked before it.
+pub(crate) fn index_parked(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    let all: Vec<(String, u64, u64)> = {
+        let parked = txn.open_table(PARKED)?;
+        parked
+            .iter()?
+            .map(|item| {
+                let (k, v) = item?;
+                let p: ParkedRec = decode("parked event", v.value())?;
+                let (r, seq) = k.value();
+                Ok((r.to_owned(), seq, p.at + PARK_FOR_MS))
+            })
+            .collect::<StoreResult<_>>()?
+    };
+    let mut by_expiry = txn.open_table(PARKED_BY_EXPIRY)?;
+    for (r, seq, at) in &all {
+        by_expiry.insert((*at, r.as_str(), *seq), ())?;
+    }
     Ok(())
 }
 
@@ -376,6 +424,9 @@ pub(crate) fn apply_parked(ctx: &mut WriteCtx<'_>, token_ref: &str) -> StoreResu
     let mut done = Unparked::default();
     for (seq, p) in waiting {
         ctx.txn.open_table(PARKED)?.remove((token_ref, seq))?;
+        ctx.txn
+            .open_table(PARKED_BY_EXPIRY)?
+            .remove((p.at + PARK_FOR_MS, token_ref, seq))?;
         if let Applied::Done { deleted } =
             apply_to_token(ctx, &p.scheme, seq, token_ref, &p.kind, now_ms())?
         {

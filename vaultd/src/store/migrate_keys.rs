@@ -13,10 +13,11 @@
 //! counts the tokens still waiting (see `kek_use`).
 
 use redb::{Database, ReadableDatabase, ReadableTable};
-use vault_proto::ops::{JobState, TokenStatus};
+use vault_proto::ops::TokenStatus;
 
-use super::records::{JobKind, JobRec, TokenRec, decode, encode};
-use super::{JOB_QUEUE, JOBS, META, StoreError, TOKENS, meta_u64};
+use super::queue::{new_job, put_new_job};
+use super::records::{JobKind, TokenRec, decode, encode};
+use super::{META, StoreError, TOKENS, meta_u64};
 
 /// `meta` key: 1 once every token of an earlier release has its refresh queued.
 const DONE: &str = "token_keys_migrated";
@@ -61,8 +62,6 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
             drop(tokens);
             let mut pending = Vec::new();
             let mut job_id = meta_u64(&meta, "job_id")?;
-            let mut jobs = txn.open_table(JOBS)?;
-            let mut queue = txn.open_table(JOB_QUEUE)?;
             let now = crate::vault::cards::now_ms();
             for (r, raw) in &chunk {
                 let t: TokenRec = decode("token", raw)?;
@@ -83,22 +82,16 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
                 t.refresh_pending = true;
                 pending.push((r.clone(), encode(&t)?));
                 job_id += 1;
-                let job = JobRec {
-                    id: job_id,
-                    kind: JobKind::KeyRefresh,
-                    alias: t.alias.clone(),
-                    tenant: t.tenant.clone(),
-                    scheme: t.scheme.clone(),
-                    token_ref: Some(r.clone()),
-                    state: JobState::Due,
-                    attempts: 0,
-                    next_at: now,
-                    last_error: None,
-                    created_at: now,
-                    idem: Some(super::records::new_idempotency_key()),
-                };
-                jobs.insert(job_id, encode(&job)?.as_slice())?;
-                queue.insert((now, job_id), ())?;
+                let job = new_job(
+                    job_id,
+                    JobKind::KeyRefresh,
+                    &t.alias,
+                    &t.tenant,
+                    &t.scheme,
+                    Some(r.clone()),
+                    now,
+                );
+                put_new_job(&txn, &job)?;
                 queued += 1;
             }
             meta.insert("job_id", job_id.to_be_bytes().as_slice())?;
@@ -135,7 +128,8 @@ fn migrate_in_chunks(db: &Database, chunk_len: usize) -> Result<u64, StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::StoredKey;
+    use crate::store::records::{JobRec, StoredKey};
+    use crate::store::{JOB_QUEUE, JOBS};
     use redb::ReadableTableMetadata;
 
     fn token(alias: &str, status: TokenStatus, key: bool) -> TokenRec {

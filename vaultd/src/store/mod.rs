@@ -49,10 +49,18 @@ pub(crate) const FINGERPRINTS: TableDefinition<&[u8], &str> = TableDefinition::n
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// job id → [`records::JobRec`]
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
-/// (next_at, job id) → (): due and scheduled jobs in time order.
-pub(crate) const JOB_QUEUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_queue");
+/// (scheme, next_at, job id) → (): due and scheduled jobs, in time order
+/// within each scheme (see [`queue`]).
+pub(crate) const JOB_QUEUE: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("job_queue_by_scheme");
+/// Schema 3 and before: (next_at, job id) → (), every scheme in one order.
+const OLD_JOB_QUEUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_queue");
 /// tenant ‖ 0x00 ‖ transaction id → [`TxnRec`]
 pub(crate) const TRANSACTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("transactions");
+/// (expires_at, tenant ‖ 0x00 ‖ transaction id) → (): what
+/// [`Store::purge_expired`] deletes, oldest first, without a scan.
+pub(crate) const TRANSACTIONS_BY_EXPIRY: TableDefinition<(u64, &[u8]), ()> =
+    TableDefinition::new("transactions_by_expiry");
 /// seq → [`records::EventRec`]
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// seq → encoded [`AuditRec`] ‖ chain hash (32 bytes), see [`audit`].
@@ -67,6 +75,10 @@ pub(crate) const ATC_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("at
 /// a token not in the vault yet, applied when its provisioning commits.
 pub(crate) const PARKED: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("parked_events");
+/// (drop at, token_ref, feed seq) → (): parked events by when they are
+/// dropped ([`lifecycle`]), so parking one never scans the others.
+pub(crate) const PARKED_BY_EXPIRY: TableDefinition<(u64, &str, u64), ()> =
+    TableDefinition::new("parked_events_by_expiry");
 /// Schema version, counters, cursors, key versions.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// tenant ‖ 0x00 ‖ created_at (BE) ‖ alias → (): every retained PAN, oldest first.
@@ -86,7 +98,12 @@ pub(crate) const ACTIVE_RETAINED: TableDefinition<&[u8], ()> =
 /// HSM objects; a version 2 database is upgraded in place and its tokens'
 /// keys are refreshed (`migrate_keys`). A build of version 2 must not open
 /// it: it would not see the stored keys.
-pub const SCHEMA_VERSION: u32 = 3;
+///
+/// 4: the job queue is ordered by scheme first (`job_queue_by_scheme`),
+/// and expiry indexes for transactions and parked events. An earlier
+/// database is upgraded in place ([`upgrade_to_4`]); a build of version 3
+/// must not open it: it would not see the queued jobs.
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -211,6 +228,14 @@ pub trait Store:
     fn pan_ciphertext(&self, alias: &str) -> StoreResult<Option<Vec<u8>>>;
     /// The alias remembered under a transaction id, if not expired at `now`.
     fn transaction(&self, tenant: &str, txid: &str, now: u64) -> StoreResult<Option<String>>;
+    /// Deletes up to `limit` transaction ids expired at `now`, and parked
+    /// lifecycle events past their wait, oldest first, in one commit.
+    /// Returns how many rows went; fewer than `limit`: nothing more is due.
+    fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<usize>> + Send;
     fn counts(&self) -> StoreResult<Counts>;
     /// The newest audit record's and event's sequence numbers (0: none).
     fn log_heads(&self) -> StoreResult<vault_proto::ops::LogHeads>;
@@ -382,6 +407,45 @@ fn used_slots(db: &Database) -> StoreResult<std::collections::HashSet<u64>> {
     Ok(used)
 }
 
+/// Schema 4 over an earlier database, in the transaction that marks it:
+/// the job queue re-keyed by scheme, the expiry indexes built from the
+/// records. One pass over the queue, the transactions and the parked
+/// events (each bounded by what the vault holds), once.
+fn upgrade_to_4(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    let old: Vec<(u64, u64)> = {
+        let t = txn.open_table(OLD_JOB_QUEUE)?;
+        t.iter()?
+            .map(|item| item.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?
+    };
+    let jobs = txn.open_table(JOBS)?;
+    let mut queue = txn.open_table(JOB_QUEUE)?;
+    for (next_at, id) in old {
+        if let Some(raw) = jobs.get(id)? {
+            let job: records::JobRec = decode("job", raw.value())?;
+            queue.insert((job.scheme.as_str(), next_at, id), ())?;
+        }
+    }
+    drop((jobs, queue));
+    txn.delete_table(OLD_JOB_QUEUE)?;
+    let expiring: Vec<(Vec<u8>, u64)> = {
+        let t = txn.open_table(TRANSACTIONS)?;
+        t.iter()?
+            .map(|item| {
+                let (k, v) = item?;
+                let rec: TxnRec = decode("transaction", v.value())?;
+                Ok((k.value().to_vec(), rec.expires_at))
+            })
+            .collect::<StoreResult<_>>()?
+    };
+    let mut by_expiry = txn.open_table(TRANSACTIONS_BY_EXPIRY)?;
+    for (k, at) in &expiring {
+        by_expiry.insert((*at, k.as_slice()), ())?;
+    }
+    drop(by_expiry);
+    lifecycle::index_parked(txn)
+}
+
 fn init_schema(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write()?;
     {
@@ -396,8 +460,10 @@ fn init_schema(db: &Database) -> StoreResult<()> {
                 migrate_keys::mark_done(&txn)?;
             }
             Some(Ok(SCHEMA_VERSION)) => {}
-            Some(Ok(v @ (1 | 2))) => {
+            Some(Ok(v @ (1..=3))) => {
                 meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                drop(meta);
+                upgrade_to_4(&txn)?;
                 tracing::info!("database upgraded from schema version {v} to {SCHEMA_VERSION}");
             }
             Some(Ok(v)) => {
@@ -416,6 +482,8 @@ fn init_schema(db: &Database) -> StoreResult<()> {
         txn.open_table(JOBS)?;
         txn.open_table(JOB_QUEUE)?;
         txn.open_table(TRANSACTIONS)?;
+        txn.open_table(TRANSACTIONS_BY_EXPIRY)?;
+        txn.open_table(PARKED_BY_EXPIRY)?;
         txn.open_table(EVENTS)?;
         txn.open_table(AUDIT)?;
         txn.open_table(AUDIT_SEALS)?;
@@ -536,6 +604,37 @@ impl Store for RedbStore {
         Ok((rec.expires_at > now).then_some(rec.alias))
     }
 
+    async fn purge_expired(&self, now: u64, limit: usize) -> StoreResult<usize> {
+        self.writer()
+            .write(move |ctx| {
+                let due: Vec<(u64, Vec<u8>)> = ctx
+                    .txn
+                    .open_table(TRANSACTIONS_BY_EXPIRY)?
+                    .range(..(now, &[][..]))?
+                    .take(limit)
+                    .map(|item| item.map(|(k, _)| (k.value().0, k.value().1.to_vec())))
+                    .collect::<Result<_, _>>()?;
+                let mut txns = ctx.txn.open_table(TRANSACTIONS)?;
+                let mut by_expiry = ctx.txn.open_table(TRANSACTIONS_BY_EXPIRY)?;
+                for (at, key) in &due {
+                    by_expiry.remove((*at, key.as_slice()))?;
+                    // The id may have been used again since, with a later
+                    // expiry (and an index entry of its own).
+                    let expired = match txns.get(key.as_slice())? {
+                        Some(v) => decode::<TxnRec>("transaction", v.value())?.expires_at <= now,
+                        None => false,
+                    };
+                    if expired {
+                        txns.remove(key.as_slice())?;
+                    }
+                }
+                drop((txns, by_expiry));
+                let parked = lifecycle::drop_expired_parked(ctx.txn, now, limit - due.len())?;
+                Ok(due.len() + parked)
+            })
+            .await
+    }
+
     fn writable(&self) -> bool {
         !self
             .stats
@@ -646,26 +745,16 @@ impl Store for RedbStore {
                         }
 
                         if let Some(id) = job_id {
-                            let job = records::JobRec {
+                            let job = queue::new_job(
                                 id,
-                                kind: records::JobKind::Provision,
-                                alias: new.alias.clone(),
-                                tenant: w.tenant.clone(),
-                                scheme: new.rec.scheme.clone(),
-                                token_ref: None,
-                                state: vault_proto::ops::JobState::Due,
-                                attempts: 0,
-                                next_at: new.rec.created_at,
-                                last_error: None,
-                                created_at: new.rec.created_at,
-                                idem: Some(records::new_idempotency_key()),
-                            };
-                            ctx.txn
-                                .open_table(JOBS)?
-                                .insert(id, encode(&job)?.as_slice())?;
-                            ctx.txn
-                                .open_table(JOB_QUEUE)?
-                                .insert((job.next_at, id), ())?;
+                                records::JobKind::Provision,
+                                &new.alias,
+                                &w.tenant,
+                                &new.rec.scheme,
+                                None,
+                                new.rec.created_at,
+                            );
+                            queue::put_new_job(ctx.txn, &job)?;
                         }
                         let view = AliasView {
                             alias: new.alias,
@@ -693,14 +782,18 @@ impl Store for RedbStore {
                     .ok_or_else(|| StoreError::Corrupt("alias vanished in its commit".into()))?;
                 }
                 if let Some((txid, expires_at)) = &w.transaction {
+                    let key = txn_key(&w.tenant, txid);
                     ctx.txn.open_table(TRANSACTIONS)?.insert(
-                        txn_key(&w.tenant, txid).as_slice(),
+                        key.as_slice(),
                         encode(&TxnRec {
                             alias: alias.clone(),
                             expires_at: *expires_at,
                         })?
                         .as_slice(),
                     )?;
+                    ctx.txn
+                        .open_table(TRANSACTIONS_BY_EXPIRY)?
+                        .insert((*expires_at, key.as_slice()), ())?;
                 }
                 let mut audit = w.audit;
                 audit.alias = Some(alias.clone());

@@ -1,8 +1,12 @@
 //! The durable job queue: provisioning, token deletion and key refresh jobs.
 //! A job lives in `jobs` by id; while due or scheduled it is also in
-//! `job_queue` under (next_at, id), so the worker reads due jobs in time
-//! order without scanning. "In flight" is the worker's in-memory view: a
-//! job it holds stays due on disk, so after a crash it is simply due again.
+//! `job_queue_by_scheme` under (scheme, next_at, id), so the worker reads
+//! the due jobs of one scheme in time order, and only of the schemes that
+//! can take work: a backlog of a paused or saturated scheme is never read.
+//! "In flight" is the worker's in-memory view: a job it holds stays due on
+//! disk, so after a crash it is simply due again; the worker skips those
+//! by id, and a scheme has at most its concurrency in flight, so a read of
+//! `n` due jobs touches at most `n` + that many keys.
 
 use std::future::Future;
 
@@ -28,8 +32,24 @@ pub(crate) fn enqueue(
     token_ref: Option<String>,
 ) -> StoreResult<u64> {
     let id = ctx.next_job_id()?;
-    let now = now_ms();
-    let job = JobRec {
+    put_new_job(
+        ctx.txn,
+        &new_job(id, kind, alias, tenant, scheme, token_ref, now_ms()),
+    )?;
+    Ok(id)
+}
+
+/// A job due at `now`, with a fresh idempotency key.
+pub(crate) fn new_job(
+    id: u64,
+    kind: JobKind,
+    alias: &str,
+    tenant: &str,
+    scheme: &str,
+    token_ref: Option<String>,
+    now: u64,
+) -> JobRec {
+    JobRec {
         id,
         kind,
         alias: alias.to_owned(),
@@ -42,12 +62,28 @@ pub(crate) fn enqueue(
         last_error: None,
         created_at: now,
         idem: Some(super::records::new_idempotency_key()),
-    };
-    ctx.txn
-        .open_table(JOBS)?
-        .insert(id, encode(&job)?.as_slice())?;
-    ctx.txn.open_table(JOB_QUEUE)?.insert((now, id), ())?;
-    Ok(id)
+    }
+}
+
+/// Stores a new job (its id allocated by the caller) and queues it.
+pub(crate) fn put_new_job(txn: &redb::WriteTransaction, job: &JobRec) -> StoreResult<()> {
+    txn.open_table(JOBS)?
+        .insert(job.id, encode(job)?.as_slice())?;
+    queue_insert(txn, job)
+}
+
+/// Puts `job` in its scheme's part of the queue at `job.next_at`.
+pub(crate) fn queue_insert(txn: &redb::WriteTransaction, job: &JobRec) -> StoreResult<()> {
+    txn.open_table(JOB_QUEUE)?
+        .insert((job.scheme.as_str(), job.next_at, job.id), ())?;
+    Ok(())
+}
+
+/// Takes `job` (as stored: its `next_at` then) out of the queue.
+pub(crate) fn queue_remove(txn: &redb::WriteTransaction, job: &JobRec) -> StoreResult<()> {
+    txn.open_table(JOB_QUEUE)?
+        .remove((job.scheme.as_str(), job.next_at, job.id))?;
+    Ok(())
 }
 
 fn load_job(ctx: &WriteCtx<'_>, id: u64) -> StoreResult<Option<JobRec>> {
@@ -59,7 +95,7 @@ fn load_job(ctx: &WriteCtx<'_>, id: u64) -> StoreResult<Option<JobRec>> {
 /// Removes a job wherever it is.
 pub(crate) fn remove_job(ctx: &mut WriteCtx<'_>, id: u64) -> StoreResult<()> {
     if let Some(job) = load_job(ctx, id)? {
-        ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+        queue_remove(ctx.txn, &job)?;
         ctx.txn.open_table(JOBS)?.remove(id)?;
     }
     Ok(())
@@ -181,13 +217,19 @@ pub struct QueueCounts {
 }
 
 pub trait QueueStore {
-    /// Due jobs (next_at <= now) in time order, skipping `skip` ids.
+    /// Up to `limit` due jobs (next_at <= now) of `scheme`, in time order,
+    /// skipping the ids `skip` names (the worker's in-flight jobs) before
+    /// reading them.
     fn due_jobs(
         &self,
+        scheme: &str,
         now: u64,
         limit: usize,
-        skip: &dyn Fn(&JobRec) -> bool,
+        skip: &dyn Fn(u64) -> bool,
     ) -> StoreResult<Vec<JobRec>>;
+    /// The schemes that have jobs in the queue (due or scheduled): one
+    /// lookup per scheme, however long the queue.
+    fn queued_schemes(&self) -> StoreResult<Vec<String>>;
     fn job(&self, id: u64) -> StoreResult<Option<JobRec>>;
     /// Jobs with id > after, in id order, filtered by `keep`.
     fn jobs_page(
@@ -233,30 +275,51 @@ pub enum ProvisionRequest {
 impl QueueStore for RedbStore {
     fn due_jobs(
         &self,
+        scheme: &str,
         now: u64,
         limit: usize,
-        skip: &dyn Fn(&JobRec) -> bool,
+        skip: &dyn Fn(u64) -> bool,
     ) -> StoreResult<Vec<JobRec>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let r = self.db().begin_read()?;
         let q = r.open_table(JOB_QUEUE)?;
         let jobs = r.open_table(JOBS)?;
-        let mut out = Vec::new();
-        for item in q.range(..=(now, u64::MAX))? {
-            let ((_, id), ()) = {
-                let (k, _) = item?;
-                (k.value(), ())
-            };
-            let Some(raw) = jobs.get(id)? else { continue };
-            let job: JobRec = decode("job", raw.value())?;
-            if skip(&job) {
+        for item in q.range((scheme, 0, 0)..=(scheme, now, u64::MAX))? {
+            let (_, _, id) = item?.0.value();
+            if skip(id) {
                 continue;
             }
-            out.push(job);
+            let Some(raw) = jobs.get(id)? else { continue };
+            out.push(decode("job", raw.value())?);
             if out.len() >= limit {
                 break;
             }
         }
         Ok(out)
+    }
+
+    fn queued_schemes(&self) -> StoreResult<Vec<String>> {
+        let r = self.db().begin_read()?;
+        let q = r.open_table(JOB_QUEUE)?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            // The first key after every key of the last scheme found.
+            let next = match out.last() {
+                None => q.first()?.map(|(k, _)| k.value().0.to_owned()),
+                Some(last) => q
+                    .range((last.as_str(), u64::MAX, u64::MAX)..)?
+                    .map(|item| item.map(|(k, _)| k.value().0.to_owned()))
+                    .find(|s| s.as_ref().map_or(true, |s| s != last))
+                    .transpose()?,
+            };
+            match next {
+                Some(s) => out.push(s),
+                None => return Ok(out),
+            }
+        }
     }
 
     fn job(&self, id: u64) -> StoreResult<Option<JobRec>> {
@@ -288,18 +351,24 @@ impl QueueStore for RedbStore {
     }
 
     fn queue_counts(&self, now: u64) -> StoreResult<QueueCounts> {
+        let schemes = self.queued_schemes()?;
         let r = self.db().begin_read()?;
         let q = r.open_table(JOB_QUEUE)?;
         let queued = q.len()?;
-        let mut due = 0;
-        for item in q.range(..=(now, u64::MAX))? {
-            item?;
-            due += 1;
+        // Only the jobs waiting for a later time (retries in back-off) are
+        // counted one by one, not a backlog of due jobs.
+        let mut scheduled = 0;
+        for s in &schemes {
+            let later = (s.as_str(), now.saturating_add(1), 0)..=(s.as_str(), u64::MAX, u64::MAX);
+            for item in q.range(later)? {
+                item?;
+                scheduled += 1;
+            }
         }
         let all = r.open_table(JOBS)?.len()?;
         Ok(QueueCounts {
-            due,
-            scheduled: queued - due,
+            due: queued - scheduled,
+            scheduled,
             failed: all.saturating_sub(queued),
         })
     }
@@ -365,7 +434,7 @@ impl QueueStore for RedbStore {
                             // job fails; an operator may retry it.
                             let error = "the token service answered with a token of another card"
                                 .to_owned();
-                            ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+                            queue_remove(ctx.txn, &job)?;
                             job.state = JobState::Failed;
                             job.attempts += 1;
                             job.last_error = Some(error.clone());
@@ -432,7 +501,7 @@ impl QueueStore for RedbStore {
                     }
                     JobFinish::Refused { status, error, .. } => {
                         if status == TokenStatus::Failed {
-                            ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+                            queue_remove(ctx.txn, &job)?;
                             job.state = JobState::Failed;
                             job.attempts += 1;
                             job.last_error = Some(error.clone());
@@ -466,7 +535,7 @@ impl QueueStore for RedbStore {
                         give_up,
                         ..
                     } => {
-                        ctx.txn.open_table(JOB_QUEUE)?.remove((job.next_at, id))?;
+                        queue_remove(ctx.txn, &job)?;
                         job.attempts += 1;
                         job.last_error = Some(error.clone());
                         if give_up {
@@ -484,7 +553,7 @@ impl QueueStore for RedbStore {
                         } else {
                             job.state = JobState::Scheduled;
                             job.next_at = next_at;
-                            ctx.txn.open_table(JOB_QUEUE)?.insert((next_at, id), ())?;
+                            queue_insert(ctx.txn, &job)?;
                             if job.kind == JobKind::Provision
                                 && let Some(mut rec) = load_alias(ctx, &alias)?
                                 && let Some(nt) = rec.nt.as_mut()
@@ -559,7 +628,7 @@ impl QueueStore for RedbStore {
                     ctx.txn
                         .open_table(JOBS)?
                         .insert(id, encode(&job)?.as_slice())?;
-                    ctx.txn.open_table(JOB_QUEUE)?.insert((now, id), ())?;
+                    queue_insert(ctx.txn, &job)?;
                     if job.kind == JobKind::Provision
                         && let Some(mut rec) = load_alias(ctx, &job.alias)?
                     {
@@ -644,7 +713,7 @@ impl QueueStore for RedbStore {
                         ctx.txn
                             .open_table(JOBS)?
                             .insert(job.id, encode(&job)?.as_slice())?;
-                        ctx.txn.open_table(JOB_QUEUE)?.insert((now, job.id), ())?;
+                        queue_insert(ctx.txn, &job)?;
                         Some(job.id)
                     }
                     _ => None,

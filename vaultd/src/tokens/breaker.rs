@@ -19,6 +19,15 @@ pub struct Breaker {
     cooldown: Duration,
 }
 
+/// What [`Breaker::admits`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admits {
+    All,
+    /// Half-open: one probe.
+    One,
+    None,
+}
+
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
         Breaker {
@@ -43,6 +52,17 @@ impl Breaker {
                 self.state = State::HalfOpen { probing: true };
                 true
             }
+        }
+    }
+
+    /// How many jobs [`Breaker::try_acquire`] would let through now,
+    /// without changing anything.
+    pub fn admits(&self, now: Instant) -> Admits {
+        match self.state {
+            State::Closed => Admits::All,
+            State::Open(until) if now < until => Admits::None,
+            State::Open(_) | State::HalfOpen { probing: false } => Admits::One,
+            State::HalfOpen { probing: true } => Admits::None,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::store::Store;
 use crate::store::queue::{FinishOutcome, JobFinish};
 use crate::store::records::{JobKind, JobRec, StoredKey, TokenRec, job_id_string};
 use crate::vault::cards::now_ms;
-use breaker::Breaker;
+use breaker::{Admits, Breaker};
 use connector::{Connector, Provisioned, TspError};
 
 /// Live state of one scheme.
@@ -58,7 +58,15 @@ pub struct Tokens<S: Store, H: Hsm> {
     slots: Arc<Semaphore>,
     in_flight: Mutex<HashSet<u64>>,
     wake: Notify,
+    passes: AtomicU64,
+    reads: AtomicU64,
 }
+
+/// Least time between the starts of two queue passes (wakes meanwhile
+/// fold into one pass).
+const MIN_PASS_GAP: Duration = Duration::from_millis(5);
+/// How often jobs of schemes no longer configured are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a synchronous provisioning (`pan_retention = "none"`) failed.
 pub enum SyncError {
@@ -126,6 +134,8 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             slots: Arc::new(Semaphore::new(p.concurrency)),
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            passes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         })
     }
 
@@ -196,15 +206,31 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
     /// The worker: runs until `stop` fires.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let tick = Duration::from_millis(200);
+        let mut last_sweep: Option<Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
+            }
+            let started = Instant::now();
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(started);
+                self.fail_unserved().await;
             }
             self.dispatch_due().await;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
                 _ = stop.changed() => {}
+            }
+            // Wakes that come while a pass runs or within MIN_PASS_GAP of
+            // its start fold into the next pass: a burst of tokenize calls
+            // costs a bounded number of queue reads, not one each.
+            let gap = MIN_PASS_GAP.saturating_sub(started.elapsed());
+            if !gap.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(gap) => {}
+                    _ = stop.changed() => {}
+                }
             }
         }
         // Let running jobs finish (each is bounded by the request timeout).
@@ -214,34 +240,113 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
             .await;
     }
 
+    /// One pass: for each configured scheme that is not paused, has free
+    /// slots and whose breaker lets work through, read at most that many
+    /// of its due jobs (skipping its jobs in flight) and start them. The
+    /// backlog of a paused or saturated scheme is not read at all.
     async fn dispatch_due(self: &Arc<Self>) {
-        let free = self.slots.available_permits();
-        if free == 0 {
+        if self.slots.available_permits() == 0 {
             return;
         }
+        let pass = self.passes.fetch_add(1, Ordering::Relaxed);
         let in_flight = self.in_flight();
+        let skip = |id: u64| in_flight.contains(&id);
         let now = Instant::now();
-        let jobs = {
-            let skip = |j: &JobRec| {
-                in_flight.contains(&j.id)
-                    || match self.schemes.get(&j.scheme) {
-                        None => false,
-                        Some(s) => {
-                            s.paused.load(Ordering::Relaxed) || s.slots.available_permits() == 0
-                        }
-                    }
+        // A different scheme first each pass, so none waits on the others
+        // for the global slots.
+        let mut names: Vec<&String> = self.schemes.keys().collect();
+        names.sort();
+        let first = (pass as usize) % names.len().max(1);
+        names.rotate_left(first);
+        for name in names {
+            let scheme = &self.schemes[name];
+            let free = scheme
+                .slots
+                .available_permits()
+                .min(self.slots.available_permits());
+            if free == 0 || scheme.paused.load(Ordering::Relaxed) {
+                continue;
+            }
+            let free = match scheme.breaker.lock().map(|b| b.admits(now)) {
+                Ok(Admits::All) => free,
+                Ok(Admits::One) => 1,
+                Ok(Admits::None) | Err(_) => continue,
             };
-            match self.store.due_jobs(now_ms(), free * 2, &skip) {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let jobs = match self.store.due_jobs(name, now_ms(), free, &skip) {
                 Ok(j) => j,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the job queue");
-                    return;
+                    tracing::warn!(error = %e, scheme = %name, "cannot read the job queue");
+                    continue;
+                }
+            };
+            for job in jobs {
+                if !self.start(scheme, job, now) {
+                    break;
                 }
             }
+        }
+    }
+
+    /// Starts `job` in a slot of its own; false when no slot is free or
+    /// the breaker holds it back.
+    fn start(self: &Arc<Self>, scheme: &SchemeState, job: JobRec, now: Instant) -> bool {
+        let Ok(global) = self.slots.clone().try_acquire_owned() else {
+            return false;
         };
-        for job in jobs {
-            let Some(scheme) = self.schemes.get(&job.scheme) else {
-                // A job for a scheme no longer configured: fail it visibly.
+        let Ok(local) = scheme.slots.clone().try_acquire_owned() else {
+            return false;
+        };
+        let allowed = scheme
+            .breaker
+            .lock()
+            .map(|mut b| b.try_acquire(now))
+            .unwrap_or(false);
+        if !allowed {
+            return false;
+        }
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.insert(job.id);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (id, kind, attempts) = (job.id, job.kind, job.attempts);
+            let scheme = job.scheme.clone();
+            // A panic in a job (a bug) must not leave it in flight until
+            // a restart: it runs as a task of its own, and a panic sends
+            // it back to the queue.
+            let worker = me.clone();
+            if let Err(e) = tokio::spawn(async move { worker.run_job(job).await }).await
+                && e.is_panic()
+            {
+                me.job_panicked(id, kind, &scheme, attempts).await;
+            }
+            if let Ok(mut f) = me.in_flight.lock() {
+                f.remove(&id);
+            }
+            drop(local);
+            drop(global);
+            me.wake();
+        });
+        true
+    }
+
+    /// Jobs of a scheme no longer configured are never read by a pass:
+    /// they fail here, visibly, a bounded number per sweep.
+    async fn fail_unserved(&self) {
+        let schemes = match self.store.queued_schemes() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the job queue");
+                return;
+            }
+        };
+        for name in schemes.iter().filter(|s| !self.schemes.contains_key(*s)) {
+            let jobs = match self.store.due_jobs(name, u64::MAX, 1_000, &|_| false) {
+                Ok(j) => j,
+                Err(_) => continue,
+            };
+            for job in jobs {
                 let _ = self
                     .store
                     .finish_job(JobFinish::Refused {
@@ -250,46 +355,14 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                         error: format!("no token service configured for {}", job.scheme),
                     })
                     .await;
-                continue;
-            };
-            let Ok(global) = self.slots.clone().try_acquire_owned() else {
-                break;
-            };
-            let Ok(local) = scheme.slots.clone().try_acquire_owned() else {
-                continue;
-            };
-            let allowed = scheme
-                .breaker
-                .lock()
-                .map(|mut b| b.try_acquire(now))
-                .unwrap_or(false);
-            if !allowed {
-                continue;
             }
-            if let Ok(mut f) = self.in_flight.lock() {
-                f.insert(job.id);
-            }
-            let me = self.clone();
-            tokio::spawn(async move {
-                let (id, kind, attempts) = (job.id, job.kind, job.attempts);
-                let scheme = job.scheme.clone();
-                // A panic in a job (a bug) must not leave it in flight until
-                // a restart: it runs as a task of its own, and a panic sends
-                // it back to the queue.
-                let worker = me.clone();
-                if let Err(e) = tokio::spawn(async move { worker.run_job(job).await }).await
-                    && e.is_panic()
-                {
-                    me.job_panicked(id, kind, &scheme, attempts).await;
-                }
-                if let Ok(mut f) = me.in_flight.lock() {
-                    f.remove(&id);
-                }
-                drop(local);
-                drop(global);
-                me.wake();
-            });
         }
+    }
+
+    /// Reads of due jobs since start (`stats.queue.reads`): one per
+    /// scheme that could take work at a pass.
+    pub fn queue_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {

@@ -588,6 +588,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
                 scheduled: q.scheduled,
                 in_flight,
                 failed: q.failed,
+                reads: self.tokens.queue_reads(),
             },
             schemes: self.tokens.scheme_stats(),
             uptime_ms: self.uptime_ms(),

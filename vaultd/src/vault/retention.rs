@@ -159,5 +159,39 @@ pub async fn run_scheduler<S: Store, H: Hsm>(
         if let Err(e) = vault.purge_now(None, &a).await {
             tracing::warn!(error = %e, "retention purge failed; retrying next tick");
         }
+        purge_expired(&*vault.store, now_ms()).await;
     }
+}
+
+/// Rows deleted per commit by [`purge_expired`].
+const EXPIRY_BATCH: usize = 1_000;
+/// Commits per tick at most: what is left waits for the next tick.
+const EXPIRY_BATCHES: usize = 100;
+
+/// Deletes expired transaction ids (and parked lifecycle events past their
+/// wait), [`EXPIRY_BATCH`] rows a commit, so the `transactions` table holds
+/// only live ones and no request waits behind a long commit.
+pub async fn purge_expired<S: Store>(store: &S, now: u64) -> usize {
+    let mut total = 0;
+    for _ in 0..EXPIRY_BATCHES {
+        match store.purge_expired(now, EXPIRY_BATCH).await {
+            Ok(n) => {
+                total += n;
+                if n < EXPIRY_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purge of expired transaction ids failed; retrying next tick");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::debug!(
+            rows = total,
+            "expired transaction ids and parked events deleted"
+        );
+    }
+    total
 }
