@@ -566,6 +566,18 @@ async fn store_alias(
     token: Option<(String, vaultd::store::records::TokenRec)>,
     provision: bool,
 ) -> String {
+    store_alias_in(store, name, nt, token, provision, None).await
+}
+
+/// [`store_alias`] remembered under a transaction id until `expires_at`.
+async fn store_alias_in(
+    store: &RedbStore,
+    name: &str,
+    nt: vaultd::store::records::NtState,
+    token: Option<(String, vaultd::store::records::TokenRec)>,
+    provision: bool,
+    transaction: Option<(String, u64)>,
+) -> String {
     use vaultd::store::records::AliasRec;
     use vaultd::store::{NewAlias, Store, TokenizeOutcome, TokenizeWrite};
     let alias = format!("alias-{name}");
@@ -596,7 +608,7 @@ async fn store_alias(
                 provision,
                 token,
             }),
-            transaction: None,
+            transaction,
             audit: audit_rec("tokenize"),
         })
         .await
@@ -1388,4 +1400,224 @@ async fn a_token_of_another_alias_is_never_overwritten() {
     );
     let failed = store.queue_counts(u64::MAX / 2).unwrap().failed;
     assert_eq!(failed, 1, "the job is failed, for an operator to retry");
+}
+
+fn pending_nt() -> vaultd::store::records::NtState {
+    vaultd::store::records::NtState {
+        status: ops::TokenStatus::Pending,
+        token_ref: None,
+        updated_at: 1,
+        last_error: None,
+        active_since: None,
+        job: None,
+    }
+}
+
+fn table_len<K: redb::Key + 'static, V: redb::Value + 'static>(
+    path: &Path,
+    t: redb::TableDefinition<K, V>,
+) -> u64 {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let db = redb::Database::open(path).unwrap();
+    let r = db.begin_read().unwrap();
+    r.open_table(t).unwrap().len().unwrap()
+}
+
+/// Issue 22: transaction ids are deleted once expired, in commits of a
+/// bounded number of rows, oldest first; a live one stays; the table
+/// shrinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_transaction_ids_are_purged_in_bounded_commits() {
+    use vaultd::store::Store;
+    const TRANSACTIONS: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("transactions");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let store = open_normal(&cfg);
+    for i in 0..25u64 {
+        // 20 expire at 1,000..1,019, 5 at 10^12.
+        let expires = if i < 20 { 1_000 + i } else { 1_000_000_000_000 };
+        let txid = format!("txn-{i:04}");
+        store_alias_in(
+            &store,
+            &format!("tx{i}"),
+            pending_nt(),
+            None,
+            false,
+            Some((txid, expires)),
+        )
+        .await;
+    }
+    assert_eq!(
+        store.transaction("t-a", "txn-0000", 0).unwrap().as_deref(),
+        Some("alias-tx0")
+    );
+    // Not expired yet at 999: nothing goes.
+    assert_eq!(store.purge_expired(999, 8).await.unwrap(), 0);
+    // At 2,000 the 20 expired go, 8 a commit, oldest first.
+    assert_eq!(store.purge_expired(2_000, 8).await.unwrap(), 8);
+    assert_eq!(store.transaction("t-a", "txn-0007", 0).unwrap(), None);
+    assert_eq!(
+        store.transaction("t-a", "txn-0008", 0).unwrap().as_deref(),
+        Some("alias-tx8")
+    );
+    assert_eq!(store.purge_expired(2_000, 8).await.unwrap(), 8);
+    assert_eq!(store.purge_expired(2_000, 8).await.unwrap(), 4);
+    assert_eq!(store.purge_expired(2_000, 8).await.unwrap(), 0);
+    for i in 20..25 {
+        assert_eq!(
+            store.transaction("t-a", &format!("txn-{i:04}"), 0).unwrap(),
+            Some(format!("alias-tx{i}")),
+            "a live transaction id was purged"
+        );
+    }
+    drop(store);
+    assert_eq!(table_len(&cfg.storage.path, TRANSACTIONS), 5);
+}
+
+/// Issue 22: a schema 3 database (one job queue for every scheme, no
+/// expiry indexes) is upgraded in place: its queued jobs are found under
+/// their scheme and run, its expired transaction ids are purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_3_queue_is_rekeyed_by_scheme_at_the_upgrade() {
+    use redb::{ReadableDatabase, ReadableTable};
+    use vaultd::store::{QueueStore, Store};
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    const OLD_QUEUE: redb::TableDefinition<(u64, u64), ()> =
+        redb::TableDefinition::new("job_queue");
+    const QUEUE: redb::TableDefinition<(&str, u64, u64), ()> =
+        redb::TableDefinition::new("job_queue_by_scheme");
+    const TXN_EXPIRY: redb::TableDefinition<(u64, &[u8]), ()> =
+        redb::TableDefinition::new("transactions_by_expiry");
+    const PARKED_EXPIRY: redb::TableDefinition<(u64, &str, u64), ()> =
+        redb::TableDefinition::new("parked_events_by_expiry");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let store = open_normal(&cfg);
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        jobs.push(alias_pending(&store, &format!("old{i}")).await);
+    }
+    store_alias_in(
+        &store,
+        "oldtx",
+        pending_nt(),
+        None,
+        false,
+        Some(("txn-old".into(), 5)),
+    )
+    .await;
+    drop(store);
+    // The database as schema 3 left it.
+    {
+        let db = redb::Database::open(&cfg.storage.path).unwrap();
+        let w = db.begin_write().unwrap();
+        let keys: Vec<(String, u64, u64)> = w
+            .open_table(QUEUE)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|i| {
+                let (k, _) = i.unwrap();
+                let (s, at, id) = k.value();
+                (s.to_owned(), at, id)
+            })
+            .collect();
+        assert_eq!(keys.len(), 3);
+        let mut old = w.open_table(OLD_QUEUE).unwrap();
+        for (_, at, id) in &keys {
+            old.insert((*at, *id), ()).unwrap();
+        }
+        drop(old);
+        w.delete_table(QUEUE).unwrap();
+        w.delete_table(TXN_EXPIRY).unwrap();
+        w.delete_table(PARKED_EXPIRY).unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("schema_version", 3u32.to_be_bytes().as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let store = open_normal(&cfg);
+    let due = store.due_jobs("visa", u64::MAX, 10, &|_| false).unwrap();
+    let mut ids: Vec<u64> = due.iter().map(|j| j.id).collect();
+    ids.sort();
+    jobs.sort();
+    assert_eq!(ids, jobs, "the queued jobs under their scheme");
+    assert!(
+        store
+            .due_jobs("amex", u64::MAX, 10, &|_| false)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.queued_schemes().unwrap(), vec!["visa".to_owned()]);
+    // Skipped ids are not returned, and the limit holds.
+    let some = store
+        .due_jobs("visa", u64::MAX, 1, &|id| id == jobs[0])
+        .unwrap();
+    assert_eq!(some.len(), 1);
+    assert_ne!(some[0].id, jobs[0]);
+    assert_eq!(store.queue_counts(u64::MAX / 2).unwrap().due, 3);
+    assert_eq!(store.purge_expired(10, 100).await.unwrap(), 1);
+    assert_eq!(store.transaction("t-a", "txn-old", 0).unwrap(), None);
+    drop(store);
+    let db = redb::Database::open(&cfg.storage.path).unwrap();
+    let r = db.begin_read().unwrap();
+    assert!(
+        r.open_table(OLD_QUEUE).is_err(),
+        "the old queue table is gone"
+    );
+    let v = r
+        .open_table(META)
+        .unwrap()
+        .get("schema_version")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(v, vaultd::store::SCHEMA_VERSION.to_be_bytes());
+}
+
+/// Issue 22: an event parked for a token the vault never stores is dropped
+/// after its day's wait by the background purge; one applied when its
+/// token arrived leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_past_their_wait_are_purged() {
+    use vaultd::store::{Change, ChangeKind, LifecycleStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let store = open_normal(&cfg);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    store
+        .apply_changes(
+            "visa",
+            vec![
+                Change {
+                    seq: 1,
+                    token_ref: "tr-never".into(),
+                    kind: ChangeKind::Suspend,
+                },
+                Change {
+                    seq: 2,
+                    token_ref: "tr-never-2".into(),
+                    kind: ChangeKind::Resume,
+                },
+            ],
+            2,
+        )
+        .await
+        .unwrap();
+    // Within the day they wait.
+    assert_eq!(store.purge_expired(now + 3_600_000, 100).await.unwrap(), 0);
+    let day_after = now + 25 * 3_600_000;
+    assert_eq!(store.purge_expired(day_after, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(day_after, 100).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(day_after, 100).await.unwrap(), 0);
+    drop(store);
+    let parked: redb::TableDefinition<(&str, u64), &[u8]> =
+        redb::TableDefinition::new("parked_events");
+    assert_eq!(table_len(&cfg.storage.path, parked), 0);
 }

@@ -250,9 +250,9 @@ fn paused_scheme_waits_and_failed_jobs_can_be_retried() {
     assert!(p.paused);
     let r = tokenize(&mut c, AMEX, 5, 2030);
     // A marker instead of a pause: a visa card queued after the amex one.
-    // The worker picks due jobs in one pass over the queue, skipping paused
-    // schemes; the pass that took the visa job saw the amex job, due
-    // before it, and would have taken it too were amex not paused.
+    // Each pass of the worker reads the due jobs of every scheme that is
+    // not paused; the pass that took the visa job would have taken the
+    // amex job, due before it, were amex not paused.
     let marker = tokenize(&mut c, VISA, 5, 2030);
     assert_eq!(
         t.wait_status(&mut c, &marker.record.alias, LONG)
@@ -498,4 +498,141 @@ fn a_card_stored_before_tokens_were_enabled_gets_its_token_through_provision() {
     let s = t.wait_queue_empty(&mut c, LONG);
     assert_eq!(s.tokens.get("active"), Some(&1), "{:?}", s.tokens);
     assert_eq!(s.tokens.get("pending").copied().unwrap_or(0), 0);
+}
+
+/// Issue 22: the backlog of a paused scheme is never read (the worker's
+/// reads of due jobs stay where they were however many cards are queued),
+/// and resuming the schemes, some before the others, provisions every
+/// queued job exactly once.
+#[test]
+fn a_paused_schemes_backlog_is_never_read_and_resuming_provisions_each_job_once() {
+    let t = TokenEnv::start(TokenOpts::default());
+    let mut c = t.client();
+    let schemes = [
+        ("visa", "4000"),
+        ("mastercard", "5100"),
+        ("amex", "3400"),
+        ("discover", "6011"),
+    ];
+    for (s, _) in schemes {
+        c.op::<ops::SchemePause>(&ops::SchemeArgs { scheme: s.into() })
+            .unwrap();
+    }
+    let stats = |c: &mut vault_proto::BlockingClient| c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+    let reads_before = stats(&mut c).queue.reads;
+    const PER_SCHEME: u64 = 60;
+    for i in 0..PER_SCHEME {
+        for (_, prefix) in schemes {
+            let p = if prefix == "3400" {
+                // Amex: 15 digits.
+                let body = format!("3400{:010}", 30_000 + i);
+                let d = vault_proto::pan::luhn_check_digit(body.as_bytes()) as char;
+                format!("{body}{d}")
+            } else {
+                pan(prefix, 30_000 + i)
+            };
+            tokenize(&mut c, &p, 12, 2030);
+        }
+    }
+    let s = stats(&mut c);
+    assert_eq!(s.queue.due, 4 * PER_SCHEME, "{:?}", s.queue);
+    assert_eq!(
+        s.queue.reads, reads_before,
+        "the worker read the backlog of paused schemes: {:?}",
+        s.queue
+    );
+    assert_eq!(t.sim.get("/sim/stats")["provision_requests"], 0);
+
+    // Two schemes go on; the other two keep their jobs queued.
+    for s in ["visa", "amex"] {
+        c.op::<ops::SchemeResume>(&ops::SchemeArgs { scheme: s.into() })
+            .unwrap();
+    }
+    wait_for_state(LONG, "the resumed schemes' tokens", || {
+        let s = stats(&mut c);
+        let active = s.tokens.get("active").copied().unwrap_or(0);
+        if active == 2 * PER_SCHEME && s.queue.in_flight == 0 {
+            Ok(s)
+        } else {
+            Err(format!("{active} active, {:?}", s.queue))
+        }
+    });
+    let s = stats(&mut c);
+    assert_eq!(s.queue.due, 2 * PER_SCHEME, "{:?}", s.queue);
+    let sim = t.sim.get("/sim/stats");
+    assert_eq!(sim["provision_requests"], 2 * PER_SCHEME, "{sim}");
+    for s in ["mastercard", "discover"] {
+        c.op::<ops::SchemeResume>(&ops::SchemeArgs { scheme: s.into() })
+            .unwrap();
+    }
+    let s = t.wait_queue_empty(&mut c, LONG);
+    assert_eq!(s.tokens.get("active"), Some(&(4 * PER_SCHEME)), "{s:?}");
+    let sim = t.sim.get("/sim/stats");
+    assert_eq!(
+        sim["tokens_issued"],
+        4 * PER_SCHEME,
+        "one token per card: {sim}"
+    );
+    assert_eq!(
+        sim["provision_requests"],
+        4 * PER_SCHEME,
+        "one request per job: {sim}"
+    );
+}
+
+/// Issue 22: a scheme whose calls hang holds its own slots only; the jobs
+/// of another scheme, queued behind its jobs, provision meanwhile.
+#[test]
+fn jobs_of_a_scheme_without_free_slots_never_delay_another_schemes() {
+    let opts = TokenOpts {
+        provisioning: "backoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\nmax_attempts = 30\nper_scheme_concurrency = 2\nconcurrency = 8\nrequest_timeout = \"120s\"\n",
+        ..TokenOpts::default()
+    };
+    let mut t = TokenEnv::start(opts);
+    let mut c = t.client();
+    // Every visa call hangs for 100 s: its two slots stay taken for the
+    // whole test.
+    t.sim.post(
+        "/sim/faults",
+        &json!({"scheme": "visa", "fail_rate": 0.0, "latency_ms": 100_000, "kind": "http_503"}),
+    );
+    let mut visa = Vec::new();
+    for i in 0..20u64 {
+        visa.push(
+            tokenize(&mut c, &pan("4000", 40_000 + i), 12, 2030)
+                .record
+                .alias,
+        );
+    }
+    wait_for(LONG, "visa's slots taken", || {
+        c.op::<ops::StatsOp>(&NoArgs {}).unwrap().queue.in_flight == 2
+    });
+    let mut mc = Vec::new();
+    for i in 0..40u64 {
+        mc.push(
+            tokenize(&mut c, &pan("5100", 40_000 + i), 12, 2030)
+                .record
+                .alias,
+        );
+    }
+    for a in &mc {
+        assert_eq!(
+            t.wait_status(&mut c, a, LONG).token_info.unwrap().status,
+            TokenStatus::Active
+        );
+    }
+    // Visa's calls are still hanging: none of its cards has a token, and
+    // never more than its two slots were used.
+    let s = c.op::<ops::StatsOp>(&NoArgs {}).unwrap();
+    assert_eq!(s.tokens.get("active"), Some(&40), "{s:?}");
+    assert_eq!(s.queue.in_flight, 2, "{:?}", s.queue);
+    assert_eq!(s.queue.due, 18, "{:?}", s.queue);
+    for a in &visa {
+        let r = c
+            .op::<ops::AliasStatus>(&ops::AliasArgs { alias: a.clone() })
+            .unwrap();
+        assert_eq!(r.token_info.unwrap().status, TokenStatus::Pending);
+    }
+    // The hanging calls end with the simulator, so vaultd stops at once.
+    t.sim.stop();
 }
