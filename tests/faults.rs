@@ -866,7 +866,8 @@ async fn atcs_continue_across_reopen_and_exhaust_into_one_refresh() {
         .jobs_page(0, 1000, &|j| {
             j.kind == JobKind::KeyRefresh && j.token_ref.as_deref() == Some("tr-top")
         })
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(refreshes.len(), 1, "one key refresh, however often asked");
     drop(store);
     assert_integrity(&cfg.storage.path);
@@ -921,6 +922,7 @@ async fn a_restore_retires_every_atc_and_a_version_1_database_is_upgraded() {
                 j.kind == JobKind::KeyRefresh && j.token_ref.as_deref() == Some(token_ref)
             })
             .unwrap()
+            .jobs
             .len()
     };
     let restore_records = |store: &RedbStore| {

@@ -28,6 +28,10 @@ pub enum Scenario {
     /// --duration, a progress line every --report-every, then every
     /// acknowledged write verified and an RSS verdict (fails the run)
     Mixed,
+    /// issue 22: tokenize of new PANs (a tenant with network tokens and one
+    /// without, --plain-uid) on an empty queue, over --backlog jobs queued
+    /// for paused schemes, and while the worker provisions them
+    Backlog,
 }
 
 /// Load generator for a running vaultd, with raw SoftHSM and redb baselines
@@ -77,6 +81,15 @@ pub struct Args {
     /// Cards tokenized beforehand for tokenize-repeat and alias-status.
     #[arg(long, default_value_t = 10_000)]
     pub set_size: usize,
+    /// backlog: jobs queued for the paused schemes (new cards of the bench
+    /// tenant) before tokenize is measured again.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u64,
+    /// Open --connections more connections with this effective uid (the
+    /// daemon's client table maps it to a tenant without network tokens),
+    /// for `backlog`. Needs root; only the connecting thread changes uid.
+    #[arg(long)]
+    pub plain_uid: Option<u32>,
     /// Cards tokenized (all four schemes) for provisioning and credentials.
     #[arg(long, default_value_t = 10_000)]
     pub cards: usize,

@@ -70,6 +70,45 @@ async fn connect(args: &Args) -> BenchResult<(Vec<Arc<Client>>, Option<u32>)> {
     Ok((clients, pid))
 }
 
+/// Opens `--connections` connections with effective uid `uid` (what the
+/// daemon's SO_PEERCRED sees): on a thread of its own, which alone changes
+/// its effective uid (the raw system call; glibc's `seteuid` would change
+/// every thread's) and changes it back.
+fn connect_as(args: &Args, uid: u32) -> BenchResult<Vec<Arc<Client>>> {
+    let socket = args.socket.clone();
+    let n = args.connections.max(1);
+    let opened = std::thread::spawn(move || -> std::io::Result<Vec<std::os::unix::net::UnixStream>> {
+        let keep = libc::uid_t::MAX; // -1: unchanged
+        // SAFETY: plain system calls on this thread's credentials.
+        if unsafe { libc::syscall(libc::SYS_setresuid, keep, uid, keep) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let streams = (0..n)
+            .map(|_| std::os::unix::net::UnixStream::connect(&socket))
+            .collect();
+        // SAFETY: as above; back to the real uid (root) before the thread ends.
+        unsafe { libc::syscall(libc::SYS_setresuid, keep, 0 as libc::uid_t, keep) };
+        streams
+    })
+    .join()
+    .map_err(|_| BenchError::Setup("the connecting thread panicked".into()))?
+    .map_err(|source| BenchError::Connect {
+        socket: args.socket.display().to_string(),
+        source,
+    })?;
+    opened
+        .into_iter()
+        .map(|s| {
+            s.set_nonblocking(true)?;
+            Ok(Arc::new(Client::from_stream(tokio::net::UnixStream::from_std(s)?)))
+        })
+        .collect::<std::io::Result<_>>()
+        .map_err(|source| BenchError::Connect {
+            socket: args.socket.display().to_string(),
+            source,
+        })
+}
+
 async fn baselines(args: &Args) -> Vec<baseline::Baseline> {
     if args.no_baselines {
         return Vec::new();
@@ -145,8 +184,12 @@ async fn run(args: Args) -> BenchResult<bool> {
         drain_timeout: args.drain_timeout,
         tenant: args.tenant.clone(),
         report_every: args.report_every,
+        backlog: args.backlog,
     };
     let mut bench = Bench::new(clients, daemon, settings, pans);
+    if let Some(uid) = args.plain_uid {
+        bench.set_plain_clients(connect_as(&args, uid)?);
+    }
     let scenario = match (args.scenario, args.fill) {
         (Some(s), _) => Some(s),
         (None, Some(_)) => None,

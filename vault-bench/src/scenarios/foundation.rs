@@ -12,7 +12,7 @@ use super::{AliasSlots, Bench, CardSet, tokenize_args, tokenize_into};
 use crate::load::{self, Failure, Stop};
 use crate::report::ScenarioReport;
 
-fn created(c: bool) -> &'static str {
+pub(super) fn created(c: bool) -> &'static str {
     if c { "created" } else { "existing" }
 }
 

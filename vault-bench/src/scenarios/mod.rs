@@ -2,6 +2,7 @@
 //! generator, the sets of aliases created along the way, and a wrapper that
 //! measures the daemon's and the bench's CPU around each run.
 
+mod backlog;
 mod foundation;
 mod ledger;
 mod mixed;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub tenant: String,
     pub report_every: Duration,
+    /// backlog: jobs queued for the paused schemes before the second round.
+    pub backlog: u64,
 }
 
 /// Aliases created earlier, with the cards behind them (for repeats).
@@ -50,6 +53,8 @@ struct CardSet {
 
 pub struct Bench {
     clients: Vec<Arc<Client>>,
+    /// Connections of a tenant without network tokens (`--plain-uid`).
+    plain: Vec<Arc<Client>>,
     daemon: Option<u32>,
     cfg: Settings,
     pans: Arc<PanGen>,
@@ -73,6 +78,7 @@ impl Bench {
     ) -> Bench {
         Bench {
             clients,
+            plain: Vec::new(),
             daemon,
             cfg,
             pans: Arc::new(pans),
@@ -98,7 +104,13 @@ impl Bench {
             Scenario::Credentials => self.credentials().await,
             Scenario::TokenMemory => self.token_memory().await,
             Scenario::Mixed => self.mixed().await,
+            Scenario::Backlog => self.backlog().await,
         }
+    }
+
+    /// Connections of a tenant without network tokens, for `backlog`.
+    pub fn set_plain_clients(&mut self, plain: Vec<Arc<Client>>) {
+        self.plain = plain;
     }
 
     /// The first connection, for single calls (probes, `stats`).
@@ -151,11 +163,41 @@ impl Bench {
         F: Fn(Arc<Client>, u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
+        self.run_on(&self.clients, name, stop, progress, call).await
+    }
+
+    /// [`Bench::measured`] on other connections than the bench's own.
+    async fn measured_on<F, Fut>(
+        &self,
+        clients: &[Arc<Client>],
+        name: &str,
+        stop: Stop,
+        call: F,
+    ) -> ScenarioReport
+    where
+        F: Fn(Arc<Client>, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        self.run_on(clients, name, stop, None, call).await.0
+    }
+
+    async fn run_on<F, Fut>(
+        &self,
+        clients: &[Arc<Client>],
+        name: &str,
+        stop: Stop,
+        progress: Option<Progress>,
+        call: F,
+    ) -> (ScenarioReport, load::RunStats)
+    where
+        F: Fn(Arc<Client>, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
         eprintln!("vault-bench: running {name}");
         let daemon_cpu = self.daemon.map(CpuSnapshot::take);
         let own_cpu = CpuSnapshot::own();
         let machine = SystemCpu::take();
-        let run = load::run(&self.clients, self.cfg.depth, stop, progress, call).await;
+        let run = load::run(clients, self.cfg.depth, stop, progress, call).await;
         let mut report = ScenarioReport::from_run(name, &run);
         report.daemon_cpu = daemon_cpu.map(|s| s.used_since());
         report.bench_cpu = Some(own_cpu.used_since());

@@ -208,6 +208,19 @@ pub enum FinishOutcome {
     },
 }
 
+/// Most jobs one `jobs_page` reads: a filter that matches few of a long
+/// queue (failed jobs among a million due) answers a short page with a
+/// cursor instead of reading them all in one request.
+pub const JOBS_SCANNED_PER_PAGE: usize = 10_000;
+
+/// What [`QueueStore::jobs_page`] found.
+#[derive(Debug, Default)]
+pub struct JobsPage {
+    pub jobs: Vec<JobRec>,
+    /// Set when more jobs may follow: the next page starts after this id.
+    pub next: Option<u64>,
+}
+
 /// Queue figures for `stats` (in-flight comes from the worker).
 #[derive(Debug, Clone, Default)]
 pub struct QueueCounts {
@@ -231,13 +244,14 @@ pub trait QueueStore {
     /// lookup per scheme, however long the queue.
     fn queued_schemes(&self) -> StoreResult<Vec<String>>;
     fn job(&self, id: u64) -> StoreResult<Option<JobRec>>;
-    /// Jobs with id > after, in id order, filtered by `keep`.
+    /// Jobs with id > after, in id order, filtered by `keep`: up to
+    /// `limit` of them, from at most [`JOBS_SCANNED_PER_PAGE`] jobs read.
     fn jobs_page(
         &self,
         after: u64,
         limit: usize,
         keep: &dyn Fn(&JobRec) -> bool,
-    ) -> StoreResult<Vec<JobRec>>;
+    ) -> StoreResult<JobsPage>;
     fn queue_counts(&self, now: u64) -> StoreResult<QueueCounts>;
     fn paused_schemes(&self) -> StoreResult<Vec<String>>;
 
@@ -333,21 +347,28 @@ impl QueueStore for RedbStore {
         after: u64,
         limit: usize,
         keep: &dyn Fn(&JobRec) -> bool,
-    ) -> StoreResult<Vec<JobRec>> {
+    ) -> StoreResult<JobsPage> {
         let r = self.db().begin_read()?;
         let jobs = r.open_table(JOBS)?;
-        let mut out = Vec::new();
-        for item in jobs.range(after.saturating_add(1)..)? {
-            let (_, v) = item?;
+        let mut page = JobsPage::default();
+        for (read, item) in jobs.range(after.saturating_add(1)..)?.enumerate() {
+            let (id, v) = item?;
+            let id = id.value();
+            if read >= JOBS_SCANNED_PER_PAGE {
+                // More may follow: the caller goes on from the last read.
+                page.next = Some(id - 1);
+                break;
+            }
             let job: JobRec = decode("job", v.value())?;
             if keep(&job) {
-                out.push(job);
-                if out.len() >= limit {
+                page.jobs.push(job);
+                if page.jobs.len() >= limit {
+                    page.next = Some(id);
                     break;
                 }
             }
         }
-        Ok(out)
+        Ok(page)
     }
 
     fn queue_counts(&self, now: u64) -> StoreResult<QueueCounts> {

@@ -54,10 +54,11 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         let now = now_ms();
         let want = a.state;
         let keep = |j: &JobRec| want.is_none_or(|w| self.job_state(j, &in_flight, now) == w);
-        let jobs = self.store.jobs_page(after, limit, &keep)?;
-        let next = (jobs.len() == limit)
-            .then(|| jobs.last().map(|j| job_id_string(j.id)))
-            .flatten();
+        // A page may end short of `limit` with a cursor: the store reads a
+        // bounded number of jobs per request (PROTOCOL.md: go on while
+        // `next` is set).
+        let page = self.store.jobs_page(after, limit, &keep)?;
+        let (jobs, next) = (page.jobs, page.next.map(job_id_string));
         Ok(QueueList {
             jobs: jobs
                 .iter()
