@@ -77,19 +77,21 @@ async fn connect(args: &Args) -> BenchResult<(Vec<Arc<Client>>, Option<u32>)> {
 fn connect_as(args: &Args, uid: u32) -> BenchResult<Vec<Arc<Client>>> {
     let socket = args.socket.clone();
     let n = args.connections.max(1);
-    let opened = std::thread::spawn(move || -> std::io::Result<Vec<std::os::unix::net::UnixStream>> {
-        let keep = libc::uid_t::MAX; // -1: unchanged
-        // SAFETY: plain system calls on this thread's credentials.
-        if unsafe { libc::syscall(libc::SYS_setresuid, keep, uid, keep) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let streams = (0..n)
-            .map(|_| std::os::unix::net::UnixStream::connect(&socket))
-            .collect();
-        // SAFETY: as above; back to the real uid (root) before the thread ends.
-        unsafe { libc::syscall(libc::SYS_setresuid, keep, 0 as libc::uid_t, keep) };
-        streams
-    })
+    let opened = std::thread::spawn(
+        move || -> std::io::Result<Vec<std::os::unix::net::UnixStream>> {
+            let keep = libc::uid_t::MAX; // -1: unchanged
+            // SAFETY: plain system calls on this thread's credentials.
+            if unsafe { libc::syscall(libc::SYS_setresuid, keep, uid, keep) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let streams = (0..n)
+                .map(|_| std::os::unix::net::UnixStream::connect(&socket))
+                .collect();
+            // SAFETY: as above; back to the real uid (root) before the thread ends.
+            unsafe { libc::syscall(libc::SYS_setresuid, keep, 0 as libc::uid_t, keep) };
+            streams
+        },
+    )
     .join()
     .map_err(|_| BenchError::Setup("the connecting thread panicked".into()))?
     .map_err(|source| BenchError::Connect {
@@ -100,7 +102,9 @@ fn connect_as(args: &Args, uid: u32) -> BenchResult<Vec<Arc<Client>>> {
         .into_iter()
         .map(|s| {
             s.set_nonblocking(true)?;
-            Ok(Arc::new(Client::from_stream(tokio::net::UnixStream::from_std(s)?)))
+            Ok(Arc::new(Client::from_stream(
+                tokio::net::UnixStream::from_std(s)?,
+            )))
         })
         .collect::<std::io::Result<_>>()
         .map_err(|source| BenchError::Connect {

@@ -9,6 +9,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use crate::{ErrorCode, PROTOCOL_VERSION, WireError};
 
@@ -398,8 +399,46 @@ pub fn encode_request<A: Serialize>(id: u64, op: &str, args: &A) -> Vec<u8> {
         args,
     };
     // Serializing our own request types cannot fail.
-    let body = rmp_serde::to_vec_named(&req).unwrap_or_default();
-    frame(&body)
+    encode_framed(&req).unwrap_or_else(|_| frame(&[]))
+}
+
+/// `value` as MessagePack behind its length header, written once into a
+/// buffer that leaves no copy behind: requests and answers carry card data
+/// (a PAN, a network token, a cryptogram), and a `Vec` that grows frees
+/// its old block with the bytes still in it. [`WipingBuf`] wipes the block
+/// it outgrows.
+fn encode_framed<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let mut out = WipingBuf(Vec::with_capacity(256));
+    out.0.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(e) = rmp_serde::encode::write_named(&mut out, value) {
+        out.0.zeroize();
+        return Err(e);
+    }
+    let len = (out.0.len() - HEADER_LEN) as u32;
+    out.0[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(out.0)
+}
+
+/// A `Vec<u8>` writer that, when it must grow, copies into a block twice
+/// the size and wipes the old one.
+struct WipingBuf(Vec<u8>);
+
+impl std::io::Write for WipingBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let need = self.0.len() + data.len();
+        if need > self.0.capacity() {
+            let mut bigger = Vec::with_capacity(need.max(self.0.capacity() * 2));
+            bigger.extend_from_slice(&self.0);
+            self.0.zeroize();
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Serialize)]
@@ -418,24 +457,22 @@ struct ErrResp<'a> {
 
 /// Encodes a framed success response.
 pub fn encode_ok<T: Serialize>(id: Option<u64>, result: &T) -> Result<Vec<u8>, WireError> {
-    let body = rmp_serde::to_vec_named(&OkResp {
+    encode_framed(&OkResp {
         id,
         ok: true,
         result,
     })
-    .map_err(|_| WireError::new(ErrorCode::Internal, "could not encode the result"))?;
-    Ok(frame(&body))
+    .map_err(|_| WireError::new(ErrorCode::Internal, "could not encode the result"))
 }
 
 /// Encodes a framed error response.
 pub fn encode_err(id: Option<u64>, error: &WireError) -> Vec<u8> {
-    let body = rmp_serde::to_vec_named(&ErrResp {
+    encode_framed(&ErrResp {
         id,
         ok: false,
         error,
     })
-    .unwrap_or_default();
-    frame(&body)
+    .unwrap_or_else(|_| frame(&[]))
 }
 
 /// A response envelope whose `result` is still raw bytes.
@@ -481,6 +518,28 @@ mod tests {
 
     fn body<T: Serialize>(v: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(v).unwrap()
+    }
+
+    #[test]
+    fn framed_encoding_is_the_plain_one_at_every_size() {
+        // From well under the first block (256 bytes) to several growths.
+        for n in [0usize, 10, 250, 251, 300, 5_000, 100_000] {
+            let v = vec!["x".repeat(7); n / 8];
+            let framed = encode_ok(Some(3), &v).unwrap();
+            let plain = frame(&body(&OkResp {
+                id: Some(3),
+                ok: true,
+                result: &v,
+            }));
+            assert_eq!(framed, plain, "{n}");
+        }
+        let e = WireError::new(ErrorCode::BadRequest, "no");
+        let plain = frame(&body(&ErrResp {
+            id: None,
+            ok: false,
+            error: &e,
+        }));
+        assert_eq!(encode_err(None, &e), plain);
     }
 
     #[test]

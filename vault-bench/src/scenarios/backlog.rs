@@ -1,12 +1,16 @@
 //! `backlog` (issue 22): tokenize keeps its speed while provisioning
 //! backs up. In one run, against one daemon:
 //!
-//! 1. every scheme paused; tokenize of new PANs measured on an empty
-//!    queue, for the bench tenant (network tokens: each call queues a job)
-//!    and for a tenant without network tokens (connections opened as
-//!    `--plain-uid`);
-//! 2. `--backlog` jobs queued for the paused schemes (tokenize, counted);
-//! 3. both measured again over that backlog;
+//! 1. every scheme paused; `--backlog` cards of a tenant without network
+//!    tokens (connections opened as `--plain-uid`) tokenized first, so the
+//!    database is as large as it will be with the backlog (the control:
+//!    what follows then shows the queue's cost, not the growth of every
+//!    table by a million cards);
+//! 2. tokenize of new PANs measured on an empty queue, for the bench
+//!    tenant (network tokens: each call queues a job) and for the tenant
+//!    without;
+//! 3. `--backlog` jobs queued for the paused schemes (tokenize, counted),
+//!    and both measured again over that backlog;
 //! 4. the schemes resumed, and both measured once more while the worker
 //!    provisions the backlog (scheme-sim at its latency).
 //!
@@ -19,8 +23,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use vault_proto::Client;
 use vault_proto::ops::{NoArgs, StatsOp, Tokenize};
 
-use super::network::pause_schemes;
 use super::foundation::created;
+use super::network::pause_schemes;
 use super::{Bench, tokenize_args};
 use crate::load::Failure;
 use crate::report::ScenarioReport;
@@ -28,16 +32,17 @@ use crate::report::ScenarioReport;
 impl Bench {
     pub(super) async fn backlog(&mut self) {
         if let Err(why) = self.backlog_run().await {
-            self.reports
-                .push(ScenarioReport::skipped("backlog", why));
+            self.reports.push(ScenarioReport::skipped("backlog", why));
         }
     }
 
     async fn backlog_run(&mut self) -> Result<(), String> {
         if self.plain.is_empty() {
-            return Err("no connections for a tenant without network tokens: pass --plain-uid \
+            return Err(
+                "no connections for a tenant without network tokens: pass --plain-uid \
                  (scripts/bench --provisioning configures one)"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         let control = self.control();
         let first = control
@@ -50,10 +55,29 @@ impl Bench {
         }
         pause_schemes(&control, &schemes, true).await?;
 
+        let n = self.cfg.backlog;
+        let start = self.next_card.fetch_add(n, Relaxed);
+        let pans = Arc::clone(&self.pans);
+        let plain = self.plain.clone();
+        let mut prefill = self
+            .measured_on(
+                &plain,
+                "backlog:prefill",
+                crate::load::Stop::Count(n),
+                move |client, seq| {
+                    let pan = pans.any_scheme(start + seq);
+                    tokenize_call(client, pan)
+                },
+            )
+            .await;
+        prefill.notes.push(format!(
+            "{n} new cards of the tenant without network tokens: the database grows as much as the backlog will make it grow, and no job is queued"
+        ));
+        self.reports.push(prefill);
+
         let plain_empty = self.tokenize_as(true, "backlog:plain-empty").await;
         let nt_empty = self.tokenize_as(false, "backlog:nt-empty").await;
 
-        let n = self.cfg.backlog;
         let start = self.next_card.fetch_add(n, Relaxed);
         let pans = Arc::clone(&self.pans);
         let mut fill = self
@@ -85,8 +109,16 @@ impl Bench {
 
         // (report, what it shows, index of the report it is compared with)
         let reports = [
-            (plain_empty, "tenant without network tokens, empty queue, schemes paused", None),
-            (nt_empty, "network-token tenant, empty queue, schemes paused", None),
+            (
+                plain_empty,
+                "tenant without network tokens, empty queue, schemes paused",
+                None,
+            ),
+            (
+                nt_empty,
+                "network-token tenant, empty queue, schemes paused",
+                None,
+            ),
             (
                 plain_full,
                 "tenant without network tokens over the backlog (issue 22: within 10% of plain-empty)",
@@ -119,7 +151,8 @@ impl Bench {
             {
                 let x = r.ops_per_sec / base;
                 r.extra.insert(format!("ratio_to_{name}"), x);
-                r.notes.push(format!("{:.0}% of {name}'s throughput", x * 100.0));
+                r.notes
+                    .push(format!("{:.0}% of {name}'s throughput", x * 100.0));
             }
             self.reports.push(r);
         }

@@ -50,7 +50,11 @@ impl From<&Stats> for Progress {
 }
 
 /// `scheme_pause` (or `scheme_resume`) for every scheme.
-pub(super) async fn pause_schemes(c: &Client, schemes: &[String], pause: bool) -> Result<(), String> {
+pub(super) async fn pause_schemes(
+    c: &Client,
+    schemes: &[String],
+    pause: bool,
+) -> Result<(), String> {
     for scheme in schemes {
         let args = SchemeArgs {
             scheme: scheme.clone(),

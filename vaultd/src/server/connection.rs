@@ -9,16 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 use vault_proto::frame;
 use vault_proto::{ErrorCode, WireError};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::quota::{Admission, Bucket};
+use super::read_ahead::ReadAhead;
 use super::{Handler, Limits};
 use crate::dispatch::Peer;
 
@@ -71,11 +72,7 @@ const READ_AHEAD: usize = 8 * 1024;
 /// that has begun must complete within `frame_timeout` (not counting the
 /// time the server makes it wait), so a slow writer cannot hold the
 /// connection (slowloris).
-async fn rest_of_head(
-    rd: &mut BufReader<OwnedReadHalf>,
-    first: u8,
-    limits: &Limits,
-) -> std::io::Result<Head> {
+async fn rest_of_head(rd: &mut ReadAhead, first: u8, limits: &Limits) -> std::io::Result<Head> {
     let began = Instant::now();
     let mut header = [first, 0, 0, 0];
     timeout_at(
@@ -109,8 +106,8 @@ pub(super) async fn serve<D: Handler>(
     mut stop: watch::Receiver<bool>,
 ) {
     let (rd, wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(limits.max_in_flight + 2);
+    let mut rd = ReadAhead::new(rd, READ_AHEAD);
+    let (tx, rx) = mpsc::channel::<Zeroizing<Vec<u8>>>(limits.max_in_flight + 2);
     let writer = tokio::spawn(write_loop(wr, rx, limits.idle_timeout));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     let mut stopping = *stop.borrow();
@@ -135,16 +132,15 @@ pub(super) async fn serve<D: Handler>(
         };
         // Only the wait for a frame's first byte may be interrupted: a
         // frame once begun is read whole, so the stream stays in sync.
-        let mut first = [0u8; 1];
         let got = tokio::select! {
-            r = tokio::time::timeout(idle, rd.read(&mut first)) => r,
+            r = tokio::time::timeout(idle, rd.read_byte()) => r,
             // The writer gave up on a client that stopped reading its answers.
             _ = tx.closed() => break,
             _ = stop.changed(), if !stopping => { stopping = true; continue; }
         };
-        match got {
-            Ok(Ok(0)) => break,
-            Ok(Ok(_)) => {}
+        let first = match got {
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(b))) => b,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, uid = peer.uid, "connection read ended");
                 break;
@@ -155,15 +151,15 @@ pub(super) async fn serve<D: Handler>(
                 }
                 continue;
             }
-        }
-        let (len, began) = match rest_of_head(&mut rd, first[0], &limits).await {
+        };
+        let (len, began) = match rest_of_head(&mut rd, first, &limits).await {
             Ok(Head::Frame { len, began }) => (len, began),
             Ok(Head::TooLarge) => {
                 let e = WireError::new(
                     ErrorCode::FrameTooLarge,
                     format!("frame longer than max_frame ({} bytes)", limits.max_frame),
                 );
-                let _ = tx.send(frame::encode_err(None, &e)).await;
+                let _ = tx.send(Zeroizing::new(frame::encode_err(None, &e))).await;
                 break;
             }
             Ok(Head::Close) => break,
@@ -180,8 +176,10 @@ pub(super) async fn serve<D: Handler>(
             break;
         };
         let deadline = began + limits.frame_timeout + waiting.elapsed();
-        let mut body = vec![0u8; len];
-        match timeout_at(deadline, rd.read_exact(&mut body)).await {
+        // Wiped when dropped, whatever path drops it (a handler's panic
+        // too): it may hold a PAN.
+        let mut body = Zeroizing::new(vec![0u8; len]);
+        match timeout_at(deadline, rd.read_exact(&mut body[..])).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, uid = peer.uid, "connection read ended");
@@ -195,13 +193,17 @@ pub(super) async fn serve<D: Handler>(
         stopping = stopping || *stop.borrow();
         if stopping {
             let id = frame::decode_request(&body).ok().map(|h| h.id);
-            body.zeroize();
+            drop(body);
             drop(quota);
             let e = WireError::new(
                 ErrorCode::ShuttingDown,
                 "the server is stopping; retry elsewhere or later",
             );
-            if tx.send(frame::encode_err(id, &e)).await.is_err() {
+            if tx
+                .send(Zeroizing::new(frame::encode_err(id, &e)))
+                .await
+                .is_err()
+            {
                 break;
             }
             continue;
@@ -214,11 +216,7 @@ pub(super) async fn serve<D: Handler>(
             // The inner task may panic (a bug): the client still
             // gets an answer for its id.
             let id = frame::decode_request(&body).ok().map(|h| h.id);
-            let inner = tokio::spawn(async move {
-                let resp = h.handle(peer, &body).await;
-                body.zeroize();
-                resp
-            });
+            let inner = tokio::spawn(async move { h.handle(peer, &body).await });
             let resp = match inner.await {
                 Ok(r) => r,
                 Err(_) => {
@@ -229,7 +227,7 @@ pub(super) async fn serve<D: Handler>(
                     )
                 }
             };
-            let _ = tx.send(resp).await;
+            let _ = tx.send(Zeroizing::new(resp)).await;
             drop((permit, quota));
         });
         if last {
@@ -277,17 +275,37 @@ pub(super) fn note_uid_at_cap(uid: u32, bucket: Bucket, cap: usize) {
 /// pipelining client gets many answers per syscall.
 /// A client that stops reading for longer than `stall` is dropped: its
 /// pending answers are discarded and its in-flight slots freed.
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, stall: Duration) {
-    let mut w = BufWriter::with_capacity(64 * 1024, wr);
+///
+/// Answers may carry card data (a PAN, a network token and its
+/// cryptogram): each is wiped as soon as it is copied into the batch, and
+/// the batch buffer (which never grows: a larger answer goes out on its
+/// own) as soon as it is written. Answers still queued when the connection
+/// ends are wiped on drop.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Zeroizing<Vec<u8>>>,
+    stall: Duration,
+) {
+    const BATCH: usize = 64 * 1024;
+    let mut batch: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(BATCH));
     while let Some(first) = rx.recv().await {
-        let batch = async {
-            w.write_all(&first).await?;
-            while let Ok(more) = rx.try_recv() {
-                w.write_all(&more).await?;
+        let mut next = Some(first);
+        let written = async {
+            while let Some(answer) = next.take() {
+                if batch.len() + answer.len() > BATCH {
+                    write_wiped(&mut wr, &mut batch).await?;
+                }
+                if answer.len() > BATCH {
+                    wr.write_all(&answer).await?;
+                } else {
+                    batch.extend_from_slice(&answer);
+                }
+                drop(answer);
+                next = rx.try_recv().ok();
             }
-            w.flush().await
+            write_wiped(&mut wr, &mut batch).await
         };
-        match tokio::time::timeout(stall, batch).await {
+        match tokio::time::timeout(stall, written).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => {
@@ -296,5 +314,15 @@ async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, stall: 
             }
         }
     }
-    let _ = w.shutdown().await;
+    let _ = wr.shutdown().await;
+}
+
+/// Writes `batch` whole, then wipes it (keeping its block for the next).
+async fn write_wiped(wr: &mut OwnedWriteHalf, batch: &mut Vec<u8>) -> std::io::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let r = wr.write_all(batch).await;
+    batch.zeroize();
+    r
 }

@@ -5,6 +5,7 @@
 
 mod connection;
 mod quota;
+mod read_ahead;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;

@@ -26,8 +26,8 @@ use super::records::{AliasRec, decode};
 use super::slots::{SLOT, SlotFile};
 use super::{
     ACTIVE_RETAINED, ALIASES, ATC_LOG, AUDIT, AUDIT_SEALS, EVENTS, FINGERPRINTS, JOB_QUEUE, JOBS,
-    META, PARKED, RETAINED, RedbStore, SCHEMA_VERSION, StoreError, StoreResult, TOKENS,
-    TRANSACTIONS, slot_path,
+    META, PARKED, PARKED_BY_EXPIRY, RETAINED, RedbStore, SCHEMA_VERSION, StoreError, StoreResult,
+    TOKENS, TRANSACTIONS, TRANSACTIONS_BY_EXPIRY, slot_path,
 };
 
 /// What a backup holds.
@@ -144,9 +144,11 @@ pub fn backup(db: &Database, slots: &SlotFile, dest: &Path) -> StoreResult<Backu
     copy_table(&r, &w, TOKENS)?;
     copy_table(&r, &w, ATC_LOG)?;
     copy_table(&r, &w, PARKED)?;
+    copy_table(&r, &w, PARKED_BY_EXPIRY)?;
     copy_table(&r, &w, JOBS)?;
     copy_table(&r, &w, JOB_QUEUE)?;
     copy_table(&r, &w, TRANSACTIONS)?;
+    copy_table(&r, &w, TRANSACTIONS_BY_EXPIRY)?;
     copy_table(&r, &w, EVENTS)?;
     copy_table(&r, &w, AUDIT)?;
     copy_table(&r, &w, AUDIT_SEALS)?;
