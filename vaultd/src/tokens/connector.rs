@@ -192,11 +192,20 @@ impl Connector {
             exp_year,
             token_requestor_id: &self.token_requestor_id,
         };
+        // The body holds the PAN in clear: written once into a block large
+        // enough for it, and wiped when the HTTP client drops its last
+        // reference (reqwest's `json` would leave its buffer behind).
+        let mut json = Zeroizing::new(Vec::with_capacity(512));
+        serde_json::to_writer(&mut *json, &body).map_err(|_| TspError::Transient {
+            message: "cannot encode the provisioning request".into(),
+            retry_after: None,
+        })?;
         let resp = self
             .http
             .post(format!("{}/provision", self.base))
             .header("Idempotency-Key", idempotency_key)
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(reqwest::Body::from(bytes::Bytes::from_owner(json)))
             .send()
             .await;
         let p: Provisioned = parse(resp, MAX_ANSWER).await?;
