@@ -618,3 +618,52 @@ fn survives_restart_and_sigkill_under_load_without_leaking_pans() {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     env.assert_absent_everywhere(&refs);
 }
+
+/// `vaultctl tokenize` reads the PAN line from stdin itself (unbuffered,
+/// into a block it wipes): only the first line is the PAN, and the alias
+/// it prints is the card's.
+#[test]
+fn vaultctl_tokenize_reads_one_pan_line_from_stdin() {
+    use std::process::{Command, Stdio};
+    let env = env_with("");
+    let _d = env.start();
+    let run = |input: &[u8]| {
+        let mut child = Command::new(vault_e2e::bin_dir().join("vaultctl"))
+            .arg("--socket")
+            .arg(env.socket())
+            .args(["--json", "tokenize", "--exp", "12/2031"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vaultctl");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(format!("{MASTERCARD}\nnot a card, never read\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut c = env.client();
+    let direct = tokenize(&mut c, MASTERCARD, 12, 2031).unwrap();
+    assert!(!direct.created, "vaultctl stored the card already");
+    assert_eq!(printed["alias"], direct.record.alias.as_str(), "{printed}");
+    // Without a newline at the end, and with spaces around it.
+    let out = run(format!("  {MASTERCARD} ").as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A line longer than any PAN line is refused before anything is sent.
+    let out = run(&[b'4'; 300]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the PAN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

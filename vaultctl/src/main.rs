@@ -5,7 +5,6 @@
 //! Card numbers are read from standard input, never from arguments (which
 //! end up in shell history and `ps`).
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -372,15 +371,10 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             transaction_id,
         } => {
             let (exp_month, exp_year) = parse_exp(&exp)?;
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
+            let line = read_stdin_wiped(PAN_LINE_MAX, true)
                 .map_err(|e| Failure::Usage(format!("cannot read the PAN from stdin: {e}")))?;
-            let pan = Pan::new(line.trim().to_owned());
-            // Wipe our copy of the line.
-            line.clear();
-            line.shrink_to_fit();
+            let pan = Pan::from_bytes(line.trim_ascii())
+                .ok_or_else(|| Failure::Usage("the PAN read from stdin is not text".to_owned()))?;
             let r = c.op::<ops::Tokenize>(&ops::TokenizeArgs {
                 pan,
                 exp_month,
@@ -393,17 +387,19 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             });
         }
         Cmd::Call { op } => {
-            let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
+            let input = read_stdin_wiped(ARGS_MAX, false)
                 .map_err(|e| Failure::Usage(format!("cannot read args from stdin: {e}")))?;
-            let args: serde_json::Value = if input.trim().is_empty() {
+            let mut args: serde_json::Value = if input.trim_ascii().is_empty() {
                 serde_json::Value::Object(Default::default())
             } else {
-                serde_json::from_str(&input)
+                serde_json::from_slice(&input)
                     .map_err(|e| Failure::Usage(format!("args are not JSON: {e}")))?
             };
-            input.clear();
-            let mut r: serde_json::Value = c.call(&op, &args)?;
+            drop(input);
+            let called = c.call(&op, &args);
+            // The args may hold a PAN: every string in them is wiped.
+            wipe_strings(&mut args);
+            let mut r: serde_json::Value = called?;
             redact_card_data(&mut r);
             match serde_json::to_string(&r) {
                 Ok(s) => println!("{s}"),
@@ -697,6 +693,59 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
 /// `cryptogram` is replaced. The forwarder's own client gets the values;
 /// an operator CLI has no use for them (PCI DSS 3.4: render PAN unreadable
 /// wherever it is displayed).
+/// Longest PAN line read from stdin (a PAN is at most 19 digits).
+const PAN_LINE_MAX: usize = 256;
+/// Longest `call` args read from stdin.
+const ARGS_MAX: usize = 1 << 20;
+
+/// Reads stdin (up to a newline when `line`, else to its end) without a
+/// buffer of its own: std's `Stdin` keeps what it read in an 8 KiB buffer
+/// for the life of the process, and a growing `String` frees its old
+/// blocks with the bytes in them. The one block here is sized once and
+/// wiped on drop; input longer than `max` is refused.
+fn read_stdin_wiped(max: usize, line: bool) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut fd = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let mut out = zeroize::Zeroizing::new(vec![0u8; max]);
+    let mut n = 0;
+    loop {
+        if n == max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("more than {max} bytes"),
+            ));
+        }
+        // A line is read a byte at a time, so nothing after it is taken.
+        let want = if line { n + 1 } else { max };
+        let got = fd.read(&mut out[n..want])?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if line && out[n - 1] == b'\n' {
+            break;
+        }
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Wipes every string (and key) of a JSON value before it is dropped.
+fn wipe_strings(v: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        serde_json::Value::Object(map) => {
+            for (_, field) in map.iter_mut() {
+                wipe_strings(field);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn redact_card_data(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
