@@ -1,0 +1,128 @@
+//! Does a cryptogram get slower with the number of token keys held
+//! unwrapped (session objects in SoftHSM2)? Caches `n` token keys, then
+//! measures derive + CMAC + destroy on two threads over two of them, for
+//! each `n` given.
+//!
+//! `cargo run --release -p vault-hsm --example session_objects -- [n...]`
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vault_hsm::keys::init_keys;
+use vault_hsm::{Hsm, HsmConfig, Pkcs11Hsm, WrappedTokenKey};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let ns: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let ns = if ns.is_empty() {
+        vec![0, 1_000, 4_000, 16_000]
+    } else {
+        ns
+    };
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let dir = tempfile::Builder::new()
+        .prefix("session-objects-")
+        .tempdir_in(base)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg(dir.path())
+        .arg("so")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: before any thread or PKCS#11 module reads the environment.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
+    let cfg = HsmConfig {
+        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+        token_label: "so".into(),
+        pin: vault_hsm::load_pin(Some(&dir.path().join("hsm.pin")))?,
+    };
+    init_keys(&Pkcs11Hsm::open_admin(&cfg)?)?;
+    let hsm = Pkcs11Hsm::open(&cfg)?;
+    hsm.set_token_key_cache(1_000_000);
+    hsm.set_reinit_after_objects(u64::MAX / 2);
+    let blob = [0xa5_u8; 24];
+    let data = [7u8; 46];
+    let mut held = 0;
+    for n in ns {
+        while held < n {
+            hsm.cache_token_key_for_test(&format!("filler{held}"), 1, &blob, &[held as u8; 16])?;
+            held += 1;
+        }
+        for r in ["m0", "m1"] {
+            hsm.cache_token_key_for_test(r, 1, &blob, &[1u8; 16])?;
+        }
+        let sealed = hsm.seal("alias", "token", b"4895370012345678")?;
+        let t = Instant::now();
+        let mut k = 0u64;
+        let mut un = [0u8; 4];
+        while t.elapsed() < Duration::from_secs(1) {
+            hsm.random(&mut un)?;
+            k += 1;
+        }
+        let t = Instant::now();
+        let mut o = 0u64;
+        while t.elapsed() < Duration::from_secs(1) {
+            hsm.open("alias", "token", &sealed)?;
+            o += 1;
+        }
+        let key = WrappedTokenKey {
+            scheme: "visa",
+            kek_version: 1,
+            wrapped: &blob,
+        };
+        let t = Instant::now();
+        let mut d = 0u64;
+        while t.elapsed() < Duration::from_secs(1) {
+            hsm.cryptogram_mac("m0", Some(key), (d % 60000) as u16 + 1, &data)?;
+            d += 1;
+        }
+        println!("1 thread: random {k}/s, open {o}/s, derive+CMAC+destroy {d}/s");
+        let time = Duration::from_secs(2);
+        let (macs, opens) = std::thread::scope(|s| {
+            let w: Vec<_> = ["m0", "m1"]
+                .into_iter()
+                .map(|r| {
+                    let (hsm, data, blob, sealed) = (&hsm, &data, &blob, &sealed);
+                    s.spawn(move || {
+                        let key = WrappedTokenKey {
+                            scheme: "visa",
+                            kek_version: 1,
+                            wrapped: blob,
+                        };
+                        let t = Instant::now();
+                        let mut n = 0u64;
+                        while t.elapsed() < time {
+                            hsm.cryptogram_mac(r, Some(key), (n % 60000) as u16 + 1, data)
+                                .unwrap();
+                            n += 1;
+                        }
+                        let t = Instant::now();
+                        let mut m = 0u64;
+                        while t.elapsed() < time {
+                            hsm.open("alias", "token", sealed).unwrap();
+                            m += 1;
+                        }
+                        (n, m)
+                    })
+                })
+                .collect();
+            w.into_iter()
+                .map(|h| h.join().unwrap())
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        });
+        println!(
+            "{n:>7} keys held: derive+CMAC+destroy {:>7.0}/s, open {:>7.0}/s (2 threads)",
+            macs as f64 / 2.0,
+            opens as f64 / 2.0
+        );
+    }
+    Ok(())
+}
