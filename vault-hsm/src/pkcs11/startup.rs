@@ -151,20 +151,27 @@ pub const REQUIRED_MECHANISMS: &[(cryptoki::mechanism::MechanismType, &str, &str
 };
 
 /// Refuses a module that lacks a mechanism vaultd needs, naming it, before
-/// any request could fail on it with `internal` (`C_GetMechanismList`).
+/// any request could fail on it with `internal`. Asked mechanism by
+/// mechanism (`C_GetMechanismInfo`): cryptoki's `C_GetMechanismList`
+/// logs an ERROR line for every mechanism of the module it has no name
+/// for (30 of them for SoftHSM2, at every start).
 pub(crate) fn check_mechanisms(ctx: &Pkcs11, slot: Slot, module: &Path) -> HsmResult<()> {
-    let have = ctx.get_mechanism_list(slot).map_err(|e| {
-        HsmError::Unavailable(format!(
-            "C_GetMechanismList on {}: {}",
-            module.display(),
-            short(&e)
-        ))
-    })?;
-    let missing: Vec<String> = REQUIRED_MECHANISMS
-        .iter()
-        .filter(|(m, _, _)| !have.contains(m))
-        .map(|(_, name, why)| format!("{name} ({why})"))
-        .collect();
+    let mut missing = Vec::new();
+    for (m, name, why) in REQUIRED_MECHANISMS {
+        match ctx.get_mechanism_info(slot, *m) {
+            Ok(_) => {}
+            Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => {
+                missing.push(format!("{name} ({why})"));
+            }
+            Err(e) => {
+                return Err(HsmError::Unavailable(format!(
+                    "C_GetMechanismInfo({name}) on {}: {}",
+                    module.display(),
+                    short(&e)
+                )));
+            }
+        }
+    }
     if missing.is_empty() {
         Ok(())
     } else {
