@@ -418,3 +418,33 @@ fn the_audit_chain_verifies_across_audit_key_rotations() {
         Some("bad_request")
     );
 }
+
+/// Once a pass found every ciphertext under the newest PAN key, a restart
+/// does not read every alias again to find it out (that pass takes
+/// seconds with a million aliases and held the stop until done); after a
+/// rotation it does.
+#[test]
+fn a_clean_pass_is_remembered_across_restarts_until_the_next_rotation() {
+    let env = env("refresh_interval = \"200ms\"");
+    let mut d = env.start();
+    let mut c = env.client();
+    fill(&mut c, 0, 50);
+    const PASS: &str = "every ciphertext is under the newest PAN key";
+    const REMEMBERED: &str = "every ciphertext was under the newest PAN key at the last pass";
+    wait_for(CEILING, "the first pass", || env.log().contains(PASS));
+    d.terminate();
+    let mut d = Vaultd::spawn(&env);
+    wait_for(CEILING, "the remembered pass", || {
+        env.log().contains(REMEMBERED)
+    });
+    assert_eq!(env.log().matches(PASS).count(), 1, "a second pass ran");
+    // A rotation makes the next pass needed again.
+    let mut c = env.client();
+    c.op::<ops::KeyRotate>(&KeyRotateArgs { key: None })
+        .expect("key_rotate");
+    wait_for(CEILING, "the pass under version 2", || {
+        env.log().matches(PASS).count() == 2
+    });
+    assert_eq!(key_stats(&mut c).reencrypt_remaining, 0);
+    d.terminate();
+}

@@ -11,7 +11,10 @@ use std::future::Future;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::records::{AliasRec, AuditRec, TokenRec, decode, encode};
-use super::{ALIASES, RedbStore, StoreResult, TOKENS, keys_after};
+use super::{ALIASES, META, RedbStore, StoreResult, TOKENS, keys_after};
+
+/// `meta` key of [`KeyStore::pan_clean_version`].
+const PAN_CLEAN_VERSION: &str = "pan_clean_version";
 
 /// The PAN key version a stored ciphertext names (its first 4 bytes, BE).
 pub fn sealed_version(ct: &[u8]) -> Option<u32> {
@@ -78,6 +81,13 @@ pub trait KeyStore {
     /// (version 0: tokens whose key is still a legacy `nt.*` HSM object).
     /// Kept as counters: no scan.
     fn kek_usage(&self) -> StoreResult<BTreeMap<(String, u32), u64>>;
+
+    /// The PAN key version a full pass last found every ciphertext under
+    /// (0: none yet). New ciphertexts are sealed under the newest version
+    /// only, so while that is still the newest, no pass over every alias
+    /// is needed at start-up.
+    fn pan_clean_version(&self) -> StoreResult<u32>;
+    fn set_pan_clean_version(&self, version: u32) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Puts each `(stale, new ciphertext)` in place where the record still
     /// holds the stale one, audits the batch with `audit` (its outcome gets
@@ -177,6 +187,24 @@ impl KeyStore for RedbStore {
             }
         }
         Ok((out, ScanCursor::Done))
+    }
+
+    fn pan_clean_version(&self) -> StoreResult<u32> {
+        let r = self.db().begin_read()?;
+        let v = super::meta_u64(&r.open_table(META)?, PAN_CLEAN_VERSION)?;
+        Ok(u32::try_from(v).unwrap_or(0))
+    }
+
+    async fn set_pan_clean_version(&self, version: u32) -> StoreResult<()> {
+        self.writer()
+            .write(move |ctx| {
+                ctx.txn.open_table(META)?.insert(
+                    PAN_CLEAN_VERSION,
+                    u64::from(version).to_be_bytes().as_slice(),
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     fn kek_usage(&self) -> StoreResult<BTreeMap<(String, u32), u64>> {
