@@ -659,16 +659,7 @@ async fn alias_with_token(store: &RedbStore, token_ref: &str, atc: u16) {
 /// returns the job's id.
 async fn alias_pending(store: &RedbStore, name: &str) -> u64 {
     use vaultd::store::Store;
-    use vaultd::store::records::NtState;
-    let nt = NtState {
-        status: ops::TokenStatus::Pending,
-        token_ref: None,
-        updated_at: 1,
-        last_error: None,
-        active_since: None,
-        job: None,
-    };
-    let alias = store_alias(store, name, nt, None, true).await;
+    let alias = store_alias(store, name, pending_nt(), None, true).await;
     let v = store.alias(&alias).unwrap().expect("stored");
     v.rec.nt.and_then(|n| n.job).expect("a provisioning job")
 }
@@ -1404,6 +1395,7 @@ async fn a_token_of_another_alias_is_never_overwritten() {
     assert_eq!(failed, 1, "the job is failed, for an operator to retry");
 }
 
+/// A token state still waiting for its provisioning.
 fn pending_nt() -> vaultd::store::records::NtState {
     vaultd::store::records::NtState {
         status: ops::TokenStatus::Pending,
