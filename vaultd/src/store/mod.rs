@@ -605,6 +605,22 @@ impl Store for RedbStore {
     }
 
     async fn purge_expired(&self, now: u64, limit: usize) -> StoreResult<usize> {
+        // Called at every retention tick: a read first, so an idle vault
+        // makes no commit (and no sync) when nothing has expired.
+        {
+            let r = self.db.begin_read()?;
+            let txn_due = r
+                .open_table(TRANSACTIONS_BY_EXPIRY)?
+                .first()?
+                .is_some_and(|(k, _)| k.value().0 < now);
+            let parked_due = r
+                .open_table(PARKED_BY_EXPIRY)?
+                .first()?
+                .is_some_and(|(k, _)| k.value().0 < now);
+            if !txn_due && !parked_due {
+                return Ok(0);
+            }
+        }
         self.writer()
             .write(move |ctx| {
                 let due: Vec<(u64, Vec<u8>)> = ctx
