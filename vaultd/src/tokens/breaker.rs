@@ -40,18 +40,13 @@ impl Breaker {
 
     /// May a job for this scheme start now? In half-open state only one may.
     pub fn try_acquire(&mut self, now: Instant) -> bool {
-        match self.state {
-            State::Closed => true,
-            State::Open(until) if now < until => false,
-            State::Open(_) => {
+        match self.admits(now) {
+            Admits::All => true,
+            Admits::One => {
                 self.state = State::HalfOpen { probing: true };
                 true
             }
-            State::HalfOpen { probing: true } => false,
-            State::HalfOpen { probing: false } => {
-                self.state = State::HalfOpen { probing: true };
-                true
-            }
+            Admits::None => false,
         }
     }
 
