@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -12,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::pkcs11::CallError;
 use crate::pkcs11::{
     AUDIT_LABEL, FP_LABEL, Pkcs11Hsm, audit_label, find_all, kek_label, kek_version_label,
-    pan_label, token_key_label, zeroize_template,
+    pan_label, templates, token_key_label, zeroize_template,
 };
 use crate::{Hsm, HsmError, HsmResult};
 
@@ -183,8 +184,11 @@ pub struct KekImport {
     pub label: String,
     /// Key check value: first 3 bytes of AES-ECB(KEK, 0¹²⁸), hex.
     pub kcv: String,
-    /// False when that version already held this key (nothing changed).
+    /// False when that version already held this key.
     pub created: bool,
+    /// That version held this key without an unwrap template (made by a
+    /// release before 2026-12); it was made again with one.
+    pub upgraded: bool,
     /// Each component's check value (AES-ECB of zeros under the component,
     /// first 3 bytes, hex), in the order given: each custodian confirms
     /// theirs against the one written on their component's envelope.
@@ -250,49 +254,90 @@ pub fn import_kek(
                 continue;
             };
             if check_value(s, handle)?.as_deref() == Some(&kcv[..]) {
+                // The same key, made by a release before 2026-12 without an
+                // unwrap template (which no module lets vaultd add later):
+                // made again with one, under the same label, and the old
+                // object destroyed.
+                let raw = hsm.oneshot();
+                let mut upgraded = false;
+                if matches!(templates::unwrap_template_len(raw, s, handle), Ok(0)) {
+                    upgraded = create_kek_object(hsm, s, &label, &kek, &kcv)?;
+                    crate::pkcs11::creating_token_object(|| s.destroy_object(handle))?;
+                }
                 return Ok(KekImport {
                     version: v,
                     label,
                     kcv: hex(&kcv),
                     created: false,
+                    upgraded,
                     component_kcvs,
                 });
             }
         }
         let version = versions.last().map_or(1, |v| v + 1);
         let label = kek_version_label(scheme, version)?;
-        let mut template = vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Value(kek.to_vec()),
-            Attribute::CheckValue(kcv.to_vec()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Unwrap(true),
-            Attribute::Wrap(false),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-        ];
-        let created = crate::pkcs11::creating_token_object(|| s.create_object(&template));
-        zeroize_template(&mut template);
-        created?;
+        create_kek_object(hsm, s, &label, &kek, &kcv)?;
         Ok(KekImport {
             version,
             label,
             kcv: hex(&kcv),
             created: true,
+            upgraded: false,
             component_kcvs,
         })
     })?;
     hsm.handles().evict_named(&result.label);
     hsm.kek_versions(scheme)?;
     Ok(result)
+}
+
+/// Creates the KEK token object `label` holding `kek`, with the token-key
+/// unwrap template and not modifiable (`pkcs11::templates`): whether it
+/// carries the template. A module that does not take the template gets the
+/// key without it, and a warning.
+fn create_kek_object(
+    hsm: &Pkcs11Hsm,
+    s: &Session,
+    label: &str,
+    kek: &[u8; 32],
+    kcv: &[u8; 3],
+) -> Result<bool, CallError> {
+    let mut template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(kek.to_vec()),
+        Attribute::CheckValue(kcv.to_vec()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Unwrap(true),
+        Attribute::Wrap(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+    ];
+    let raw = hsm.oneshot();
+    let created = crate::pkcs11::creating_token_object(|| {
+        match templates::create_kek(raw, s, &template) {
+            Err(cryptoki::error::Error::Pkcs11(
+                RvError::AttributeTypeInvalid | RvError::AttributeValueInvalid,
+                _,
+            )) => {
+                tracing::warn!(
+                    kek = %label,
+                    "the PKCS#11 module does not take CKA_UNWRAP_TEMPLATE: the KEK is made without one, so whoever holds the PIN can unwrap a token key as extractable"
+                );
+                s.create_object(&template).map(|_| false)
+            }
+            made => made.map(|_| true),
+        }
+    });
+    zeroize_template(&mut template);
+    Ok(created?)
 }
 
 /// Destroys `scheme`'s KEK `version` (never its newest): whether it

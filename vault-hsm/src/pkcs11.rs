@@ -10,11 +10,12 @@ mod oneshot;
 mod random;
 mod session;
 mod startup;
+pub(crate) mod templates;
 mod token_keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
@@ -192,7 +193,14 @@ pub struct Pkcs11Hsm {
     pan_present: std::sync::Mutex<Vec<u32>>,
     /// Per scheme, the KEK versions the last scan found (oldest first).
     kek_versions: std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>,
+    /// Whether the module takes `CKA_DERIVE_TEMPLATE` in an unwrap
+    /// template: [`DERIVE_TEMPLATE_UNKNOWN`], `_YES` or `_NO`.
+    derive_template: AtomicU8,
 }
+
+const DERIVE_TEMPLATE_UNKNOWN: u8 = 0;
+const DERIVE_TEMPLATE_YES: u8 = 1;
+const DERIVE_TEMPLATE_NO: u8 = 2;
 
 impl std::fmt::Debug for Pkcs11Hsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,7 +227,32 @@ impl Pkcs11Hsm {
                 hsm.module.display()
             )));
         }
+        hsm.check_kek_templates()?;
         Ok(hsm)
+    }
+
+    /// Warns about every scheme KEK without an unwrap template (made by a
+    /// release before 2026-12; see `templates`): no module lets a template
+    /// be added to an existing key, so the warning names the fix, the
+    /// import ceremony again with the same components.
+    fn check_kek_templates(&self) -> HsmResult<()> {
+        for scheme in SCHEMES {
+            for version in self.scan_kek_versions(scheme)? {
+                let label = kek_version_label(scheme, version)?;
+                self.session("check KEK unwrap template", |s| {
+                    for handle in find_all(s, &label)? {
+                        if let Ok(0) = templates::unwrap_template_len(self.oneshot(), s, handle) {
+                            tracing::warn!(
+                                kek = %label,
+                                "the KEK has no unwrap template: whoever holds the HSM PIN can unwrap a stored token key as extractable; run `vaultd keys import-kek` again with the same components to remake it with one"
+                            );
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens the token without requiring the vault's keys: for the
@@ -240,6 +273,7 @@ impl Pkcs11Hsm {
             audit_version: AtomicU32::new(0),
             pan_present: std::sync::Mutex::new(Vec::new()),
             kek_versions: std::sync::Mutex::new(std::collections::HashMap::new()),
+            derive_template: AtomicU8::new(DERIVE_TEMPLATE_UNKNOWN),
         };
         // First login on this thread, so a wrong PIN is reported at start-up
         // with a message that says what to do. (If this process is already
@@ -359,7 +393,7 @@ impl Pkcs11Hsm {
     }
 
     /// Single-part calls without a length query (see `oneshot`).
-    fn oneshot(&self) -> &oneshot::OneShot {
+    pub(crate) fn oneshot(&self) -> &oneshot::OneShot {
         &self.source.module.lane().oneshot
     }
 
@@ -540,9 +574,44 @@ impl Pkcs11Hsm {
         wrapped: &[u8],
     ) -> CallResult<ObjectHandle> {
         let template = token_key_template(None, false);
-        let made = self.source.make_on_owner(|owner| {
-            owner.unwrap_key(&Mechanism::AesKeyWrap, kek, wrapped, &template)
-        });
+        let unwrap = |owner: &Session, derive_template| {
+            templates::unwrap_key(
+                self.oneshot(),
+                owner,
+                &Mechanism::AesKeyWrap,
+                kek,
+                wrapped,
+                &template,
+                derive_template,
+            )
+        };
+        let made = match self.derive_template.load(Ordering::Relaxed) {
+            DERIVE_TEMPLATE_YES => self.source.make_on_owner(|o| unwrap(o, true)),
+            DERIVE_TEMPLATE_NO => self.source.make_on_owner(|o| unwrap(o, false)),
+            _ => {
+                let first = self.source.make_on_owner(|o| unwrap(o, true));
+                if matches!(
+                    first,
+                    Err(CallError::Pkcs11(Error::Pkcs11(
+                        RvError::AttributeTypeInvalid,
+                        _
+                    )))
+                ) {
+                    self.derive_template
+                        .store(DERIVE_TEMPLATE_NO, Ordering::Relaxed);
+                    tracing::info!(
+                        "the PKCS#11 module does not take CKA_DERIVE_TEMPLATE on a secret key: token keys are unwrapped without one (keys derived from them are still made sensitive and non-extractable by vaultd)"
+                    );
+                    self.source.make_on_owner(|o| unwrap(o, false))
+                } else {
+                    if first.is_ok() {
+                        self.derive_template
+                            .store(DERIVE_TEMPLATE_YES, Ordering::Relaxed);
+                    }
+                    first
+                }
+            }
+        };
         let handle = match made {
             Ok(h) => h,
             Err(CallError::Pkcs11(e)) => return Err(authentication_failed(s, e)),
@@ -594,6 +663,16 @@ impl Pkcs11Hsm {
             self.keep_token_key(s, token_ref, kek_version, blob, handle);
             Ok(())
         })
+    }
+
+    /// Runs `f` on this thread's logged-in session: tests act as whoever
+    /// holds the PIN, with any PKCS#11 call. Never used by the daemon.
+    #[doc(hidden)]
+    pub fn with_session_for_test<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, Error>,
+    ) -> HsmResult<T> {
+        self.session("test session", |s| Ok(f(s)?))
     }
 
     /// Makes `nt.<token_ref>` a token object holding the unwrapped key, as

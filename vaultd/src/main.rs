@@ -514,6 +514,11 @@ fn keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
                     "{} imported (version {}), check value {}; new token keys may be wrapped under it",
                     k.label, k.version, k.kcv
                 );
+            } else if k.upgraded {
+                println!(
+                    "{} already holds this key (version {}), check value {}; remade with an unwrap template (keys unwrapped under it stay sensitive, non-extractable)",
+                    k.label, k.version, k.kcv
+                );
             } else {
                 println!(
                     "{} already holds this key (version {}), check value {}",

@@ -53,6 +53,9 @@ pub(crate) struct OneShot {
     /// Keeps the library mapped as long as the pointers below are used.
     _lib: cryptoki_sys::Pkcs11,
     entries: [Entry; 3],
+    /// The whole function list, for the attribute calls cryptoki 0.12 has
+    /// no types for (`templates`).
+    list: CK_FUNCTION_LIST,
 }
 
 impl std::fmt::Debug for OneShot {
@@ -106,7 +109,16 @@ impl OneShot {
                 Function::Decrypt,
             )?,
         ];
-        Ok(OneShot { _lib: lib, entries })
+        Ok(OneShot {
+            _lib: lib,
+            entries,
+            list,
+        })
+    }
+
+    /// The module's function list (valid while `self` lives).
+    pub(crate) fn functions(&self) -> &CK_FUNCTION_LIST {
+        &self.list
     }
 
     /// `C_<op>Init`, then `C_<op>` into `out`; the output's length. A
