@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::scheme::Scheme;
+use crate::scheme::{Issuing, Scheme};
 
 /// Why the key components could not be read or written. Names the file,
 /// never its content.
@@ -36,16 +36,22 @@ pub struct Kek {
     par_mac: Hmac<Sha256>,
 }
 
-/// The KEKs of all four schemes.
-pub struct Keks([Kek; 4]);
+/// The KEKs of all schemes, by [`Scheme::index`].
+pub struct Keks([Kek; Scheme::COUNT]);
 
 impl Keks {
     /// Reads every scheme's components from `dir`, first generating any that
     /// are missing (reported on stderr through the log).
     pub fn load_or_generate(dir: &Path) -> Result<Keks, KekError> {
         generate_missing(dir)?;
-        let [v, m, a, d] = Scheme::ALL.map(|s| Kek::load(dir, s));
-        Ok(Keks([v?, m?, a?, d?]))
+        let keks: Vec<Kek> = Scheme::ALL
+            .into_iter()
+            .map(|s| Kek::load(dir, s))
+            .collect::<Result<_, _>>()?;
+        Ok(Keks(
+            keks.try_into()
+                .unwrap_or_else(|_| unreachable!("one KEK per scheme")),
+        ))
     }
 
     pub fn get(&self, scheme: Scheme) -> &Kek {

@@ -16,7 +16,7 @@ use crate::date::YearMonth;
 use crate::faults::Faults;
 use crate::hostile::Hostile;
 use crate::kek::Keks;
-use crate::scheme::Scheme;
+use crate::scheme::{Issuing, Scheme};
 use crate::tsp::ProvisionResponse;
 
 /// Token status as the schemes name it.
@@ -93,9 +93,9 @@ pub struct Book {
     /// Token number → token reference, for `/v1/authorize`.
     pub by_number: HashMap<String, String>,
     /// Per scheme: idempotency key → what the first call got.
-    pub idempotency: [HashMap<String, Replay>; 4],
+    pub idempotency: [HashMap<String, Replay>; Scheme::COUNT],
     /// Per scheme: events in order; an event's seq is its index + 1.
-    pub feeds: [Vec<Event>; 4],
+    pub feeds: [Vec<Event>; Scheme::COUNT],
     /// BIN prefix → participating. The longest matching prefix decides.
     pub issuers: HashMap<String, bool>,
 }

@@ -74,7 +74,7 @@ const DERIVE_CMAC_2T_WHAT: &str = "SoftHSM, 2 threads with a session each: deriv
 /// cache answers by token reference, version and blob, so neither is looked
 /// up; were an entry evicted, the cryptogram would look for
 /// `tsp.visa.kek.v1` and fail rather than measure something else.
-const BASELINE_SCHEME: &str = "visa";
+const BASELINE_SCHEME: &str = vault_proto::Scheme::Visa.name();
 const BASELINE_KEK_VERSION: u32 = 1;
 
 /// Runs `op` repeatedly for `time`; returns how many ran and how long it took.

@@ -2,13 +2,25 @@
 //! run (a random run tag sits between the scheme prefix and the counter), so
 //! "new PAN" scenarios really create a new alias every time.
 
-use vault_proto::Pan;
 use vault_proto::pan::luhn_check_digit;
+use vault_proto::{Pan, Scheme};
 
-/// One prefix per scheme, as DESIGN.md routes BINs, with the card length.
-/// Counters wrap after 10^9 (visa), 10^8 (mastercard, discover) and 10^7
-/// (amex) cards per run.
-const SCHEMES: [(&str, usize); 4] = [("4", 16), ("51", 16), ("37", 15), ("65", 16)];
+/// The prefix the bench's cards of `scheme` start with (one its BIN range
+/// routes, `Scheme::route`) and their length. Counters wrap after 10^9
+/// (visa), 10^8 (mastercard, discover) and 10^7 (amex) cards per run.
+fn card_shape(scheme: Scheme) -> (&'static str, usize) {
+    match scheme {
+        Scheme::Visa => ("4", 16),
+        Scheme::Mastercard => ("51", 16),
+        Scheme::Amex => ("37", 15),
+        Scheme::Discover => ("65", 16),
+    }
+}
+
+/// The scheme of the bench's card `n` in [`PanGen::any_scheme`].
+fn scheme_of_card(n: u64) -> Scheme {
+    Scheme::ALL[(n % Scheme::COUNT as u64) as usize]
+}
 
 /// Digits of the run tag.
 const TAG_DIGITS: usize = 5;
@@ -29,18 +41,18 @@ impl PanGen {
 
     /// Card `n` of this run, in the visa range.
     pub fn visa(&self, n: u64) -> Pan {
-        self.make(0, n)
+        self.make(Scheme::Visa, n)
     }
 
-    /// Card `n` of this run, of the scheme `n % 4` (visa, mastercard, amex,
-    /// discover) so that provisioning spreads over every scheme. Draw `n`
+    /// Card `n` of this run, of scheme `n % Scheme::COUNT` (in
+    /// `Scheme::ALL` order) so that provisioning spreads over every scheme. Draw `n`
     /// from the same counter as [`PanGen::visa`]: no card repeats.
     pub fn any_scheme(&self, n: u64) -> Pan {
-        self.make((n % 4) as usize, n)
+        self.make(scheme_of_card(n), n)
     }
 
-    fn make(&self, scheme: usize, n: u64) -> Pan {
-        let (prefix, len) = SCHEMES[scheme];
+    fn make(&self, scheme: Scheme, n: u64) -> Pan {
+        let (prefix, len) = card_shape(scheme);
         let counter_digits = len - 1 - prefix.len() - TAG_DIGITS;
         let modulus = 10u64.pow(counter_digits as u32);
         let mut body = format!(
@@ -74,8 +86,9 @@ mod tests {
         for n in 0..400 {
             let p = g.any_scheme(n);
             assert_eq!(p.check(), Ok(()));
-            let (prefix, len) = SCHEMES[(n % 4) as usize];
+            let (prefix, len) = card_shape(scheme_of_card(n));
             assert!(p.expose().starts_with(prefix));
+            assert_eq!(Scheme::route(p.expose()), Some(scheme_of_card(n)));
             assert_eq!(p.len(), len);
             assert!(mixed.insert(p.expose().to_owned()), "duplicate card");
         }

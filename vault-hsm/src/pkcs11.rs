@@ -66,9 +66,6 @@ pub fn audit_label(version: u32) -> String {
     }
 }
 
-/// Card schemes that may have a transport key (`tsp.<scheme>.kek`).
-pub const SCHEMES: [&str; 4] = ["visa", "mastercard", "amex", "discover"];
-
 const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 
@@ -236,7 +233,7 @@ impl Pkcs11Hsm {
     /// be added to an existing key, so the warning names the fix, the
     /// import ceremony again with the same components.
     fn check_kek_templates(&self) -> HsmResult<()> {
-        for scheme in SCHEMES {
+        for scheme in vault_proto::Scheme::ALL.map(vault_proto::Scheme::name) {
             for version in self.scan_kek_versions(scheme)? {
                 let label = kek_version_label(scheme, version)?;
                 self.session("check KEK unwrap template", |s| {
@@ -1213,13 +1210,12 @@ static TOKEN_OBJECTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `tsp.<scheme>.kek`, for a known scheme only.
 pub fn kek_label(scheme: &str) -> HsmResult<String> {
-    if SCHEMES.contains(&scheme) {
-        Ok(format!("tsp.{scheme}.kek"))
-    } else {
-        Err(HsmError::Other(format!(
+    match scheme.parse::<vault_proto::Scheme>() {
+        Ok(s) => Ok(format!("tsp.{s}.kek")),
+        Err(_) => Err(HsmError::Other(format!(
             "unknown scheme {scheme:?} (expected one of {})",
-            SCHEMES.join(", ")
-        )))
+            vault_proto::Scheme::names()
+        ))),
     }
 }
 

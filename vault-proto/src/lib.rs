@@ -14,11 +14,13 @@ pub mod error;
 pub mod frame;
 pub mod ops;
 pub mod pan;
+pub mod scheme;
 
 pub use blocking::BlockingClient;
 pub use client::Client;
 pub use error::{ErrorCode, WireError};
 pub use pan::Pan;
+pub use scheme::Scheme;
 
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u64 = 1;

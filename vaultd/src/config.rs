@@ -436,8 +436,6 @@ pub struct Client {
     pub pan_credentials_per_minute: Option<u32>,
 }
 
-pub const SCHEMES: [&str; 4] = ["visa", "mastercard", "amex", "discover"];
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -555,10 +553,10 @@ impl Config {
             ));
         }
         for (name, sch) in &self.schemes {
-            if !SCHEMES.contains(&name.as_str()) {
+            if name.parse::<vault_proto::Scheme>().is_err() {
                 return Err(err(
                     format!("[schemes.{name}]"),
-                    "unknown scheme (visa, mastercard, amex, discover)",
+                    format!("unknown scheme ({})", vault_proto::Scheme::names()),
                 ));
             }
             if !(sch.url.starts_with("http://") || sch.url.starts_with("https://")) {

@@ -398,9 +398,9 @@ impl QueueStore for RedbStore {
         let r = self.db().begin_read()?;
         let meta = r.open_table(META)?;
         let mut out = Vec::new();
-        for s in crate::config::SCHEMES {
+        for s in vault_proto::Scheme::ALL {
             if super::meta_u64(&meta, &format!("paused.{s}"))? == 1 {
-                out.push(s.to_owned());
+                out.push(s.name().to_owned());
             }
         }
         Ok(out)

@@ -82,9 +82,13 @@ pub fn cryptogram_string(atc: u16, un: [u8; 4], mac: &[u8; 16]) -> String {
     base64::engine::general_purpose::STANDARD.encode(c)
 }
 
-/// Default ECI of a customer-initiated payment without 3-D Secure.
+/// Default ECI of a customer-initiated payment without 3-D Secure. A
+/// stored token's scheme is always a known one (configuration refuses
+/// others); "07" stands for any other.
 fn default_eci(scheme: &str) -> &'static str {
-    if scheme == "mastercard" { "06" } else { "07" }
+    scheme
+        .parse::<vault_proto::Scheme>()
+        .map_or("07", vault_proto::Scheme::default_eci)
 }
 
 impl<S: Store, H: Hsm> Vault<S, H> {

@@ -320,13 +320,10 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         scheme: String,
         version: u32,
     ) -> VaultResult<KekRefreshResult> {
-        if !crate::config::SCHEMES.contains(&scheme.as_str()) {
+        if scheme.parse::<vault_proto::Scheme>().is_err() {
             return Err(VaultError::refuse(
                 ErrorCode::BadRequest,
-                format!(
-                    "unknown scheme (one of {})",
-                    crate::config::SCHEMES.join(", ")
-                ),
+                format!("unknown scheme (one of {})", vault_proto::Scheme::names()),
             ));
         }
         let audit = caller.audit("kek_refresh", None, "ok");

@@ -305,7 +305,7 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             policy.tenants.get(&tenant).cloned().ok_or_else(|| {
                 VaultError::refuse(ErrorCode::Forbidden, "tenant is not configured")
             })?;
-        let scheme = cards::scheme_of(args.pan.expose());
+        let scheme = vault_proto::Scheme::route(args.pan.expose()).map(vault_proto::Scheme::name);
         let tokens_on = tp.network_tokens && scheme.is_some_and(|s| self.tokens.has_scheme(s));
         let store_pan = tp.retention != Retention::None;
         if !store_pan && !tokens_on {
