@@ -1,7 +1,7 @@
 //! Cards behind aliases: `tokenize` (the PAN from stdin), `status`,
 //! `provision`, `remove-pan`, `delete`.
 
-use vault_proto::ops;
+use vault_proto::ops::{self, Op};
 use vault_proto::{BlockingClient, Pan};
 
 use crate::Failure;
@@ -38,20 +38,14 @@ fn parse_exp(s: &str) -> Result<(u8, u16), Failure> {
     Ok((m.parse().map_err(|_| bad())?, y.parse().map_err(|_| bad())?))
 }
 
-pub fn status(c: &mut BlockingClient, json: bool, alias: String) -> Result<(), Failure> {
-    let r = c.op::<ops::AliasStatus>(&ops::AliasArgs { alias })?;
-    print(json, &r, show_record);
-    Ok(())
-}
-
-pub fn provision(c: &mut BlockingClient, json: bool, alias: String) -> Result<(), Failure> {
-    let r = c.op::<ops::Provision>(&ops::AliasArgs { alias })?;
-    print(json, &r, show_record);
-    Ok(())
-}
-
-pub fn remove_pan(c: &mut BlockingClient, json: bool, alias: String) -> Result<(), Failure> {
-    let r = c.op::<ops::RemovePan>(&ops::AliasArgs { alias })?;
+/// `status`, `provision` and `remove-pan`: an op on one alias that answers
+/// with the alias's record.
+pub fn record<O: Op<Args = ops::AliasArgs, Result = ops::AliasRecord>>(
+    c: &mut BlockingClient,
+    json: bool,
+    alias: String,
+) -> Result<(), Failure> {
+    let r = c.op::<O>(&ops::AliasArgs { alias })?;
     print(json, &r, show_record);
     Ok(())
 }

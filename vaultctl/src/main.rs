@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vault_proto::BlockingClient;
 use vault_proto::client::ClientError;
+use vault_proto::ops;
 
 use credentials::CredentialsCmd;
 
@@ -194,10 +195,10 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             exp,
             transaction_id,
         } => cards::tokenize(c, json, &exp, transaction_id),
-        Cmd::Status { alias } => cards::status(c, json, alias),
+        Cmd::Status { alias } => cards::record::<ops::AliasStatus>(c, json, alias),
         Cmd::Delete { alias } => cards::delete(c, json, alias),
-        Cmd::Provision { alias } => cards::provision(c, json, alias),
-        Cmd::RemovePan { alias } => cards::remove_pan(c, json, alias),
+        Cmd::Provision { alias } => cards::record::<ops::Provision>(c, json, alias),
+        Cmd::RemovePan { alias } => cards::record::<ops::RemovePan>(c, json, alias),
         Cmd::Call { op } => call::call(c, &op),
         Cmd::Credentials(args) => credentials::credentials(c, json, args),
         Cmd::Audit { after, limit } => logs::audit(c, json, after, limit),
@@ -210,8 +211,8 @@ fn run(c: &mut BlockingClient, cmd: Cmd, json: bool) -> Result<(), Failure> {
             after,
         } => queue::queue(c, json, state, limit, after),
         Cmd::Retry { job_id } => queue::retry(c, json, job_id),
-        Cmd::Pause { scheme } => queue::pause(c, json, scheme),
-        Cmd::Resume { scheme } => queue::resume(c, json, scheme),
+        Cmd::Pause { scheme } => queue::switch_scheme::<ops::SchemePause>(c, json, scheme),
+        Cmd::Resume { scheme } => queue::switch_scheme::<ops::SchemeResume>(c, json, scheme),
         Cmd::KeyRotate { audit } => admin::key_rotate(c, json, audit),
         Cmd::KeyRetire { version } => admin::key_retire(c, json, version),
         Cmd::KekRefresh { scheme, version } => admin::kek_refresh(c, json, scheme, version),

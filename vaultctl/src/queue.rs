@@ -2,7 +2,7 @@
 //! (`pause`, `resume`).
 
 use vault_proto::BlockingClient;
-use vault_proto::ops;
+use vault_proto::ops::{self, Op};
 
 use crate::Failure;
 use crate::output::{fmt_ms, print};
@@ -59,18 +59,13 @@ pub fn retry(c: &mut BlockingClient, json: bool, job_id: String) -> Result<(), F
     Ok(())
 }
 
-pub fn pause(c: &mut BlockingClient, json: bool, scheme: String) -> Result<(), Failure> {
-    let r = c.op::<ops::SchemePause>(&ops::SchemeArgs { scheme })?;
-    print(json, &r, show_scheme);
+/// `pause` and `resume`: the scheme's state after the op.
+pub fn switch_scheme<O: Op<Args = ops::SchemeArgs, Result = ops::SchemePaused>>(
+    c: &mut BlockingClient,
+    json: bool,
+    scheme: String,
+) -> Result<(), Failure> {
+    let r = c.op::<O>(&ops::SchemeArgs { scheme })?;
+    print(json, &r, |r| println!("{} paused {}", r.scheme, r.paused));
     Ok(())
-}
-
-pub fn resume(c: &mut BlockingClient, json: bool, scheme: String) -> Result<(), Failure> {
-    let r = c.op::<ops::SchemeResume>(&ops::SchemeArgs { scheme })?;
-    print(json, &r, show_scheme);
-    Ok(())
-}
-
-fn show_scheme(r: &ops::SchemePaused) {
-    println!("{} paused {}", r.scheme, r.paused);
 }
