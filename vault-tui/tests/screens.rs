@@ -202,3 +202,75 @@ fn card_numbers_in_daemon_text_are_masked() {
     let screen = lines(&render(&app, 120, 40)).join("\n");
     assert!(screen.contains("bogus detail xxxxxxxxxxxx1111"), "{screen}");
 }
+
+/// The hint bar (the bottom row) of every screen, of the help overlay and
+/// of a dialog, drawn from the keymap.
+#[test]
+fn hint_bar_on_each_screen() {
+    let mut bars = Vec::new();
+    let bottom_row = |app: &App| {
+        let rows = lines(&render(app, 120, 40));
+        rows.last()
+            .cloned()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned()
+    };
+    for tab in Tab::ALL {
+        bars.push(format!("{:<13}│{}", tab.title(), bottom_row(&on_tab(tab))));
+    }
+    let mut app = busy_app();
+    press(&mut app, KeyCode::Char('?'));
+    bars.push(format!("{:<13}│{}", "Help", bottom_row(&app)));
+    let mut app = on_tab(Tab::Retention);
+    press(&mut app, KeyCode::Char('D'));
+    assert!(app.confirm.is_some());
+    bars.push(format!("{:<13}│{}", "Dialog", bottom_row(&app)));
+    insta::assert_snapshot!("hint_bars", bars.join("\n"));
+}
+
+/// Every line of help is on screen at the smallest size, whole.
+#[test]
+fn help_shows_every_key_at_80x24() {
+    let mut app = busy_app();
+    press(&mut app, KeyCode::Char('?'));
+    let screen = lines(&render(&app, 80, 24)).join("\n");
+    for line in vault_tui::keymap::help_lines() {
+        assert!(screen.contains(&line.keys), "{line:?} not on\n{screen}");
+        assert!(screen.contains(line.text), "{line:?} not on\n{screen}");
+    }
+}
+
+/// `n` pages forward on Provisioning, as help says (it was missing there).
+#[test]
+fn n_is_next_page() {
+    let mut app = on_tab(Tab::Provisioning);
+    let commands = press(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.queue.page_number(), 2);
+    assert_eq!(commands.len(), 1);
+    let help = vault_tui::keymap::help_lines();
+    assert!(
+        help.iter()
+            .any(|l| l.section == "Provisioning" && l.keys.ends_with(", n")),
+        "{help:?}"
+    );
+}
+
+/// The README's table of keys is the keymap's (regenerate it from the
+/// failure message after changing a key).
+#[test]
+fn readme_keys_table_matches_the_keymap() {
+    let mut table = String::from("| where | keys | does |\n|---|---|---|\n");
+    for line in vault_tui::keymap::help_lines() {
+        table.push_str(&format!(
+            "| {} | `{}` | {} |\n",
+            line.section, line.keys, line.text
+        ));
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("vault-tui/README.md");
+    assert!(
+        readme.contains(&table),
+        "vault-tui/README.md should list the keys as:\n\n{table}"
+    );
+}

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Tabs, Wrap};
 
 use super::fmt;
+use crate::keymap::{self, Context};
 use crate::state::{App, Connection, Tab};
 
 pub fn tabs(frame: &mut Frame, area: Rect, app: &App) {
@@ -102,42 +103,16 @@ pub fn status(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
+/// The keys that work where the user is, from [`keymap::hints`].
 pub fn hints(frame: &mut Frame, area: Rect, app: &App) {
-    let keys: &[(&str, &str)] = if app.confirm.is_some() {
-        &[("y", "confirm"), ("n/Esc", "cancel")]
-    } else if app.show_help {
-        &[("?/Esc", "close help"), ("q", "quit")]
-    } else {
-        match app.tab {
-            Tab::Overview => &[],
-            Tab::Provisioning => &[
-                ("j/k", "move"),
-                ("[ ]", "page"),
-                ("f", "state"),
-                ("s", "scheme"),
-                ("r", "retry"),
-            ],
-            Tab::Schemes => &[("j/k", "select"), ("p", "pause"), ("u", "resume")],
-            Tab::Retention => &[("j/k", "select"), ("d", "purge tenant"), ("D", "purge all")],
-            Tab::Events | Tab::Audit => &[("j/k", "scroll"), ("g/G", "oldest/follow")],
-        }
-    };
     let mut spans = Vec::new();
-    for (key, what) in keys
-        .iter()
-        .chain([("1-6/Tab", "screens"), ("?", "help"), ("q", "quit")].iter())
-        .take(if app.confirm.is_some() || app.show_help {
-            keys.len()
-        } else {
-            usize::MAX
-        })
-    {
+    for hint in keymap::hints(Context::of(app)) {
         spans.push(Span::styled(
-            format!(" {key}"),
+            format!(" {}", hint.keys),
             Style::new().fg(Color::Cyan).bold(),
         ));
         spans.push(Span::styled(
-            format!(" {what} "),
+            format!(" {} ", hint.text),
             Style::new().fg(Color::DarkGray),
         ));
     }
