@@ -8,6 +8,7 @@ pub(crate) mod locks;
 mod module;
 mod oneshot;
 mod random;
+pub(crate) mod rotation;
 mod session;
 mod startup;
 pub(crate) mod templates;
@@ -1082,15 +1083,15 @@ impl Hsm for Pkcs11Hsm {
     }
 
     fn rotate_pan_key(&self) -> HsmResult<u32> {
-        crate::keys::rotate_pan_key(self)
+        rotation::rotate_pan_key(self)
     }
 
     fn rotate_audit_key(&self) -> HsmResult<u32> {
-        crate::keys::rotate_audit_key(self)
+        rotation::rotate_audit_key(self)
     }
 
     fn retire_pan_key(&self, version: u32) -> HsmResult<bool> {
-        crate::keys::destroy_pan_key(self, version)
+        rotation::destroy_pan_key(self, version)
     }
 
     fn check(&self) -> HsmResult<()> {

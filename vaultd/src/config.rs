@@ -436,6 +436,11 @@ pub struct Client {
     pub pan_credentials_per_minute: Option<u32>,
 }
 
+/// One uid (and the unknown uids together) may hold 1/this of
+/// `max_buffered_bytes`: filling the budget takes several uids (the server
+/// enforces it; configuration checks the budget against it).
+pub const UID_SHARE_OF_BUFFER: usize = 4;
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -490,7 +495,7 @@ impl Config {
         }
         // A uid may hold a share of the budget, and must be able to hold
         // one frame of max_frame bytes, or such a frame would wait forever.
-        let share = crate::server::UID_SHARE_OF_BUFFER;
+        let share = UID_SHARE_OF_BUFFER;
         if s.max_buffered_bytes / share < s.max_frame || s.max_buffered_bytes > MAX_BUFFERED_BYTES {
             return Err(err(
                 "[server].max_buffered_bytes",

@@ -204,6 +204,14 @@ pub(crate) fn to_hsm_error(e: CallError, what: &str) -> HsmError {
     }
 }
 
+/// `C_Function: RvName`, without cryptoki's paragraph-long descriptions.
+pub(crate) fn short(e: &Error) -> String {
+    match e {
+        Error::Pkcs11(rv, function) => format!("{function} returned {rv:?}"),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@
 //! loader maps a second, independent SoftHSM2) is initialised beside the
 //! one in use by a background thread, which also logs every instance in,
 //! learns every key handle in one pass and makes the key copies in use
-//! (see `SessionSource::prepare`). Calls are held only for the switch; the
+//! (see `SessionSource::prepare_standby`). Calls are held only for the switch; the
 //! old copy is finalised after it, freeing its session objects, and is the
 //! standby for the next round. Two copies of SoftHSM2 in one process do not
 //! exclude each other's file accesses (POSIX record locks are per process),
@@ -47,10 +47,9 @@ use std::time::Instant;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 
+use super::errors::short;
 use super::locks::{lock, read, write};
 use super::oneshot::OneShot;
-use super::session::SessionSource;
-use super::startup::short;
 use crate::pool::BackgroundHold;
 use crate::{HsmError, HsmResult};
 
@@ -65,6 +64,17 @@ pub const SOFTHSM_REINIT_AFTER_OBJECTS: u64 = 600_000;
 
 /// Background work held by [`Module::hold_background`]; released on drop.
 struct HeldBackground(Vec<Arc<dyn BackgroundHold>>);
+
+/// An instance on this module that readies itself on a standby copy before
+/// the switch (`session::SessionSource`; a trait so that this module, which
+/// the session layer is built on, does not depend on it).
+pub(crate) trait StandbyPreparer: Send + Sync {
+    /// Logs in on `lane`, learns the key handles and copies the keys in
+    /// use, for generation `generation`; how many copies it made.
+    fn prepare(&self, lane: &Lane, lane_index: usize, generation: u64) -> Result<u64, String>;
+    /// Drops what `prepare` made (the standby was not used).
+    fn discard_prepared(&self);
+}
 
 impl Drop for HeldBackground {
     fn drop(&mut self) {
@@ -117,7 +127,7 @@ pub(crate) struct Module {
     /// starts any more.
     closing: AtomicBool,
     /// Every instance's session source, for the standby's preparation.
-    sources: Mutex<Vec<Weak<SessionSource>>>,
+    sources: Mutex<Vec<Weak<dyn StandbyPreparer>>>,
     /// The background queues of the pools running calls on this module:
     /// held while the standby loads (see `reinitialize_through_standby`).
     background: Mutex<Vec<Weak<dyn BackgroundHold>>>,
@@ -273,10 +283,10 @@ impl Module {
     }
 
     /// Remembers an instance, for the standby's preparation.
-    pub(crate) fn register(&self, source: &Arc<SessionSource>) {
+    pub(crate) fn register(&self, source: Weak<dyn StandbyPreparer>) {
         let mut sources = lock(&self.sources);
         sources.retain(|s| s.strong_count() > 0);
-        sources.push(Arc::downgrade(source));
+        sources.push(source);
     }
 
     /// Remembers a pool's background queue, to hold while the standby loads.
@@ -466,7 +476,7 @@ impl Module {
         let _held = self.hold_background();
         let changes = super::searching_token(token_changes);
         let generation = self.generation();
-        let sources: Vec<Arc<SessionSource>> = lock(&self.sources)
+        let sources: Vec<Arc<dyn StandbyPreparer>> = lock(&self.sources)
             .iter()
             .filter_map(Weak::upgrade)
             .collect();

@@ -21,7 +21,7 @@ use cryptoki::types::AuthPin;
 use super::errors::{CallError, CallResult, kills_session, to_hsm_error};
 use super::handles::HandleCache;
 use super::locks::lock;
-use super::module::{Lane, Module};
+use super::module::{Lane, Module, StandbyPreparer};
 use crate::HsmResult;
 
 thread_local! {
@@ -163,7 +163,8 @@ impl SessionSource {
             prepared: std::sync::Mutex::new(None),
             module: Arc::clone(&module),
         });
-        module.register(&source);
+        let weak: std::sync::Weak<dyn StandbyPreparer> = Arc::downgrade(&source) as _;
+        module.register(weak);
         source
     }
 
@@ -203,7 +204,7 @@ impl SessionSource {
     /// `generation` (see `module`): logs in, learns every key handle in one
     /// pass, and copies the keys now in use. Returns how many copies it
     /// made (session objects of `lane`).
-    pub(crate) fn prepare(
+    fn prepare_standby(
         &self,
         lane: &Lane,
         lane_index: usize,
@@ -235,10 +236,10 @@ impl SessionSource {
         Ok(made)
     }
 
-    /// Drops what [`SessionSource::prepare`] made (the standby was not
+    /// Drops what [`SessionSource::prepare_standby`] made (the standby was not
     /// used): its session is closed on the standby copy, which nothing
     /// else uses. Does not enter the gate.
-    pub(crate) fn discard_prepared(&self) {
+    fn discard_standby(&self) {
         if let Some(p) = lock(&self.prepared).take() {
             let _ = p.owner.close();
         }
@@ -403,5 +404,15 @@ pub(crate) fn ensure_logged_in(session: &Session) -> CallResult<()> {
             RvError::UserNotLoggedIn,
             Function::GetSessionInfo,
         ))),
+    }
+}
+
+impl StandbyPreparer for SessionSource {
+    fn prepare(&self, lane: &Lane, lane_index: usize, generation: u64) -> Result<u64, String> {
+        self.prepare_standby(lane, lane_index, generation)
+    }
+
+    fn discard_prepared(&self) {
+        self.discard_standby()
     }
 }

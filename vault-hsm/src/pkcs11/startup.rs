@@ -10,6 +10,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::slot::Slot;
 
+pub(crate) use super::errors::short;
 use super::locks::lock;
 use super::module::Module;
 use crate::{HsmError, HsmResult};
@@ -115,14 +116,6 @@ pub(crate) fn login_error(e: Error, module: &Path, label: &str) -> HsmError {
             "cannot log in to token {label:?} (module {m}): {}",
             short(&other)
         )),
-    }
-}
-
-/// `C_Function: RvName`, without cryptoki's paragraph-long descriptions.
-pub(crate) fn short(e: &Error) -> String {
-    match e {
-        Error::Pkcs11(rv, function) => format!("{function} returned {rv:?}"),
-        other => other.to_string(),
     }
 }
 

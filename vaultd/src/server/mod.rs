@@ -45,9 +45,7 @@ impl<S: crate::store::Store, H: vault_hsm::Hsm> Handler for crate::dispatch::Dis
     }
 }
 
-/// One uid (and the unknown uids together) may hold 1/this of
-/// `max_buffered_bytes`: filling the budget takes several uids.
-pub const UID_SHARE_OF_BUFFER: usize = 4;
+pub use crate::config::UID_SHARE_OF_BUFFER;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -8,7 +8,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use vault_proto::ops::TokenStatus;
 
-use super::queue::set_alias_status;
+use super::alias_status::set_alias_status;
 use super::records::{AliasRec, EventRec, TokenRec, decode, encode};
 use super::writer::WriteCtx;
 use super::{ALIASES, META, PARKED, PARKED_BY_EXPIRY, RedbStore, StoreResult, TOKENS, meta_u64};

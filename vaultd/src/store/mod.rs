@@ -5,6 +5,7 @@
 //! `Store` is the seam for a replicated backend one day: the vault only
 //! sees these domain operations, never redb.
 
+pub(crate) mod alias_status;
 pub mod atc;
 pub mod audit;
 pub mod backup;

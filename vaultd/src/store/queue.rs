@@ -13,12 +13,10 @@ use std::future::Future;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use vault_proto::ops::{JobState, TokenStatus};
 
-use super::records::{
-    AliasRec, EventRec, JobKind, JobRec, NtState, StoredKey, TokenRec, decode, encode,
-};
+use super::alias_status::{load_alias, save_alias, set_alias_status};
+use super::records::{EventRec, JobKind, JobRec, NtState, StoredKey, TokenRec, decode, encode};
 use super::{
-    ALIASES, JOB_QUEUE, JOBS, META, RedbStore, StoreError, StoreResult, TOKENS, WriteCtx,
-    count_status,
+    JOB_QUEUE, JOBS, META, RedbStore, StoreError, StoreResult, TOKENS, WriteCtx, count_status,
 };
 use crate::vault::cards::now_ms;
 
@@ -101,12 +99,6 @@ pub(crate) fn remove_job(ctx: &mut WriteCtx<'_>, id: u64) -> StoreResult<()> {
     Ok(())
 }
 
-fn load_alias(ctx: &WriteCtx<'_>, alias: &str) -> StoreResult<Option<AliasRec>> {
-    let t = ctx.txn.open_table(ALIASES)?;
-    let v = t.get(alias)?.map(|v| v.value().to_vec());
-    v.map(|v| decode("alias", &v)).transpose()
-}
-
 /// The alias's token is `failed`, with `error` for its `token_info`.
 fn fail_alias(ctx: &mut WriteCtx<'_>, alias: &str, error: &str) -> StoreResult<()> {
     if let Some(mut rec) = load_alias(ctx, alias)? {
@@ -119,40 +111,6 @@ fn fail_alias(ctx: &mut WriteCtx<'_>, alias: &str, error: &str) -> StoreResult<(
         )?;
     }
     Ok(())
-}
-
-fn save_alias(ctx: &WriteCtx<'_>, alias: &str, rec: &AliasRec) -> StoreResult<()> {
-    ctx.txn
-        .open_table(ALIASES)?
-        .insert(alias, encode(rec)?.as_slice())?;
-    Ok(())
-}
-
-/// Sets an alias's token status, keeping the per-status counts.
-pub(crate) fn set_alias_status(
-    ctx: &mut WriteCtx<'_>,
-    alias: &str,
-    rec: &mut AliasRec,
-    status: TokenStatus,
-    last_error: Option<String>,
-) -> StoreResult<()> {
-    let now = now_ms();
-    let from = rec.nt.as_ref().map(|n| n.status);
-    let mut became_active = false;
-    if let Some(nt) = rec.nt.as_mut() {
-        nt.status = status;
-        nt.updated_at = now;
-        nt.last_error = last_error;
-        if status == TokenStatus::Active && nt.active_since.is_none() {
-            nt.active_since = Some(now);
-            became_active = true;
-        }
-    }
-    if became_active && !rec.pan_removed {
-        super::retention::mark_active(ctx, &rec.tenant, alias, now)?;
-    }
-    count_status(ctx, from, Some(status))?;
-    save_alias(ctx, alias, rec)
 }
 
 /// How a job ended (or when it runs again), as the worker reports it.
