@@ -1,0 +1,307 @@
+"""End to end against a real vaultd (SoftHSM2 token, scheme-sim on
+127.0.0.1), started by the test; the process runs as root so other uids can
+be tried, as in the Rust end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+
+import pytest
+
+from vaultd_client import (
+    AliasNotFound,
+    AsyncClient,
+    BadRequest,
+    FrameTooLarge,
+    InvalidExpiry,
+    InvalidPan,
+    NoUsableCredential,
+    Pan,
+    PanRequired,
+    TransactionNotFound,
+    UnknownOp,
+    types,
+    wire,
+)
+from vaultd_client.pan import luhn_valid
+
+from vaultd_harness import MERCHANT_UID, UNKNOWN_UID, Vault, call_as, wait_for
+
+VISA = "4111111111111111"
+MASTERCARD = "5555555555554444"
+TENANT = "t-a"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the end-to-end tests run as root (scripts/test)")
+
+
+def test_pan(n: int) -> str:
+    """A Luhn-valid number of the 411111 test range, serial ``n``."""
+    body = f"411111{n:09d}"
+    for d in "0123456789":
+        if luhn_valid(body + d):
+            return body + d
+    raise AssertionError
+
+
+test_pan.__test__ = False  # a helper, not a test
+
+USED_PANS = [VISA, MASTERCARD] + [test_pan(n) for n in range(1, 40)]
+
+
+@pytest.fixture(scope="module")
+def vault():
+    v = Vault()
+    try:
+        yield v
+    finally:
+        v.stop()
+        v.remove()
+
+
+@pytest.fixture
+def c(vault):
+    with vault.client(timeout=30) as client:
+        yield client
+
+
+def wait_active(c, alias: str) -> types.AliasRecord:
+    def probe():
+        r = c.alias_status(alias)
+        return r if r.token_info is not None and r.token_info.status == "active" else None
+
+    return wait_for("the network token to become active", probe)
+
+
+def test_health(c):
+    h = c.health()
+    assert isinstance(h, types.Health)
+    assert h.ready and h.hsm == "ok" and h.store == "ok"
+
+
+def test_tokenize_alias_status_and_convergence(c):
+    r = c.tokenize(Pan(VISA), 12, 2030)
+    assert isinstance(r, types.TokenizeResult)
+    assert len(r.alias) == 32 and r.alias.isalnum()
+    assert r.type == "card" and r.masked == "411111xxxxxx1111"
+    assert (r.card.bin, r.card.last4, r.card.scheme, r.card.pan_removed) == ("411111", "1111", "visa", False)
+    assert r.token_info is not None and r.token_info.status in ("pending", "active")
+    again = c.tokenize(VISA, 12, 2030)
+    assert not again.created and again.alias == r.alias and again.fingerprint == r.fingerprint
+    rec = wait_active(c, r.alias)
+    assert isinstance(rec, types.AliasRecord)
+    ti = rec.token_info
+    assert ti.scheme == "visa" and ti.token_ref and ti.token_last4 and len(ti.token_last4) == 4
+    assert ti.token_requestor_id == "40010030273"
+    assert VISA not in repr(rec)
+
+
+def test_transaction_tokens(c):
+    r = c.tokenize(test_pan(1), 11, 2031, transaction_id="py-txn-0001")
+    t = c.transaction_tokens("py-txn-0001")
+    assert t.alias == r.alias and t.card.exp_month == 11
+    with pytest.raises(TransactionNotFound) as e:
+        c.transaction_tokens("py-txn-unknown")
+    assert not e.value.retryable and e.value.code == "transaction_not_found"
+
+
+def test_credentials_as_forwarder(c):
+    alias = c.tokenize(VISA, 12, 2030).alias
+    wait_active(c, alias)
+    cit = c.credentials(alias, TENANT, ["network_token", "pan"], "customer", 1250, "CHF")
+    assert isinstance(cit, types.NetworkTokenCredentials)
+    assert cit.kind == "network_token" and cit.scheme == "visa"
+    assert isinstance(cit.network_token, Pan) and cit.network_token.expose() != VISA
+    assert cit.cryptogram and cit.eci == "07" and isinstance(cit.atc, int)
+    text = repr(cit) + str(cit)
+    assert cit.network_token.expose() not in text and cit.cryptogram not in text
+    three_ds = c.credentials(alias, TENANT, ["network_token"], "customer", 1250, "CHF", authenticated_eci="05")
+    assert three_ds.eci == "05" and three_ds.atc != cit.atc
+    mit = c.credentials(alias, TENANT, ["network_token"], "merchant", 990, "CHF")
+    assert mit.cryptogram is None and mit.eci is None and mit.atc is None
+    pan = c.credentials(alias, TENANT, ["pan"], "customer", 1250, "CHF")
+    assert isinstance(pan, types.PanCredentials)
+    assert pan.pan.expose() == VISA and pan.fallback_reason == "receiver_pan_only"
+    assert VISA not in repr(pan)
+
+
+def test_admin_ops_and_the_pan_lifecycle(c):
+    s = c.stats()
+    assert isinstance(s, types.Stats) and s.aliases >= 1 and "visa" in s.schemes
+    assert isinstance(s.queue, types.QueueCounts)
+    paused = c.scheme_pause("visa")
+    assert paused.paused and paused.scheme == "visa"
+    try:
+        r = c.tokenize(test_pan(2), 12, 2030)
+        assert r.token_info.status == "pending"
+        # No active token: the PAN is the only credential.
+        with pytest.raises(PanRequired):
+            c.remove_pan(r.alias)
+        q = c.queue_list()
+        assert isinstance(q, types.QueueList)
+        assert any(j.alias == r.alias for j in q.jobs)
+    finally:
+        assert not c.scheme_resume("visa").paused
+    wait_active(c, r.alias)
+    removed = c.remove_pan(r.alias)
+    assert removed.card.pan_removed
+    with pytest.raises(NoUsableCredential):
+        c.credentials(r.alias, TENANT, ["pan"], "customer", 100, "CHF")
+    assert c.credentials(r.alias, TENANT, ["network_token", "pan"], "merchant", 100, "CHF").kind == "network_token"
+    assert c.provision(r.alias).alias == r.alias
+    assert c.delete_alias(r.alias).deleted
+    with pytest.raises(AliasNotFound):
+        c.alias_status(r.alias)
+    a = c.audit(limit=1000)
+    assert isinstance(a, types.Audit) and a.chain_ok
+    ops = {rec.op for rec in a.records}
+    assert {"tokenize", "credentials", "remove_pan"} <= ops
+    assert isinstance(c.events(limit=10), types.Events)
+    assert isinstance(c.retention(), types.Retention)
+
+
+def test_error_paths(c):
+    with pytest.raises(InvalidPan) as e:
+        c.tokenize("4111111111111112", 12, 2030)
+    assert not e.value.retryable and "4111111111111112" not in str(e.value)
+    with pytest.raises(InvalidPan):
+        c.tokenize("4111 1111 1111 1111", 12, 2030)
+    with pytest.raises(InvalidExpiry):
+        c.tokenize(VISA, 13, 2030)
+    with pytest.raises(InvalidExpiry):
+        c.tokenize(VISA, 1, 2001)
+    with pytest.raises(AliasNotFound):
+        c.alias_status("A" * 32)
+    # A key the op does not take is named, never its value.
+    with pytest.raises(BadRequest) as e:
+        c.call("tokenize", {"pan": Pan(VISA), "exp_month": 12, "exp_year": 2030, "cvc": "123"})
+    assert "cvc" in e.value.message and VISA not in e.value.message and "123" not in e.value.message
+    with pytest.raises(BadRequest) as e:
+        c.call("tokenize", {"pan": Pan(VISA), "exp_month": "12", "exp_year": 2030})
+    assert "exp_month" in e.value.message
+    with pytest.raises(UnknownOp):
+        c.call("frobnicate")
+    # The connection survived every refusal.
+    assert c.health().ready
+
+
+def test_roles_by_uid(vault):
+    got = call_as(vault.socket, MERCHANT_UID, "stats")
+    assert got == {"ok": False, "code": "forbidden", "retryable": False, "message": got["message"]}
+    got = call_as(vault.socket, MERCHANT_UID, "credentials", wire.credentials_args("A" * 32, TENANT, ["pan"], "customer", 1, "CHF"))
+    assert got["code"] == "forbidden"
+    assert call_as(vault.socket, MERCHANT_UID, "health") == {"ok": True}
+    got = call_as(vault.socket, UNKNOWN_UID, "health")
+    assert got["code"] == "unauthenticated" and not got["retryable"]
+
+
+def raw_exchange(path: str, data: bytes, answers_wanted: int, then_eof: bool) -> list[wire.Response]:
+    """Writes ``data`` on a fresh connection and reads ``answers_wanted``
+    answers; with ``then_eof``, also waits (with a ceiling) for the server to
+    close the connection."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(path)
+    s.sendall(data)
+    buf = bytearray()
+    answers: list[wire.Response] = []
+    try:
+        while len(answers) < answers_wanted or then_eof:
+            chunk = s.recv(65536)
+            if not chunk:
+                assert then_eof, "the server closed the connection"
+                break
+            buf += chunk
+            answers += [wire.decode_response(b) for b in wire.split_frames(buf)]
+    finally:
+        s.close()
+    assert len(answers) == answers_wanted
+    return answers
+
+
+def test_envelope_errors_on_the_raw_socket(vault):
+    # v 2.
+    answers = raw_exchange(vault.socket, wire.frame(wire.pack({"v": 2, "id": 9, "op": "health"})), 1, False)
+    assert answers[0].id == 9 and answers[0].error.code == "unsupported_version"
+    # Not MessagePack: id nil, and the connection stays open for the next
+    # frame (answered in any order).
+    answers = raw_exchange(vault.socket, wire.frame(b"\xc1") + wire.encode_request(5, "health"), 2, False)
+    by_id = {a.id: a for a in answers}
+    assert by_id[None].error.code == "bad_request" and by_id[5].ok
+    # Over max_frame: frame_too_large with id nil, then the server closes.
+    answers = raw_exchange(vault.socket, (wire.DEFAULT_MAX_FRAME + 1).to_bytes(4, "big"), 1, True)
+    assert answers[0].id is None and isinstance(answers[0].error, FrameTooLarge)
+    # A zero length: the server closes without an answer.
+    raw_exchange(vault.socket, bytes(4), 0, True)
+
+
+def test_frame_too_large_then_reconnect(vault):
+    with vault.client(max_frame=None) as c:
+        assert c.health().ready
+        with pytest.raises(FrameTooLarge) as e:
+            c.alias_status("A" * (wire.DEFAULT_MAX_FRAME + 10))
+        assert not e.value.retryable
+        # The server closed that connection; the next call opens another.
+        assert wait_for("a call on a new connection", lambda: c.health()).ready
+
+
+def test_blocking_pipelining_and_threads(c):
+    pans = [test_pan(n) for n in range(10, 20)]
+    calls = [c.submit("tokenize", wire.tokenize_args(p, 12, 2030)) for p in pans]
+    results = [call.result() for call in calls]
+    assert all(isinstance(r, types.TokenizeResult) for r in results)
+    aliases = [r.alias for r in results]
+    assert len(set(aliases)) == len(pans)
+    statuses = [c.submit("alias_status", {"alias": a}) for a in reversed(aliases)]
+    assert [s.result().alias for s in statuses] == list(reversed(aliases))
+    errors = []
+
+    def worker(i):
+        try:
+            for a in aliases:
+                assert c.alias_status(a).alias == a
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+
+
+def test_asyncio_client(vault):
+    async def main():
+        async with AsyncClient(vault.socket, timeout=30) as c:
+            assert (await c.health()).ready
+            pans = [test_pan(n) for n in range(20, 30)]
+            results = await asyncio.gather(*(c.tokenize(p, 12, 2030) for p in pans))
+            aliases = [r.alias for r in results]
+            assert len(set(aliases)) == len(pans)
+            got = await asyncio.gather(*(c.alias_status(a) for a in aliases), c.health())
+            assert [g.alias for g in got[:-1]] == aliases
+            with pytest.raises(AliasNotFound):
+                await c.alias_status("B" * 32)
+            alias = (await c.tokenize(VISA, 12, 2030)).alias
+            cred = await c.credentials(alias, TENANT, ["pan"], "customer", 100, "CHF")
+            assert cred.pan.expose() == VISA
+            s = await c.stats()
+            assert s.aliases >= len(pans)
+        async with AsyncClient(vault.socket, timeout=30, max_frame=None) as c:
+            with pytest.raises(FrameTooLarge):
+                await c.alias_status("A" * (wire.DEFAULT_MAX_FRAME + 10))
+            assert (await c.health()).ready  # reconnected
+
+    asyncio.run(main())
+
+
+def test_zz_no_card_data_in_the_daemon_log(vault):
+    # Runs last in this module: every PAN the tests used, and every network
+    # token number and cryptogram they got back.
+    log = vault.log()
+    assert log, "vaultd wrote a log"
+    for p in USED_PANS:
+        assert p not in log
