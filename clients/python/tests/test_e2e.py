@@ -298,6 +298,29 @@ def test_asyncio_client(vault):
     asyncio.run(main())
 
 
+def test_example_service(vault):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "checkout_service.py"
+    out = subprocess.run(
+        [sys.executable, str(example)],
+        input=f"{VISA} 12/2030\n{MASTERCARD} 01/2031\n4111111111111112 12/2030\n",
+        env=dict(os.environ, VAULTD_SOCKET=vault.socket),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "vaultd ready: True" in out.stdout
+    assert "stored 411111xxxxxx1111" in out.stdout and "stored 555555xxxxxx4444" in out.stdout
+    assert "pay with a network_token credential (visa)" in out.stdout
+    assert "refused: invalid_pan (retryable: False)" in out.stderr
+    for p in (VISA, MASTERCARD, "4111111111111112"):
+        assert p not in out.stdout + out.stderr
+
+
 def test_zz_no_card_data_in_the_daemon_log(vault):
     # Runs last in this module: every PAN the tests used, and every network
     # token number and cryptogram they got back.

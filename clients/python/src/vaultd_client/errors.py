@@ -137,3 +137,8 @@ class ProtocolError(ClientError):
 
 class ClientClosed(ClientError):
     """The client was closed."""
+
+__all__ = [n for n, v in list(globals().items()) if isinstance(v, type) and issubclass(v, VaultdError)] + [
+    "ERROR_CLASSES",
+    "server_error",
+]

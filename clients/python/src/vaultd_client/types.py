@@ -442,3 +442,11 @@ def decode_result(op: str, result: Any) -> Any:
     raw decoded value."""
     dec = RESULTS.get(op)
     return result if dec is None else dec(result)
+
+__all__ = [n for n, v in list(globals().items()) if isinstance(v, type) and v.__module__ == __name__] + [
+    "Credentials",
+    "RESULTS",
+    "credentials_from_wire",
+    "decode_result",
+    "from_wire",
+]
