@@ -24,11 +24,10 @@ async def checkout(vault: AsyncClient, line: str) -> None:
     number, _, expiry = line.strip().partition(" ")
     month, _, year = expiry.partition("/")
     pan = Pan(number)
-    del number
     try:
         card = await vault.tokenize(pan, int(month), int(year))
         print(f"stored {card.masked} as {card.alias} (new: {card.created})")
-        for _ in range(50):  # the token service answers within a second or so
+        for _ in range(300):  # the token service answers within a second or so; wait up to 30 s
             info = (await vault.alias_status(card.alias)).token_info
             if info is None or info.status != "pending":
                 break

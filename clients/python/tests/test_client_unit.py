@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -96,6 +97,7 @@ class FakeServer:
     def close(self):
         self.stop.set()
         self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
