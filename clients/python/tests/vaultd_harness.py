@@ -244,3 +244,58 @@ def call_as(socket_path: str, uid: int, op: str, args: dict | None = None) -> di
         data = f.read()
     os.waitpid(pid, 0)
     return json.loads(data)
+
+
+def raw_frames(path: str, data: bytes, answers_wanted: int, then_eof: bool, timeout: float = CEILING) -> tuple[list[bytes], bool]:
+    """Writes ``data`` on a fresh connection and reads ``answers_wanted``
+    whole answer frames (length header included); with ``then_eof`` also
+    waits for the server to close. Returns the frames and whether the server
+    closed the connection."""
+    import socket
+
+    from vaultd_client import wire
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    s.sendall(data)
+    buf = bytearray()
+    frames: list[bytes] = []
+    closed = False
+    try:
+        while len(frames) < answers_wanted or (then_eof and not closed):
+            chunk = s.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            buf += chunk
+            frames += [wire.frame(b) for b in wire.split_frames(buf)]
+    finally:
+        s.close()
+    return frames, closed
+
+
+def raw_frames_as(path: str, uid: int, data: bytes, answers_wanted: int) -> list[bytes]:
+    """:func:`raw_frames` from a forked child running as ``uid`` (see
+    :func:`call_as`)."""
+    import json
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setresuid(uid, uid, uid)
+            frames, _ = raw_frames(path, data, answers_wanted, False)
+            os.write(w, json.dumps([f.hex() for f in frames]).encode())
+        except BaseException as e:  # noqa: BLE001
+            os.write(w, json.dumps({"crash": type(e).__name__}).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    got = json.loads(data)
+    assert isinstance(got, list), got
+    return [bytes.fromhex(h) for h in got]
