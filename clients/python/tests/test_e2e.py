@@ -367,6 +367,65 @@ def test_framing_vectors_against_vaultd(vault, v):
         assert len(got) == requests and all(wire.decode_response(f[4:]).ok for f in got)
 
 
+def same_shape(vec, real, where="result"):
+    """The vector's value and the daemon's have the same keys in the same
+    order, recursively (values differ; maps keyed by data, like
+    stats.tokens, compare their first entry's shape)."""
+    if isinstance(vec, dict) and isinstance(real, dict):
+        if where.endswith((".tokens", ".schemes")):
+            if vec and real:
+                same_shape(next(iter(vec.values())), next(iter(real.values())), where + ".*")
+            return
+        assert list(vec) == list(real), f"{where}: {list(vec)} != {list(real)}"
+        for k in vec:
+            if vec[k] is not None and real[k] is not None:
+                same_shape(vec[k], real[k], f"{where}.{k}")
+    elif isinstance(vec, list) and isinstance(real, list):
+        if vec and real:
+            same_shape(vec[0], real[0], where + "[]")
+    else:
+        assert type(vec) is type(real), f"{where}: {type(vec).__name__} != {type(real).__name__}"
+
+
+def test_op_vectors_have_the_shape_vaultd_answers(vault, c):
+    """Each successful op vector's result is laid out (keys, order, types)
+    as this daemon's answer to the same op."""
+    vectors = {v["name"]: v["response"]["value"]["result"] for v in load_vectors("ops.json")}
+
+    def real(op, args):
+        frames, _ = raw_frames(vault.socket, wire.encode_request(1, op, args), 1, False)
+        r = wire.decode_response(frames[0][4:])
+        assert r.ok, r.error
+        return r.result
+
+    alias = c.tokenize(VISA, 12, 2030, transaction_id="py-shape-1").alias
+    wait_active(c, alias)
+    checks = [
+        ("health", "health", {}),
+        ("tokenize/existing_with_transaction_id", "tokenize", wire.tokenize_args(VISA, 12, 2030, "py-shape-1")),
+        ("transaction_tokens", "transaction_tokens", wire.transaction_args("py-shape-1")),
+        ("alias_status/active", "alias_status", wire.alias_args(alias)),
+        ("provision", "provision", wire.alias_args(alias)),
+        ("credentials/network_token_cit", "credentials", wire.credentials_args(alias, TENANT, ["network_token"], "customer", 1250, "CHF")),
+        ("credentials/network_token_mit", "credentials", wire.credentials_args(alias, TENANT, ["network_token"], "merchant", 1250, "CHF")),
+        ("credentials/pan", "credentials", wire.credentials_args(alias, TENANT, ["pan"], "customer", 1250, "CHF")),
+        ("stats/extended", "stats", {}),
+        ("queue_list", "queue_list", wire.queue_list_args(None, 10, None)),
+        ("scheme_pause", "scheme_pause", wire.scheme_args("discover")),
+        ("scheme_resume", "scheme_resume", wire.scheme_args("discover")),
+        ("retention", "retention", {}),
+        ("purge_due", "purge_due", wire.purge_args(None)),
+        ("events", "events", wire.page_args(None, 10)),
+        ("audit", "audit", wire.page_args(None, 10)),
+    ]
+    for name, op, args in checks:
+        same_shape(vectors[name], real(op, args), name)
+    fresh = c.tokenize(test_pan(3), 12, 2030).alias
+    wait_active(c, fresh)
+    same_shape(vectors["remove_pan"], real("remove_pan", wire.alias_args(fresh)), "remove_pan")
+    same_shape(vectors["delete_alias"], real("delete_alias", wire.alias_args(fresh)), "delete_alias")
+
+
 def test_example_service(vault):
     import subprocess
     import sys
