@@ -146,6 +146,12 @@ class AsyncClient(OpsMixin):
             conn = await self._connection()
             fut = loop.create_future()
             conn.pending[rid] = fut
+            if conn.dead is not None:
+                # It ended meanwhile: nothing was written; take a new one.
+                conn.pending.pop(rid, None)
+                if attempt == 1:
+                    raise ConnectionLost("connection closed by the server")
+                continue
             try:
                 async with conn.write_lock:
                     conn.writer.write(framed)

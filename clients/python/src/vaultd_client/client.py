@@ -258,7 +258,14 @@ class Client(OpsMixin):
         for attempt in (0, 1):
             conn = self._connection()
             call = Call(self, conn, op, rid)
-            conn.register(call)
+            try:
+                conn.register(call)
+            except ConnectionLost:
+                # It ended between the look and the registration: nothing
+                # was written; take a new one.
+                if attempt == 1:
+                    raise
+                continue
             try:
                 conn.send(framed)
                 return call
