@@ -10,6 +10,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -41,7 +42,8 @@ def err(rid, code, retryable=False):
 class FakeServer:
     """Accepts connections; for each, calls ``script(conn_no, requests)``
     once ``batch`` requests have come in, and writes what it returns
-    (``None``: close the connection; ``b""``: stay silent)."""
+    (``None``: close the connection; ``b""``: stay silent; ``(bytes,
+    True)``: write, then close)."""
 
     def __init__(self, script, batch=1):
         self.dir = tempfile.mkdtemp(prefix="vaultd-fake-")
@@ -88,7 +90,12 @@ class FakeServer:
                     pending = []
                     if out is None:
                         return
+                    close = False
+                    if isinstance(out, tuple):
+                        out, close = out
                     c.sendall(out)
+                    if close:
+                        return
         except OSError:
             pass
         finally:
@@ -220,3 +227,39 @@ def test_requests_are_what_the_typed_methods_say(fake):
     with Client(srv.path, timeout=CEILING) as c:
         assert c.purge_due().purged == 0
     assert srv.requests == [{"v": 1, "id": 1, "op": "purge_due", "args": {"tenant": None}}]
+
+
+def wait_until(what, cond):
+    deadline = time.monotonic() + CEILING
+    while not cond():
+        assert time.monotonic() < deadline, f"waited {CEILING} s for {what}"
+        time.sleep(0.01)
+
+
+def test_a_connection_closed_while_idle_is_replaced_without_error(fake):
+    # Every connection answers one request and is then closed by the server
+    # (as vaultd does after its idle timeout): the next call just works.
+    srv = fake(lambda n, reqs: (ok(reqs[0]["id"], HEALTH), True))
+    with Client(srv.path, timeout=CEILING) as c:
+        assert c.health().ready
+        wait_until("the reader to see the end", lambda: c._conn.dead is not None)
+        assert c.health().ready
+        wait_until("the reader to see the end", lambda: c._conn.dead is not None)
+        assert c.health().ready
+    assert srv.conns == 3
+
+
+def test_async_connection_closed_while_idle_is_replaced(fake):
+    srv = fake(lambda n, reqs: (ok(reqs[0]["id"], HEALTH), True))
+
+    async def main():
+        async with AsyncClient(srv.path, timeout=CEILING) as c:
+            assert (await c.health()).ready
+            deadline = time.monotonic() + CEILING
+            while c._conn.dead is None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            assert (await c.health()).ready
+
+    asyncio.run(main())
+    assert srv.conns == 2
