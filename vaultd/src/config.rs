@@ -79,6 +79,49 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     #[serde(default, rename = "client")]
     pub clients: Vec<Client>,
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: the Prometheus text endpoint, off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// An absolute path (a Unix socket, mode 0660) or a loopback
+    /// `address:port` (`127.0.0.1:9187`, `[::1]:9187`).
+    pub listen: Option<String>,
+}
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl Metrics {
+    /// The parsed `listen`; `None` when the endpoint is off.
+    pub fn listen(&self) -> Result<Option<MetricsListen>, ConfigError> {
+        let Some(l) = self.listen.as_deref() else {
+            return Ok(None);
+        };
+        if l.starts_with('/') {
+            return Ok(Some(MetricsListen::Unix(PathBuf::from(l))));
+        }
+        let addr: std::net::SocketAddr = l.parse().map_err(|_| {
+            err(
+                "[metrics].listen",
+                "must be an absolute socket path or a loopback address:port (127.0.0.1:9187)",
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(err(
+                "[metrics].listen",
+                "must be a loopback address: the endpoint has no authentication (use a Unix socket, or a local scraper)",
+            ));
+        }
+        Ok(Some(MetricsListen::Tcp(addr)))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +503,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.metrics.listen()?;
         if self.keys.reencrypt_batch == 0 || self.keys.reencrypt_batch > 10_000 {
             return Err(err("[keys].reencrypt_batch", "must be between 1 and 10000"));
         }

@@ -71,6 +71,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), StartError> {
         cfg.hsm.background_min_share.0,
     );
     let vault = Arc::new(Vault::new(&cfg, store.clone(), pool).map_err(StartError)?);
+    start_metrics(&cfg, &vault)?;
     vault.start_retention(cfg.retention.check_interval.0);
     vault.start_key_job();
     let dispatcher = Arc::new(Dispatcher::new(
@@ -148,6 +149,33 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), StartError> {
         let _ = std::fs::remove_file(&cfg.server.socket);
     }
     tracing::info!("vaultd stopped");
+    Ok(())
+}
+
+/// Starts the metrics endpoint when `[metrics] listen` is set. A port or
+/// path that cannot be bound stops the start, as the main socket does.
+fn start_metrics(cfg: &Config, vault: &Arc<ServingVault>) -> Result<(), StartError> {
+    let Some(listen) = cfg
+        .metrics
+        .listen()
+        .map_err(|e| StartError(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let handle = crate::metrics::install().map_err(StartError)?;
+    let weak = Arc::downgrade(vault);
+    let snapshot: crate::metrics::Snapshot = Arc::new(move || {
+        let vault = weak.upgrade().ok_or("the vault is shutting down")?;
+        vault.stats().map_err(|e| e.to_string())
+    });
+    let bound = crate::metrics::bind(&listen)
+        .map_err(|e| StartError(format!("[metrics].listen {listen:?}: {e}")))?;
+    tracing::info!(listen = ?listen, "metrics endpoint listening");
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(bound, handle, snapshot).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    });
     Ok(())
 }
 

@@ -140,6 +140,23 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
 
     /// Answers one request body with one framed response.
     pub async fn handle(&self, peer: Peer, body: &[u8]) -> Vec<u8> {
+        let started = Instant::now();
+        let (op, code, answer) = self.answer(peer, body).await;
+        let op = if allowed_roles(op).is_some() {
+            op
+        } else if op == "(malformed)" {
+            op
+        } else {
+            "(unknown op)"
+        };
+        crate::metrics::request(op, code, started.elapsed());
+        answer
+    }
+
+    /// [`Dispatcher::handle`] without the metrics: the op name as sent (or
+    /// `(malformed)`), the answer's code (`ok` or an error code) and the
+    /// answer.
+    async fn answer<'b>(&self, peer: Peer, body: &'b [u8]) -> (&'b str, &'static str, Vec<u8>) {
         let client = self.clients().get(peer.uid);
         let caller = |c: &ClientEntry| Caller {
             client: c.name.clone(),
@@ -173,22 +190,34 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
                     None => (unknown(), not_a_client()),
                 };
                 self.refused(&who, "(malformed)", None, &error).await;
-                return frame::encode_err(e.id, &error);
+                return (
+                    "(malformed)",
+                    error.code.as_str(),
+                    frame::encode_err(e.id, &error),
+                );
             }
         };
         let Some(client) = client else {
             let e = not_a_client();
             self.refused(&unknown(), head.op, None, &e).await;
-            return frame::encode_err(Some(head.id), &e);
+            return (
+                head.op,
+                e.code.as_str(),
+                frame::encode_err(Some(head.id), &e),
+            );
         };
         let who = caller(&client);
         let outcome = self.route(&client, &who, head).await;
         match outcome {
-            Ok(bytes) => bytes,
+            Ok(bytes) => (head.op, "ok", bytes),
             Err(e) => {
                 let e = e.into_wire();
                 self.refused(&who, head.op, alias_arg(head), &e).await;
-                frame::encode_err(Some(head.id), &e)
+                (
+                    head.op,
+                    e.code.as_str(),
+                    frame::encode_err(Some(head.id), &e),
+                )
             }
         }
     }

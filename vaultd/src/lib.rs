@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod systemd;

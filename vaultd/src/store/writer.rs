@@ -674,6 +674,9 @@ fn commit_batch(st: &mut State, batch: &mut Vec<Job>, stopping: bool) {
     batch.clear();
     match outcome {
         Ok(sealed) => {
+            metrics::histogram!("vaultd_store_commit_batch_size").record(n as f64);
+            metrics::histogram!("vaultd_store_commit_duration_seconds")
+                .record(t0.elapsed().as_secs_f64());
             st.p.atcs.committed();
             st.p.stats.commits.fetch_add(1, Relaxed);
             st.p.stats.failing.store(false, Relaxed);

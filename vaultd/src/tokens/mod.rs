@@ -485,6 +485,7 @@ impl<S: Store, H: Hsm> Tokens<S, H> {
                 error: msg,
             },
         };
+        record_job(&job, &finish, elapsed);
         match self.store.finish_job(finish).await {
             Ok(FinishOutcome::Ok) => {}
             Ok(
@@ -780,4 +781,30 @@ pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// The job's outcome for the metrics endpoint (`crate::metrics`).
+fn record_job(job: &JobRec, finish: &JobFinish, took: Duration) {
+    let outcome = match finish {
+        JobFinish::Provisioned { .. } => "provisioned",
+        JobFinish::Done { .. } => "done",
+        JobFinish::Refreshed { .. } => "refreshed",
+        JobFinish::Refused {
+            status: TokenStatus::NotEligible,
+            ..
+        } => "not_eligible",
+        JobFinish::Refused { .. } => "refused",
+        JobFinish::Retry { give_up: true, .. } => "failed",
+        JobFinish::Retry { .. } => "retry",
+    };
+    let kind = match job.kind {
+        JobKind::Provision => "provision",
+        JobKind::Delete => "delete",
+        JobKind::KeyRefresh => "key_refresh",
+    };
+    let scheme = job.scheme.clone();
+    metrics::counter!("vaultd_provisioning_jobs_total", "scheme" => scheme.clone(), "kind" => kind, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("vaultd_provisioning_job_duration_seconds", "scheme" => scheme, "kind" => kind)
+        .record(took.as_secs_f64());
 }
