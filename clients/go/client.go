@@ -209,7 +209,8 @@ func (c *Client) Send(ctx context.Context, op string, args Map) (*Call, error) {
 		var ne net.Error
 		if errors.As(werr, &ne) && ne.Timeout() {
 			cn.kill(clientErr(ErrConnectionLost, "the server stopped reading requests", nil))
-			return nil, clientErr(ErrTimeout, "could not write "+op+" in time", werr)
+			// The write deadline is the context's: it passed.
+			return nil, clientErr(ErrTimeout, "could not write "+op+" before the deadline", context.DeadlineExceeded)
 		}
 		// The server closed the connection (EPIPE, ECONNRESET). Its reader
 		// sees the end: an answer it read first (frame_too_large, say) is
