@@ -119,7 +119,7 @@ func TestCredentialsPrintNeitherTokenNumberNorCryptogram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(fmt.Sprintf("%v %+v %#v", p, p, p), testVisa) || p.(*PanCredentials).Pan.Expose() != testVisa || p.Kind() != "pan" {
+	if strings.Contains(fmt.Sprintf("%v %+v %#v", p, p, p), testVisa) || p.(*PanCredentials).Pan.Expose() != testVisa || p.CredentialKind() != "pan" {
 		t.Fatal("pan credentials")
 	}
 }

@@ -73,17 +73,18 @@ type DeleteResult struct {
 }
 
 // Credentials is the result of credentials: a *NetworkTokenCredentials or
-// a *PanCredentials (switch on the type, or on Kind()).
+// a *PanCredentials (switch on the type).
 type Credentials interface {
-	// Kind is "network_token" or "pan".
-	Kind() string
-	credentials()
+	// CredentialKind is the kind field: "network_token" or "pan".
+	CredentialKind() string
+	// CardScheme is the scheme field.
+	CardScheme() string
 }
 
 // NetworkTokenCredentials is credentials answered with the network token.
 // The token number is a Pan and the cryptogram a Secret: neither prints.
 type NetworkTokenCredentials struct {
-	KindName     string  `vaultd:"kind"`
+	Kind         string  `vaultd:"kind"`
 	Scheme       string  `vaultd:"scheme"`
 	NetworkToken Pan     `vaultd:"network_token"`
 	ExpMonth     uint8   `vaultd:"exp_month"`
@@ -96,14 +97,16 @@ type NetworkTokenCredentials struct {
 	Extra        Map     `vaultd:",extra"`
 }
 
-// Kind is "network_token".
-func (*NetworkTokenCredentials) Kind() string { return "network_token" }
-func (*NetworkTokenCredentials) credentials() {}
+// CredentialKind is "network_token".
+func (c *NetworkTokenCredentials) CredentialKind() string { return c.Kind }
+
+// CardScheme is c.Scheme.
+func (c *NetworkTokenCredentials) CardScheme() string { return c.Scheme }
 
 // PanCredentials is credentials answered with the PAN (a Pan: it prints
 // masked).
 type PanCredentials struct {
-	KindName       string `vaultd:"kind"`
+	Kind           string `vaultd:"kind"`
 	Scheme         string `vaultd:"scheme"`
 	Pan            Pan    `vaultd:"pan"`
 	ExpMonth       uint8  `vaultd:"exp_month"`
@@ -112,9 +115,11 @@ type PanCredentials struct {
 	Extra          Map    `vaultd:",extra"`
 }
 
-// Kind is "pan".
-func (*PanCredentials) Kind() string { return "pan" }
-func (*PanCredentials) credentials() {}
+// CredentialKind is "pan".
+func (c *PanCredentials) CredentialKind() string { return c.Kind }
+
+// CardScheme is c.Scheme.
+func (c *PanCredentials) CardScheme() string { return c.Scheme }
 
 // QueueCounts is stats.queue.
 type QueueCounts struct {
