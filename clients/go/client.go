@@ -198,18 +198,23 @@ func (c *Client) Send(ctx context.Context, op string, args Map) (*Call, error) {
 			}
 			return nil, err
 		}
-		werr := cn.write(ctx, framed)
+		written, werr := cn.write(ctx, framed)
 		if werr == nil {
 			return call, nil
 		}
-		if ctx.Err() != nil {
-			cn.kill(clientErr(ErrConnectionLost, "a write was interrupted", nil))
-			return nil, contextErr(op, ctx.Err())
-		}
 		var ne net.Error
-		if errors.As(werr, &ne) && ne.Timeout() {
-			cn.kill(clientErr(ErrConnectionLost, "the server stopped reading requests", nil))
-			// The write deadline is the context's: it passed.
+		if ctx.Err() != nil || (errors.As(werr, &ne) && ne.Timeout()) {
+			// The context ended (the write deadline is the context's). A
+			// frame cut short leaves the stream out of step, so that
+			// connection is closed (its other calls fail with
+			// ErrConnectionLost); one not begun leaves it as it was.
+			cn.forget(id)
+			if written > 0 {
+				cn.kill(clientErr(ErrConnectionLost, "a request was cut short by its caller's deadline", nil))
+			}
+			if ctx.Err() != nil {
+				return nil, contextErr(op, ctx.Err())
+			}
 			return nil, clientErr(ErrTimeout, "could not write "+op+" before the deadline", context.DeadlineExceeded)
 		}
 		// The server closed the connection (EPIPE, ECONNRESET). Its reader
@@ -324,12 +329,15 @@ func (cn *conn) forget(id uint64) {
 
 // write writes one whole frame; ctx's deadline (or its cancellation)
 // interrupts a write to a server that stopped reading.
-func (cn *conn) write(ctx context.Context, framed []byte) error {
+func (cn *conn) write(ctx context.Context, framed []byte) (int, error) {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	deadline, _ := ctx.Deadline()
 	if err := cn.nc.SetWriteDeadline(deadline); err != nil {
-		return err
+		return 0, err
 	}
 	stop := make(chan struct{})
 	watched := make(chan struct{})
@@ -341,10 +349,10 @@ func (cn *conn) write(ctx context.Context, framed []byte) error {
 		case <-stop:
 		}
 	}()
-	_, err := cn.nc.Write(framed)
+	n, err := cn.nc.Write(framed)
 	close(stop)
 	<-watched
-	return err
+	return n, err
 }
 
 func (cn *conn) kill(why error) {

@@ -594,3 +594,44 @@ func TestSocketFromEnv(t *testing.T) {
 		t.Fatal("default")
 	}
 }
+
+func TestAnExpiredCallerDoesNotDisturbTheOthers(t *testing.T) {
+	// The server answers requests two at a time. A call whose context has
+	// already ended in between writes nothing and leaves the connection,
+	// and the call in flight on it, alone.
+	srv := newFake(t, 2, func(_ int, reqs []Map) ([]byte, action) {
+		var out []byte
+		for _, r := range reqs {
+			out = append(out, okFrame(idOf(r), healthWith(fmt.Sprint(idOf(r))))...)
+		}
+		return out, send
+	})
+	c := New(srv.path)
+	defer c.Close()
+	ctx := ctxCeiling(t)
+	first, err := c.Send(ctx, OpHealth, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Health(gone); !errors.Is(err, ErrCanceled) {
+		t.Fatalf("want canceled, got %v", err)
+	}
+	third, err := c.Send(ctx, OpHealth, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range []*Call{first, third} {
+		raw, err := call.Wait(ctx)
+		if err != nil {
+			t.Fatalf("call %d: %v", call.ID, err)
+		}
+		if v, _ := raw.(Map).Get("version"); v != fmt.Sprint(call.ID) {
+			t.Fatalf("call %d got %v", call.ID, v)
+		}
+	}
+	if srv.connCount() != 1 {
+		t.Fatalf("%d connections", srv.connCount())
+	}
+}
