@@ -474,7 +474,7 @@ func TestRequestsAreWhatTheTypedMethodsSay(t *testing.T) {
 	for i, w := range want {
 		b, _ := Marshal(w)
 		if !bytes.Equal(srv.raw[i], b) {
-			t.Errorf("request %d:\n got %x\nwant %x", i, srv.raw[i], b)
+			t.Errorf("request %d: %s", i, bytesDiff(srv.raw[i], b))
 		}
 	}
 }

@@ -558,7 +558,7 @@ func (e *e2e) errorVectors(t *testing.T) {
 				t.Fatalf("connection closed %v, want %v", closed, wantClosed)
 			}
 			if len(got) != 1 || !bytes.Equal(got[0], want) {
-				t.Fatalf("vaultd's answer differs from the vector:\n got %x\nwant %x", got, want)
+				t.Fatalf("vaultd gave %d answers; the first differs from the vector: %s", len(got), bytesDiff(append(got, nil)[0], want))
 			}
 		})
 	}
@@ -615,7 +615,7 @@ func (e *e2e) framingVectors(t *testing.T) {
 			}
 			if resp != nil {
 				if len(got) != 1 || !bytes.Equal(got[0], resp.Frame) {
-					t.Fatalf("answer differs:\n got %x\nwant %x", got, resp.Frame)
+					t.Fatalf("%d answers; the first differs: %s", len(got), bytesDiff(append(got, nil)[0], resp.Frame))
 				}
 				return
 			}
