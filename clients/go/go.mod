@@ -1,0 +1,3 @@
+module vaultd.local/client
+
+go 1.19
