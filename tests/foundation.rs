@@ -619,6 +619,26 @@ fn survives_restart_and_sigkill_under_load_without_leaking_pans() {
     env.assert_absent_everywhere(&refs);
 }
 
+/// `vaultctl` exit codes, and its failures as JSON under `--json`.
+#[test]
+fn vaultctl_exit_codes_and_json_errors() {
+    let env = env_with("");
+    let _d = env.start();
+    let (exit, out, err) = vault_e2e::vaultctl_json(&env.socket(), &["health"]);
+    assert_eq!((exit, &out["ready"], &err), (0, &json!(true), &json!(null)));
+    let (exit, out, err) = vault_e2e::vaultctl_json(&env.socket(), &["status", &"0".repeat(32)]);
+    assert_eq!(exit, 1, "{out} {err}");
+    assert_eq!(out, json!(null));
+    assert_eq!(err["code"], "alias_not_found", "{err}");
+    assert_eq!(err["retryable"], false, "{err}");
+    assert!(err["message"].is_string(), "{err}");
+    let (exit, _, err) = vault_e2e::vaultctl_json(&env.path().join("no.sock"), &["health"]);
+    assert_eq!(
+        (exit, &err["code"], &err["retryable"]),
+        (3, &json!("unreachable"), &json!(true))
+    );
+}
+
 /// `vaultctl tokenize` reads the PAN line from stdin itself (unbuffered,
 /// into a block it wipes): only the first line is the PAN, and the alias
 /// it prints is the card's.

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use vault_e2e::pkcs11_faults::{injected, set_plan, spawn_on_shim, use_shim};
-use vault_e2e::{CEILING, TestEnv, Vaultd, assert_took, pan};
+use vault_e2e::{CEILING, TestEnv, Vaultd, assert_took, pan, vaultctl_json};
 use vault_proto::client::ClientError;
 use vault_proto::ops::{self, NoArgs};
 use vault_proto::{BlockingClient, ErrorCode, Pan};
@@ -86,6 +86,14 @@ fn assert_down(
         );
         assert_eq!(h.store, "ok", "an HSM fault is not a store fault");
     }
+    // `vaultctl health` says so by its exit code, as monitoring expects.
+    let (exit, out, err) = vaultctl_json(&env.socket(), &["health"]);
+    assert_eq!(
+        exit, 4,
+        "vaultctl health while the HSM is faulted: {out} {err}"
+    );
+    assert_eq!(out["ready"], false, "{out}");
+    assert_eq!(err["code"], "not_ready", "{err}");
     c.op::<ops::AliasStatus>(&ops::AliasArgs {
         alias: known_alias.to_owned(),
     })

@@ -804,3 +804,33 @@ pub fn pay_with_token(
         reason: r["reason"].as_str().unwrap_or_default().to_owned(),
     })
 }
+
+/// `vaultctl --socket <socket> --json <args>`: its exit code, standard
+/// output as JSON (`Null` when empty) and standard error as JSON (`Null`
+/// when empty).
+pub fn vaultctl_json(socket: &Path, args: &[&str]) -> (i32, serde_json::Value, serde_json::Value) {
+    let out = std::process::Command::new(bin_dir().join("vaultctl"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run vaultctl");
+    let parse = |b: &[u8]| {
+        if b.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(b).unwrap_or_else(|e| {
+                panic!(
+                    "vaultctl printed no JSON ({e}): {}",
+                    String::from_utf8_lossy(b)
+                )
+            })
+        }
+    };
+    (
+        out.status.code().expect("vaultctl exited"),
+        parse(&out.stdout),
+        parse(&out.stderr),
+    )
+}

@@ -15,7 +15,11 @@ pub fn health(c: &mut BlockingClient, json: bool) -> Result<(), Failure> {
         println!("store   {}", h.store);
         println!("uptime  {} s", h.uptime_ms / 1000);
     });
-    Ok(())
+    if h.ready {
+        Ok(())
+    } else {
+        Err(Failure::NotReady)
+    }
 }
 
 /// Counts of aliases, tokens, queue, schemes, keys and HSM upkeep.

@@ -1,6 +1,10 @@
 //! `vaultctl`: the operators' and scripts' CLI for vaultd. Human output by
 //! default, `--json` for scripts. Exit codes: 0 success, 1 the server
-//! refused (its error code is printed), 2 usage, 3 cannot reach the server.
+//! refused (its error code is printed), 2 usage, 3 cannot reach the server,
+//! 4 `health` answered but the daemon is not ready. Under `--json` a
+//! failure is one JSON object on standard error: `{"code", "message",
+//! "retryable"}` (`code` is the server's error code, or `usage`,
+//! `unreachable`, `not_ready`).
 //!
 //! Card numbers are read from standard input, never from arguments (which
 //! end up in shell history and `ps`).
@@ -150,27 +154,34 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
+    // One line on stderr: the message, or under --json the object.
+    let fail = |exit: u8, code: &str, message: String, retryable: bool| {
+        if json {
+            let o = serde_json::json!({"code": code, "message": message, "retryable": retryable});
+            eprintln!("{o}");
+        } else if code == "usage" || code == "unreachable" || code == "not_ready" {
+            eprintln!("vaultctl: {message}");
+        } else {
+            eprintln!("vaultctl: {code}: {message}");
+        }
+        ExitCode::from(exit)
+    };
     let mut client = match BlockingClient::connect(&cli.socket) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("vaultctl: cannot connect to {}: {e}", cli.socket.display());
-            return ExitCode::from(3);
+            let m = format!("cannot connect to {}: {e}", cli.socket.display());
+            return fail(3, "unreachable", m, true);
         }
     };
-    match run(&mut client, cli.cmd, cli.json) {
+    match run(&mut client, cli.cmd, json) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(m)) => {
-            eprintln!("vaultctl: {m}");
-            ExitCode::from(2)
-        }
+        Err(Failure::Usage(m)) => fail(2, "usage", m, false),
+        Err(Failure::NotReady) => fail(4, "not_ready", "the daemon is not ready".into(), true),
         Err(Failure::Client(ClientError::Server(e))) => {
-            eprintln!("vaultctl: {}: {}", e.code, e.message);
-            ExitCode::from(1)
+            fail(1, e.code.as_str(), e.message, e.code.retryable())
         }
-        Err(Failure::Client(e)) => {
-            eprintln!("vaultctl: {e}");
-            ExitCode::from(3)
-        }
+        Err(Failure::Client(e)) => fail(3, "unreachable", e.to_string(), true),
     }
 }
 
@@ -178,6 +189,8 @@ fn main() -> ExitCode {
 enum Failure {
     Usage(String),
     Client(ClientError),
+    /// `health` answered `ready: false`.
+    NotReady,
 }
 
 impl From<ClientError> for Failure {

@@ -777,7 +777,11 @@ tenants = ["*"]
         let with = |l: &str| Config::parse(&format!("{GOOD}\n[metrics]\nlisten = \"{l}\"\n"));
         assert_eq!(Config::parse(GOOD).unwrap().metrics.listen().unwrap(), None);
         assert_eq!(
-            with("/run/vaultd/metrics.sock").unwrap().metrics.listen().unwrap(),
+            with("/run/vaultd/metrics.sock")
+                .unwrap()
+                .metrics
+                .listen()
+                .unwrap(),
             Some(MetricsListen::Unix("/run/vaultd/metrics.sock".into()))
         );
         assert_eq!(
@@ -785,7 +789,12 @@ tenants = ["*"]
             Some(MetricsListen::Tcp("127.0.0.1:9187".parse().unwrap()))
         );
         assert!(with("[::1]:9187").is_ok());
-        for bad in ["0.0.0.0:9187", "10.1.2.3:9187", "metrics.sock", "localhost:9187"] {
+        for bad in [
+            "0.0.0.0:9187",
+            "10.1.2.3:9187",
+            "metrics.sock",
+            "localhost:9187",
+        ] {
             let e = with(bad).unwrap_err();
             assert_eq!(e.key, "[metrics].listen", "{bad}: {e}");
         }
