@@ -1,177 +1,37 @@
 //! End-to-end test harness: real processes only. A [`TestEnv`] is a temp
 //! directory holding a SoftHSM2 token (its own `SOFTHSM2_CONF`), the redb
 //! file, the daemon's socket and logs; [`Vaultd`] and [`SchemeSim`] are the
-//! real binaries started from the workspace's target directory.
+//! real binaries started from the workspace's target directory. The token,
+//! the binaries, the waits and uid switching come from `vault-testkit`
+//! (re-exported here).
 
 pub mod console;
 pub mod pkcs11_faults;
 pub mod sim;
 pub mod systemd;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use sim::SchemeSim;
 use vault_proto::BlockingClient;
-
-// ---------------------------------------------------------------- waiting
-//
-// The end-to-end tests start several real daemons at once on a machine
-// that may have two busy cores, so no test waits for a span of time: it
-// waits for the state it needs, and the only time limit is a ceiling that
-// ends a hung test. Where the property is itself about time (an event
-// shows within two poll intervals), the wait measures it and
-// [`assert_took`] checks it with a wide margin.
-
-/// The ceiling of a wait for something the daemon does on its own: only
-/// a hung test reaches it, on any machine.
-pub const CEILING: Duration = Duration::from_secs(60);
-
-/// The ceiling of a wait for something the daemon does every `interval`
-/// (a poll, a refresh, a seal): 30 intervals, and never under 30 s.
-pub fn ceiling_for(interval: Duration) -> Duration {
-    (interval * 30).max(Duration::from_secs(30))
-}
-
-/// The machine's load, for messages about measured time:
-/// `load average 1.52 0.98 0.40 on 2 cores`.
-pub fn machine_load() -> String {
-    let avg = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("load average {avg} on {cores} cores")
-}
-
-/// One wait: how long it has run and how long to pause before the next
-/// look (10 ms at first, growing to 200 ms so a slow check, like a
-/// `vaultd keys list`, does not load the machine it waits on).
-struct Waiter {
-    started: Instant,
-    ceiling: Duration,
-    looks: u32,
-}
-
-impl Waiter {
-    fn new(ceiling: Duration) -> Waiter {
-        Waiter {
-            started: Instant::now(),
-            ceiling,
-            looks: 0,
-        }
-    }
-
-    /// The pause before the next look; panics once the ceiling is passed.
-    fn pause(&mut self, what: &dyn std::fmt::Display, last: &str) -> Duration {
-        let waited = self.started.elapsed();
-        if waited > self.ceiling {
-            panic!(
-                "gave up waiting for {what} after {waited:?}{last} (the ceiling, {:?}, only \
-                 ends a hung test; {})",
-                self.ceiling,
-                machine_load()
-            );
-        }
-        self.looks += 1;
-        Duration::from_millis(10 << self.looks.min(5)).min(Duration::from_millis(200))
-    }
-}
-
-/// Polls `poll` until it returns `Ok`; `Err` carries what it saw instead
-/// (if anything), quoted if the ceiling is reached. Returns the value and
-/// how long the wait took.
-pub fn wait_for_state<T>(
-    ceiling: Duration,
-    what: impl std::fmt::Display,
-    mut poll: impl FnMut() -> Result<T, String>,
-) -> (T, Duration) {
-    let mut w = Waiter::new(ceiling);
-    loop {
-        match poll() {
-            Ok(v) => return (v, w.started.elapsed()),
-            Err(seen) if seen.is_empty() => std::thread::sleep(w.pause(&what, "")),
-            Err(seen) => std::thread::sleep(w.pause(&what, &format!("; last seen: {seen}"))),
-        }
-    }
-}
-
-/// Polls `check` until it holds; returns how long that took. Panics with
-/// `what`, the time waited and the machine load after `ceiling`.
-pub fn wait_for(
-    ceiling: Duration,
-    what: impl std::fmt::Display,
-    mut check: impl FnMut() -> bool,
-) -> Duration {
-    wait_for_state(ceiling, what, || {
-        check().then_some(()).ok_or_else(String::new)
-    })
-    .1
-}
-
-/// Polls `check` until it returns `Some`, and returns that.
-pub fn wait_for_some<T>(
-    ceiling: Duration,
-    what: impl std::fmt::Display,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    wait_for_state(ceiling, what, || check().ok_or_else(String::new)).0
-}
-
-/// [`wait_for`] for async tests: pauses without blocking the runtime.
-pub async fn wait_for_async(
-    ceiling: Duration,
-    what: impl std::fmt::Display,
-    mut check: impl FnMut() -> bool,
-) -> Duration {
-    let mut w = Waiter::new(ceiling);
-    while !check() {
-        tokio::time::sleep(w.pause(&what, "")).await;
-    }
-    w.started.elapsed()
-}
-
-/// Asserts a measured time where the time is the property, with a bound
-/// at least 10 times what the property needs on an idle machine; the
-/// message names the measured time and the machine load.
-pub fn assert_took(took: Duration, bound: Duration, what: impl std::fmt::Display) {
-    assert!(
-        took <= bound,
-        "{what} took {took:?}, more than {bound:?} (10 times what it needs on an idle \
-         machine; {})",
-        machine_load()
-    );
-}
+pub use vault_testkit::wait::{
+    CEILING, assert_took, ceiling_for, machine_load, wait_for, wait_for_async, wait_for_some,
+    wait_for_state,
+};
+pub use vault_testkit::{
+    Token, as_uid, bin_dir, build_package, first_line, remove_at_exit, softhsm_module,
+};
 
 /// Test PANs (Luhn-valid), one per scheme.
 pub const VISA: &str = "4111111111111111";
 pub const MASTERCARD: &str = "5555555555554444";
 pub const AMEX: &str = "378282246310005";
 pub const DISCOVER: &str = "6011111111111117";
-
-/// Removes `dir` when the test process exits: for a directory every test of
-/// the binary uses through a static that is never dropped (a SoftHSM2
-/// token named by the process-global `SOFTHSM2_CONF`), which would
-/// otherwise stay behind after every run.
-pub fn remove_at_exit(dir: PathBuf) {
-    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    extern "C" fn remove_all() {
-        let dirs = DIRS.lock().unwrap_or_else(|p| p.into_inner());
-        for d in dirs.iter() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-    DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
-    // SAFETY: registers a plain function without captured state.
-    REGISTER.call_once(|| unsafe {
-        libc::atexit(remove_all);
-    });
-}
 
 /// A Luhn-valid 16-digit PAN with the given prefix and serial number.
 pub fn pan(prefix: &str, n: u64) -> String {
@@ -180,73 +40,6 @@ pub fn pan(prefix: &str, n: u64) -> String {
     let d = vault_proto::pan::luhn_check_digit(body.as_bytes()) as char;
     body.push(d);
     body
-}
-
-/// The directory holding the built binaries (target/debug or target/release).
-pub fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        // target/<profile>/deps/<test> → target/<profile>
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf();
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "vaultd",
-            "-p",
-            "vaultctl",
-            "-p",
-            "scheme-sim",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building the binaries failed");
-        dir
-    })
-}
-
-/// Builds `package` (its library and binaries) with the profile of the
-/// running test, once per test binary and package, and returns the
-/// directory its artifacts land in (as [`bin_dir`]).
-pub fn build_package(package: &str) -> &'static Path {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let dir = bin_dir();
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|p| p == package) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", package]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building {package} failed");
-        built.push(package.to_owned());
-    }
-    dir
-}
-
-pub fn softhsm_module() -> String {
-    for m in [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    ] {
-        if Path::new(m).exists() {
-            return m.to_owned();
-        }
-    }
-    panic!("SoftHSM2 is not installed (apt-get install softhsm2)");
 }
 
 /// Config of one tenant `t-a` whose merchant and admin is uid 0 (the test
@@ -276,45 +69,11 @@ impl TestEnv {
             .expect("tempdir");
         // Other uids (test clients) must reach the socket inside.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        std::fs::write(
-            dir.path().join("softhsm2.conf"),
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let pin = "1234-test-pin".to_owned();
-        std::fs::write(dir.path().join("hsm.pin"), format!("{pin}\n")).unwrap();
-        // vaultd refuses a PIN file open to other users.
-        std::fs::set_permissions(
-            dir.path().join("hsm.pin"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
-        let env = TestEnv { dir, pin };
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                "vaultd-test",
-                "--pin",
-                &env.pin,
-                "--so-pin",
-                "5678-test-so",
-            ])
-            .env("SOFTHSM2_CONF", env.softhsm_conf())
-            .output()
-            .expect("softhsm2-util");
-        assert!(
-            out.status.success(),
-            "init token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        env
+        // create-token.sh writes hsm.pin 0600: vaultd refuses a PIN file
+        // open to other users.
+        let token = Token::create(dir.path(), "vaultd-test");
+        let pin = token.pin();
+        TestEnv { dir, pin }
     }
 
     pub fn path(&self) -> &Path {
@@ -510,20 +269,6 @@ impl Default for TestEnv {
     }
 }
 
-/// Runs `f` on a thread whose effective uid is `uid` (a raw `setresuid`
-/// changes only the calling thread; SO_PEERCRED records the euid at
-/// connect), so clients can speak as other uids. The tests run as root.
-pub fn as_uid<R: Send + 'static>(uid: u32, f: impl FnOnce() -> R + Send + 'static) -> R {
-    std::thread::spawn(move || {
-        // SAFETY: setresuid(2) on this thread only; -1 keeps real/saved ids.
-        let rc = unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, uid, u32::MAX) };
-        assert_eq!(rc, 0, "setresuid (tests run as root)");
-        f()
-    })
-    .join()
-    .expect("thread as another uid")
-}
-
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -614,14 +359,6 @@ impl Drop for Vaultd {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Reads a process's first stdout line (used for scheme-sim's port).
-pub fn first_line(child: &mut Child) -> String {
-    let out = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).expect("read line");
-    line.trim().to_owned()
 }
 
 /// A vault wired to a running scheme-sim: KEKs imported, schemes

@@ -1,0 +1,20 @@
+//! The test kit of the workspace: what the tests, the examples, the fuzz
+//! fixture and the bench need to stand up a vault's surroundings, written
+//! once.
+//!
+//! - [`softhsm`]: a SoftHSM2 token in a temp dir, made with
+//!   `softhsm/create-token.sh` (as operators make theirs), and the
+//!   process-global `SOFTHSM2_CONF`.
+//! - [`process`]: the workspace's binaries built with the running test's
+//!   profile, directories removed when the process exits.
+//! - [`wait`]: waiting for a state, never for a span of time.
+//! - [`uid`]: speaking as another uid (tests run as root).
+
+pub mod process;
+pub mod softhsm;
+pub mod uid;
+pub mod wait;
+
+pub use process::{bin_dir, build_package, first_line, remove_at_exit};
+pub use softhsm::{Token, process_token, softhsm_module};
+pub use uid::as_uid;
