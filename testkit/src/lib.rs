@@ -15,6 +15,6 @@ pub mod softhsm;
 pub mod uid;
 pub mod wait;
 
-pub use process::{bin_dir, build_package, first_line, remove_at_exit};
+pub use process::{bin_dir, build_package, first_line, profile_dir, remove_at_exit};
 pub use softhsm::{Token, process_token, softhsm_module};
 pub use uid::as_uid;

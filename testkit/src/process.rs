@@ -26,58 +26,54 @@ pub fn remove_at_exit(dir: PathBuf) {
     });
 }
 
-/// The directory holding the built binaries (target/debug or target/release).
-pub fn bin_dir() -> &'static Path {
+/// The running test's profile directory (target/debug or
+/// target/release): target/<profile>/deps/<test> → target/<profile>.
+pub fn profile_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("current exe");
-        // target/<profile>/deps/<test> → target/<profile>
-        let dir = exe
-            .parent()
+        exe.parent()
             .and_then(Path::parent)
             .expect("target dir")
-            .to_path_buf();
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "vaultd",
-            "-p",
-            "vaultctl",
-            "-p",
-            "scheme-sim",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building the binaries failed");
-        dir
+            .to_path_buf()
     })
+}
+
+/// `cargo build -q -p <package>...` with the running test's profile.
+fn cargo_build(packages: &[&str]) {
+    let release = profile_dir().file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build");
+    assert!(st.success(), "building {packages:?} failed");
+}
+
+/// The directory holding the built binaries (target/debug or target/release),
+/// vaultd, vaultctl and scheme-sim built there first, once per process.
+pub fn bin_dir() -> &'static Path {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| cargo_build(&["vaultd", "vaultctl", "scheme-sim"]));
+    profile_dir()
 }
 
 /// Builds `package` (its library and binaries) with the profile of the
 /// running test, once per test binary and package, and returns the
-/// directory its artifacts land in (as [`bin_dir`]).
+/// directory its artifacts land in ([`profile_dir`]).
 pub fn build_package(package: &str) -> &'static Path {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let dir = bin_dir();
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if !built.iter().any(|p| p == package) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", package]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building {package} failed");
+        cargo_build(&[package]);
         built.push(package.to_owned());
     }
-    dir
+    profile_dir()
 }
 
 /// Reads a process's first stdout line (used for scheme-sim's port).

@@ -167,7 +167,10 @@ mod tests {
         let token = Token::create(&dir.path().join("hsm"), "kit-test");
         assert_eq!(token.dir, dir.path().join("hsm"));
         assert!(token.conf().is_file());
-        let mode = std::fs::metadata(token.pin_file()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(token.pin_file())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(token.pin().len(), 32, "16 random bytes in hex");
         let slots = Command::new("softhsm2-util")
