@@ -9,8 +9,15 @@
 //!   profile, directories removed when the process exits.
 //! - [`wait`]: waiting for a state, never for a span of time.
 //! - [`uid`]: speaking as another uid (tests run as root).
+//! - [`daemon`] and [`sim`] (feature `daemons`): a temp vaultd
+//!   ([`daemon::TestEnv`], [`daemon::Vaultd`]) and scheme-sim on a free port
+//!   with its KEK ceremony ([`sim::SchemeSim`]).
 
+#[cfg(feature = "daemons")]
+pub mod daemon;
 pub mod process;
+#[cfg(feature = "daemons")]
+pub mod sim;
 pub mod softhsm;
 pub mod uid;
 pub mod wait;

@@ -94,12 +94,7 @@ impl Launch {
     /// Starts vaultd and waits until `health` answers on the env's socket
     /// (under socket activation, that first connection is what execs it).
     pub fn spawn(&self, env: &TestEnv) -> Vaultd {
-        let mut d = Vaultd {
-            child: Some(self.spawn_raw(env)),
-            socket: env.socket(),
-        };
-        d.wait_ready(env);
-        d
+        Vaultd::adopt(env, self.spawn_raw(env))
     }
 }
 

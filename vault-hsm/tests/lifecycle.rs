@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::shared_hsm;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use vault_hsm::keys::{destroy_pan_key, rotate_audit_key, rotate_pan_key};
