@@ -16,7 +16,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vault_e2e::{pan, softhsm_module};
 use vault_hsm::faulty::{FaultyHsm, HsmFault};
-use vault_hsm::keys::init_keys;
 use vault_hsm::{Hsm, HsmConfig, HsmPool, Pkcs11Hsm};
 use vault_proto::client::{ClientError, decode_result};
 use vault_proto::ops::{self, NoArgs, op};
@@ -35,10 +34,9 @@ const LABEL: &str = "vaultd-faults";
 fn hsm_config() -> &'static HsmConfig {
     static CFG: OnceLock<HsmConfig> = OnceLock::new();
     CFG.get_or_init(|| {
-        let cfg = process_token(LABEL).hsm_config();
-        let admin = Pkcs11Hsm::open_admin(&cfg).expect("open admin");
-        init_keys(&admin).expect("init keys");
-        cfg
+        let token = process_token(LABEL);
+        token.init_vault_keys();
+        token.hsm_config()
     })
 }
 

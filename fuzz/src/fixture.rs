@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vault_hsm::keys::init_keys;
 use vault_hsm::{HsmPool, Pkcs11Hsm};
 use vault_proto::Pan;
 use vault_proto::frame;
@@ -114,11 +113,8 @@ impl Fixture {
         // any other thread of this process reads the environment.
         unsafe { token.export_conf() };
         let cfg = config(dir.path());
-        let hsm_cfg = token.hsm_config();
-        let admin = Pkcs11Hsm::open_admin(&hsm_cfg).expect("open admin");
-        init_keys(&admin).expect("init keys");
-        drop(admin);
-        let hsm = Arc::new(Pkcs11Hsm::open(&hsm_cfg).expect("open HSM"));
+        token.init_vault_keys();
+        let hsm = Arc::new(Pkcs11Hsm::open(&token.hsm_config()).expect("open HSM"));
         // No background thread for a standby copy of the module either (see
         // `config`): a re-initialisation, if fuzzing ever spends the budget,
         // runs in place on the calling thread.

@@ -23,5 +23,5 @@ pub mod uid;
 pub mod wait;
 
 pub use process::{bin_dir, build_package, first_line, profile_dir, remove_at_exit};
-pub use softhsm::{Token, process_token, softhsm_module};
+pub use softhsm::{Token, disk_temp_dir, process_token, softhsm_module};
 pub use uid::as_uid;

@@ -115,6 +115,14 @@ impl Token {
         }
     }
 
+    /// Makes the vault's keys on the token (what `vaultd keys init` does),
+    /// in an admin session closed again before returning.
+    #[cfg(feature = "hsm")]
+    pub fn init_vault_keys(&self) {
+        let admin = vault_hsm::Pkcs11Hsm::open_admin(&self.hsm_config()).expect("open admin");
+        vault_hsm::keys::init_keys(&admin).expect("init keys");
+    }
+
     /// [`Token::hsm_config`] with another PIN (a wrong one, for tests).
     #[cfg(feature = "hsm")]
     pub fn hsm_config_with_pin(&self, pin: &str) -> vault_hsm::HsmConfig {
@@ -123,6 +131,17 @@ impl Token {
             ..self.hsm_config()
         }
     }
+}
+
+/// A temp dir in the workspace's `target/`, on the ordinary disk (a
+/// deployed token's file system, not tmpfs), removed on drop.
+pub fn disk_temp_dir(prefix: &str) -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&base).expect("target dir");
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(base)
+        .expect("temp dir")
 }
 
 /// The token of this process: made at the first call, in a new temp dir

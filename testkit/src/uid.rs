@@ -1,4 +1,7 @@
-//! Speaking as another uid: the tests run as root.
+//! Speaking as another uid, and running a daemon as one: the tests run as
+//! root.
+
+use std::path::Path;
 
 /// Runs `f` on a thread whose effective uid is `uid` (a raw `setresuid`
 /// changes only the calling thread; SO_PEERCRED records the euid at
@@ -12,4 +15,14 @@ pub fn as_uid<R: Send + 'static>(uid: u32, f: impl FnOnce() -> R + Send + 'stati
     })
     .join()
     .expect("thread as another uid")
+}
+
+/// Changes the owner of `path` and everything below it.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&entry.expect("dir entry").path(), uid, gid);
+        }
+    }
 }

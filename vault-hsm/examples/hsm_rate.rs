@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vault_hsm::keys::init_keys;
 use vault_hsm::{Hsm, Pkcs11Hsm};
 use vault_proto::Pan;
 use vault_testkit::Token;
@@ -24,9 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = Token::create(dir.path(), "vaultd");
     // SAFETY: single-threaded at this point.
     unsafe { token.export_conf() };
-    let cfg = token.hsm_config();
-    init_keys(&Pkcs11Hsm::open_admin(&cfg)?)?;
-    let hsm = Arc::new(Pkcs11Hsm::open(&cfg)?);
+    token.init_vault_keys();
+    let hsm = Arc::new(Pkcs11Hsm::open(&token.hsm_config())?);
     let pan = Pan::new("4111111111111111".to_owned());
 
     let time = |name: &str, f: &(dyn Fn(&Pkcs11Hsm) + Sync)| {

@@ -18,7 +18,6 @@
 //! the token loaded again) and the slowest client call around it, which
 //! also pays the new session, login, key copies and token-key unwraps.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use aes::cipher::{Array, KeyInit};
 use aes_kw::KwAes256;
 use vault_hsm::keys::{import_kek, init_keys};
 use vault_hsm::{Hsm, Pkcs11Hsm, WrappedTokenKey};
-use vault_testkit::Token;
+use vault_testkit::{Token, disk_temp_dir};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -43,10 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(vault_hsm::SOFTHSM_REINIT_AFTER_OBJECTS);
     // A token on the ordinary disk (beside the workspace), as deployed.
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let dir = tempfile::Builder::new()
-        .prefix("reinit-pause-")
-        .tempdir_in(base)?;
+    let dir = disk_temp_dir("reinit-pause-");
     let token = Token::create(dir.path(), "reinit");
     // SAFETY: before any thread or PKCS#11 module reads the environment.
     unsafe { token.export_conf() };

@@ -5,12 +5,10 @@
 //!
 //! `cargo run --release -p vault-hsm --example session_objects -- [n...]`
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vault_hsm::keys::init_keys;
 use vault_hsm::{Hsm, Pkcs11Hsm, WrappedTokenKey};
-use vault_testkit::Token;
+use vault_testkit::{Token, disk_temp_dir};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ns: Vec<usize> = std::env::args()
@@ -22,16 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         ns
     };
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let dir = tempfile::Builder::new()
-        .prefix("session-objects-")
-        .tempdir_in(base)?;
+    let dir = disk_temp_dir("session-objects-");
     let token = Token::create(dir.path(), "so");
     // SAFETY: before any thread or PKCS#11 module reads the environment.
     unsafe { token.export_conf() };
-    let cfg = token.hsm_config();
-    init_keys(&Pkcs11Hsm::open_admin(&cfg)?)?;
-    let hsm = Pkcs11Hsm::open(&cfg)?;
+    token.init_vault_keys();
+    let hsm = Pkcs11Hsm::open(&token.hsm_config())?;
     hsm.set_token_key_cache(1_000_000);
     hsm.set_reinit_after_objects(u64::MAX / 2);
     let blob = [0xa5_u8; 24];

@@ -16,7 +16,6 @@ use std::sync::{Arc, OnceLock};
 use vault_hsm::Hsm;
 
 use vault_hsm::Pkcs11Hsm;
-use vault_hsm::keys::init_keys;
 
 pub use vault_testkit::Token;
 
@@ -32,9 +31,7 @@ pub fn shared_hsm(label: &'static str) -> &'static (Token, Arc<Pkcs11Hsm>) {
     static SHARED: OnceLock<(Token, Arc<Pkcs11Hsm>)> = OnceLock::new();
     SHARED.get_or_init(|| {
         let token = create_token(label);
-        let admin = Pkcs11Hsm::open_admin(&token.hsm_config()).expect("open admin");
-        init_keys(&admin).expect("init keys");
-        drop(admin);
+        token.init_vault_keys();
         let hsm = Pkcs11Hsm::open(&token.hsm_config()).expect("open");
         (token, Arc::new(hsm))
     })
