@@ -9,69 +9,34 @@
 //! written after the fault; an HSM fault answers `unavailable`, writes
 //! nothing, shows in `health`, and passes once the HSM answers again.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vault_e2e::{pan, softhsm_module};
 use vault_hsm::faulty::{FaultyHsm, HsmFault};
-use vault_hsm::keys::init_keys;
 use vault_hsm::{Hsm, HsmConfig, HsmPool, Pkcs11Hsm};
 use vault_proto::client::{ClientError, decode_result};
 use vault_proto::ops::{self, NoArgs, op};
 use vault_proto::{ErrorCode, Pan, frame};
+use vault_testkit::process_token;
 use vaultd::config::Config;
 use vaultd::dispatch::{ClientTable, Dispatcher, Peer};
 use vaultd::store::faulty::{DiskOp, FaultyBackend};
 use vaultd::store::{RedbStore, slot_path};
 use vaultd::vault::Vault;
-use zeroize::Zeroizing;
 
 const LABEL: &str = "vaultd-faults";
-const PIN: &str = "1234-faults-pin";
 
 /// One SoftHSM2 token with the vault keys for the whole binary:
 /// `SOFTHSM2_CONF` is process-global and read when the module loads.
 fn hsm_config() -> &'static HsmConfig {
     static CFG: OnceLock<HsmConfig> = OnceLock::new();
     CFG.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("vault-faults-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        vault_e2e::remove_at_exit(dir.clone());
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", LABEL, "--pin", PIN])
-            .args(["--so-pin", "5678-faults-so"])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util");
-        assert!(out.status.success(), "softhsm2-util --init-token failed");
-        // SAFETY: inside the OnceLock initialiser, before the PKCS#11
-        // module is loaded; no other thread reads this variable.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-        let cfg = HsmConfig {
-            module: PathBuf::from(softhsm_module()),
-            token_label: LABEL.into(),
-            pin: Zeroizing::new(PIN.into()),
-        };
-        let admin = Pkcs11Hsm::open_admin(&cfg).expect("open admin");
-        init_keys(&admin).expect("init keys");
-        cfg
+        let token = process_token(LABEL);
+        token.init_vault_keys();
+        token.hsm_config()
     })
 }
 

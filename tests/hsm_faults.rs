@@ -347,8 +347,10 @@ fn the_pin_from_the_environment_is_wiped_from_it() {
         !vault_e2e::contains(&environ, pin.as_bytes()),
         "the PIN is still in the environment"
     );
+    // The PIN's first character right after the name: any of it left.
+    let held = format!("VAULTD_HSM_PIN={}", &pin[..1]);
     assert!(
-        !vault_e2e::contains(&environ, b"VAULTD_HSM_PIN=1"),
+        !vault_e2e::contains(&environ, held.as_bytes()),
         "the variable still holds a value"
     );
 }

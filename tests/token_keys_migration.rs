@@ -67,7 +67,7 @@ fn make_previous_release(t: &TokenEnv) -> usize {
     let hsm = Pkcs11Hsm::open_admin(&HsmConfig {
         module: vault_e2e::softhsm_module().into(),
         token_label: "vaultd-test".into(),
-        pin: zeroize::Zeroizing::new("1234-test-pin".into()),
+        pin: zeroize::Zeroizing::new(t.env.pin.clone()),
     })
     .expect("open the token");
     let db = redb::Database::open(t.env.db()).expect("open the database");

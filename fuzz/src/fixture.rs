@@ -1,14 +1,12 @@
 //! An in-process vault for the request-path target: a SoftHSM2 token made
-//! in a temp dir (its own `SOFTHSM2_CONF`), the vault keys, a redb file, and
+//! in a temp dir by vault-testkit (its own `SOFTHSM2_CONF`), the vault keys, a redb file, and
 //! the daemon's own `Vault` and `Dispatcher`, built as `daemon::run` builds
 //! them. One per fuzzing process; state persists across inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
-use vault_hsm::keys::init_keys;
-use vault_hsm::{HsmConfig, HsmPool, Pkcs11Hsm};
+use vault_hsm::{HsmPool, Pkcs11Hsm};
 use vault_proto::Pan;
 use vault_proto::frame;
 use vault_proto::ops::{self, op};
@@ -16,13 +14,11 @@ use vaultd::config::Config;
 use vaultd::dispatch::{ClientTable, Dispatcher, Peer};
 use vaultd::store::{RedbStore, Store};
 use vaultd::vault::Vault;
-use zeroize::Zeroizing;
+use vault_testkit::{Token, softhsm_module};
 
 use crate::{ALIAS_PLACEHOLDER, SEED_PAN};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const LABEL: &str = "vaultd-fuzz";
-const PIN: &str = "1234-fuzz-pin";
 
 pub struct Fixture {
     pub rt: tokio::runtime::Runtime,
@@ -76,7 +72,7 @@ path = "{db}"
 max_batch = 64
 audit_seal_interval = "0ms"
 [hsm]
-module = "{MODULE}"
+module = "{module}"
 token_label = "{LABEL}"
 threads = 1
 [[tenant]]
@@ -99,30 +95,9 @@ roles = ["collector"]
 "#,
         sock = dir.join("unused.sock").display(),
         db = dir.join("vault.redb").display(),
+        module = softhsm_module(),
     );
     Config::parse(&text).expect("fuzz config")
-}
-
-fn make_token(dir: &Path) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("softhsm2.conf");
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL, "--pin", PIN])
-        .args(["--so-pin", "5678-fuzz-so"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("run softhsm2-util");
-    assert!(out.status.success(), "softhsm2-util --init-token failed");
-    conf
 }
 
 impl Fixture {
@@ -133,20 +108,13 @@ impl Fixture {
             // only reads a static that is set before registration.
             unsafe { libc::atexit(remove_scratch) };
         }
-        let conf = make_token(dir.path());
+        let token = Token::create(dir.path(), LABEL);
         // SAFETY: set once, before the PKCS#11 module is loaded and before
         // any other thread of this process reads the environment.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        unsafe { token.export_conf() };
         let cfg = config(dir.path());
-        let hsm_cfg = HsmConfig {
-            module: PathBuf::from(MODULE),
-            token_label: LABEL.into(),
-            pin: Zeroizing::new(PIN.into()),
-        };
-        let admin = Pkcs11Hsm::open_admin(&hsm_cfg).expect("open admin");
-        init_keys(&admin).expect("init keys");
-        drop(admin);
-        let hsm = Arc::new(Pkcs11Hsm::open(&hsm_cfg).expect("open HSM"));
+        token.init_vault_keys();
+        let hsm = Arc::new(Pkcs11Hsm::open(&token.hsm_config()).expect("open HSM"));
         // No background thread for a standby copy of the module either (see
         // `config`): a re-initialisation, if fuzzing ever spends the budget,
         // runs in place on the calling thread.

@@ -5,7 +5,6 @@
 //! loaded once.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
@@ -13,36 +12,12 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::types::AuthPin;
+use vault_testkit::{Token, build_package, softhsm_module};
 
-const PIN: &str = "1234-shim-pin";
-
-fn softhsm_module() -> &'static str {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .into_iter()
-    .find(|m| Path::new(m).exists())
-    .expect("SoftHSM2 is installed")
-}
-
-/// target/<profile>/deps/<test> → target/<profile>/libpkcs11_faults.so,
-/// built first: `cargo test` builds the rlib for this test, not the cdylib.
+/// target/<profile>/libpkcs11_faults.so, built first: `cargo test` builds
+/// the rlib for this test, not the cdylib.
 fn shim_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "pkcs11-faults", "--lib"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().expect("run cargo build").success(),
-        "building pkcs11-faults failed"
-    );
-    let so = dir.join("libpkcs11_faults.so");
+    let so = build_package("pkcs11-faults").join("libpkcs11_faults.so");
     assert!(so.exists(), "{} not built", so.display());
     so
 }
@@ -78,8 +53,8 @@ fn rv<T: std::fmt::Debug>(r: Result<T, Error>) -> RvError {
     }
 }
 
-fn login(s: &Session) {
-    match s.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
+fn login(s: &Session, pin: &str) {
+    match s.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
         Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("login: {e}"),
     }
@@ -105,35 +80,12 @@ fn encrypt(s: &Session, key: ObjectHandle) -> Result<Vec<u8>, Error> {
 #[test]
 fn faults_behave_like_a_real_token_and_heal() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "shim-test",
-            "--pin",
-            PIN,
-        ])
-        .args(["--so-pin", "5678-shim-so"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util");
-    assert!(out.status.success(), "softhsm2-util --init-token failed");
+    let token = Token::create(dir.path(), "shim-test");
+    let pin = token.pin();
     let control = dir.path().join("faults");
     // SAFETY: the only test in this binary, before any module is loaded.
     unsafe {
-        std::env::set_var("SOFTHSM2_CONF", &conf);
+        token.export_conf();
         std::env::set_var(pkcs11_faults::MODULE_ENV, softhsm_module());
         std::env::set_var(pkcs11_faults::FILE_ENV, &control);
     }
@@ -148,7 +100,7 @@ fn faults_behave_like_a_real_token_and_heal() {
     // the first (closing a slot's last session logs out).
     let keeper = ctx.open_rw_session(slot).unwrap();
     let s = ctx.open_rw_session(slot).unwrap();
-    login(&s);
+    login(&s, &pin);
     let key = aes_key(&s);
     encrypt(&s, key).expect("no plan: forwarded");
 
@@ -185,12 +137,12 @@ fn faults_behave_like_a_real_token_and_heal() {
         "every session of the application dropped to public"
     );
     assert_eq!(
-        rv(s.login(UserType::User, Some(&AuthPin::new(PIN.into())))),
+        rv(s.login(UserType::User, Some(&AuthPin::new(pin.clone().into())))),
         RvError::PinLocked
     );
     assert!(s.generate_random_vec(8).is_ok(), "random needs no login");
     set_plan(&control, "off");
-    login(&s);
+    login(&s, &pin);
     let key = aes_key(&s);
     encrypt(&s, key).expect("healed");
     assert_eq!(injected(&control), 5);

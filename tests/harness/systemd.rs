@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use vault_testkit::uid::chown_tree;
+
 use crate::{TestEnv, Vaultd, bin_dir, wait_for_some};
 
 /// How to start vaultd.
@@ -94,12 +96,7 @@ impl Launch {
     /// Starts vaultd and waits until `health` answers on the env's socket
     /// (under socket activation, that first connection is what execs it).
     pub fn spawn(&self, env: &TestEnv) -> Vaultd {
-        let mut d = Vaultd {
-            child: Some(self.spawn_raw(env)),
-            socket: env.socket(),
-        };
-        d.wait_ready(env);
-        d
+        Vaultd::adopt(env, self.spawn_raw(env))
     }
 }
 
@@ -115,16 +112,6 @@ pub fn wait_exit(child: &mut Child, ceiling: Duration) -> std::process::ExitStat
     wait_for_some(ceiling, "the process to exit", || {
         child.try_wait().expect("try_wait")
     })
-}
-
-/// Changes the owner of `path` and everything below it.
-pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
-    if path.is_dir() && !path.is_symlink() {
-        for entry in std::fs::read_dir(path).expect("read_dir") {
-            chown_tree(&entry.expect("dir entry").path(), uid, gid);
-        }
-    }
 }
 
 /// One datagram received on the notify socket.

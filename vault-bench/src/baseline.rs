@@ -320,26 +320,15 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
-        let out = std::process::Command::new("sh")
-            .arg(&script)
-            .arg(dir.path())
-            .arg("bench-test")
-            .output()
-            .expect("run create-token.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let token = vault_testkit::Token::create(dir.path(), "bench-test");
         // SAFETY: the only test of this binary that loads a PKCS#11 module
         // (the other one names a missing file), and it sets the variable
         // before loading it; Rust's env calls are serialised.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
+        unsafe { token.export_conf() };
         let target = HsmTarget {
             module: module.clone(),
-            token_label: "bench-test".to_owned(),
-            pin_file: Some(dir.path().join("hsm.pin")),
+            token_label: token.label.clone(),
+            pin_file: Some(token.pin_file()),
         };
         let pin = load_pin(target.pin_file.as_deref()).expect("pin");
         let admin = Pkcs11Hsm::open_admin(&HsmConfig {

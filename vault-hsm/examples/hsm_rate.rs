@@ -3,14 +3,12 @@
 //!
 //! `cargo run --release -p vault-hsm --example hsm_rate -- [ops] [threads]`
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use vault_hsm::keys::init_keys;
-use vault_hsm::{Hsm, HsmConfig, Pkcs11Hsm, load_pin};
+use vault_hsm::{Hsm, Pkcs11Hsm};
 use vault_proto::Pan;
+use vault_testkit::Token;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -22,20 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1);
 
     let dir = tempfile::tempdir()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
-    let out = Command::new("sh").arg(script).arg(dir.path()).output()?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into());
-    }
+    let token = Token::create(dir.path(), "vaultd");
     // SAFETY: single-threaded at this point.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
-    let cfg = HsmConfig {
-        module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
-        token_label: "vaultd".to_owned(),
-        pin: load_pin(Some(&dir.path().join("hsm.pin")))?,
-    };
-    init_keys(&Pkcs11Hsm::open_admin(&cfg)?)?;
-    let hsm = Arc::new(Pkcs11Hsm::open(&cfg)?);
+    unsafe { token.export_conf() };
+    token.init_vault_keys();
+    let hsm = Arc::new(Pkcs11Hsm::open(&token.hsm_config())?);
     let pan = Pan::new("4111111111111111".to_owned());
 
     let time = |name: &str, f: &(dyn Fn(&Pkcs11Hsm) + Sync)| {

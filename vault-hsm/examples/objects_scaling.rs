@@ -5,8 +5,6 @@
 //!
 //! `cargo run --release -p vault-hsm --example objects_scaling -- [n]`
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -15,6 +13,7 @@ use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
+use vault_testkit::{Token, softhsm_module};
 
 fn derive_mac(s: &Session, tk: ObjectHandle) -> Result<(), cryptoki::error::Error> {
     let block = [0u8, 1, 0xF0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -41,22 +40,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(1000);
     let dir = tempfile::tempdir()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
-    let out = Command::new("sh").arg(script).arg(dir.path()).output()?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into());
-    }
+    let token = Token::create(dir.path(), "vaultd");
     // SAFETY: single-threaded at this point.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
-    let pin = std::fs::read_to_string(dir.path().join("hsm.pin"))?;
-    let p = Pkcs11::new("/usr/lib/softhsm/libsofthsm2.so")?;
+    unsafe { token.export_conf() };
+    let pin = token.pin();
+    let p = Pkcs11::new(softhsm_module())?;
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
     let slot = p.get_slots_with_token()?[0];
     let s = p.open_rw_session(slot)?;
-    s.login(
-        UserType::User,
-        Some(&AuthPin::new(pin.trim().to_owned().into())),
-    )?;
+    s.login(UserType::User, Some(&AuthPin::new(pin.into())))?;
     let mut keys = Vec::new();
     for i in 0..n {
         keys.push(s.create_object(&[

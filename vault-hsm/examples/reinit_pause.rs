@@ -18,8 +18,6 @@
 //! the token loaded again) and the slowest client call around it, which
 //! also pays the new session, login, key copies and token-key unwraps.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +25,8 @@ use std::time::{Duration, Instant};
 use aes::cipher::{Array, KeyInit};
 use aes_kw::KwAes256;
 use vault_hsm::keys::{import_kek, init_keys};
-use vault_hsm::{Hsm, HsmConfig, Pkcs11Hsm, WrappedTokenKey};
+use vault_hsm::{Hsm, Pkcs11Hsm, WrappedTokenKey};
+use vault_testkit::{Token, disk_temp_dir};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -43,28 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(vault_hsm::SOFTHSM_REINIT_AFTER_OBJECTS);
     // A token on the ordinary disk (beside the workspace), as deployed.
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let dir = tempfile::Builder::new()
-        .prefix("reinit-pause-")
-        .tempdir_in(base)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(dir.path())
-        .arg("reinit")
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = disk_temp_dir("reinit-pause-");
+    let token = Token::create(dir.path(), "reinit");
     // SAFETY: before any thread or PKCS#11 module reads the environment.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
-    let cfg = HsmConfig {
-        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
-        token_label: "reinit".into(),
-        pin: vault_hsm::load_pin(Some(&dir.path().join("hsm.pin")))?,
-    };
+    unsafe { token.export_conf() };
+    let cfg = token.hsm_config();
     let admin = Pkcs11Hsm::open_admin(&cfg)?;
     init_keys(&admin)?;
     let (mut c1, mut c2) = ([0u8; 32], [0u8; 32]);

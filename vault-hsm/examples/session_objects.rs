@@ -5,12 +5,10 @@
 //!
 //! `cargo run --release -p vault-hsm --example session_objects -- [n...]`
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vault_hsm::keys::init_keys;
-use vault_hsm::{Hsm, HsmConfig, Pkcs11Hsm, WrappedTokenKey};
+use vault_hsm::{Hsm, Pkcs11Hsm, WrappedTokenKey};
+use vault_testkit::{Token, disk_temp_dir};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ns: Vec<usize> = std::env::args()
@@ -22,30 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         ns
     };
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let dir = tempfile::Builder::new()
-        .prefix("session-objects-")
-        .tempdir_in(base)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(dir.path())
-        .arg("so")
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = disk_temp_dir("session-objects-");
+    let token = Token::create(dir.path(), "so");
     // SAFETY: before any thread or PKCS#11 module reads the environment.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
-    let cfg = HsmConfig {
-        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
-        token_label: "so".into(),
-        pin: vault_hsm::load_pin(Some(&dir.path().join("hsm.pin")))?,
-    };
-    init_keys(&Pkcs11Hsm::open_admin(&cfg)?)?;
-    let hsm = Pkcs11Hsm::open(&cfg)?;
+    unsafe { token.export_conf() };
+    token.init_vault_keys();
+    let hsm = Pkcs11Hsm::open(&token.hsm_config())?;
     hsm.set_token_key_cache(1_000_000);
     hsm.set_reinit_after_objects(u64::MAX / 2);
     let blob = [0xa5_u8; 24];

@@ -18,7 +18,7 @@ fn hsm() -> &'static Arc<Pkcs11Hsm> {
 
 /// A second instance with its own handle cache: a restarted daemon.
 fn restarted() -> Pkcs11Hsm {
-    Pkcs11Hsm::open(&shared_hsm("vaultd-dups").0.config()).expect("open")
+    Pkcs11Hsm::open(&shared_hsm("vaultd-dups").0.hsm_config()).expect("open")
 }
 
 fn objects(label: &str) -> usize {

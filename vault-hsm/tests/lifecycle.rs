@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{MODULE, shared_hsm};
+use common::shared_hsm;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use vault_hsm::keys::{destroy_pan_key, rotate_audit_key, rotate_pan_key};
 use vault_hsm::{Hsm, HsmError};
+use vault_testkit::softhsm_module;
 
 #[test]
 fn rotation_destruction_and_recovery() {
@@ -74,7 +73,7 @@ fn rotation_destruction_and_recovery() {
         Err(HsmError::KeyMissing(label)) if label == "vault.pan.v1"
     ));
     // A fresh open finds v2 as the newest.
-    let reopened = vault_hsm::Pkcs11Hsm::open(&token.config()).expect("reopen");
+    let reopened = vault_hsm::Pkcs11Hsm::open(&token.hsm_config()).expect("reopen");
     assert_eq!(reopened.pan_key_version(), 2);
 
     // Audit key rotation: new MACs use v2, v1 MACs can still be checked,
@@ -101,7 +100,7 @@ fn rotation_destruction_and_recovery() {
     // login state is per process). The next call fails as Unavailable and
     // drops this thread's session; the one after re-opens and logs in.
     hsm.check().expect("session open");
-    let ctx = Pkcs11::new(Path::new(MODULE)).expect("module");
+    let ctx = Pkcs11::new(softhsm_module()).expect("module");
     // Already initialised by the vault in this process.
     let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = ctx

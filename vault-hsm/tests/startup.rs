@@ -7,10 +7,11 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{MODULE, create_token};
+use common::create_token;
 use vault_hsm::keys::init_keys;
 use vault_hsm::pkcs11::PIN_ENV;
 use vault_hsm::{Hsm, HsmConfig, HsmError, Pkcs11Hsm, load_pin};
+use vault_testkit::softhsm_module;
 use zeroize::Zeroizing;
 
 fn unavailable(result: Result<Pkcs11Hsm, HsmError>) -> String {
@@ -40,11 +41,11 @@ fn start_up_errors_are_clear() {
     let token = create_token("vaultd-startup");
 
     // Missing token: names the label wanted, the labels found, the fix.
-    let mut cfg = token.config();
+    let mut cfg = token.hsm_config();
     cfg.token_label = "no-such-token".to_owned();
     let msg = unavailable(Pkcs11Hsm::open(&cfg));
     assert!(
-        msg.contains("\"no-such-token\"") && msg.contains(MODULE),
+        msg.contains("\"no-such-token\"") && msg.contains(&softhsm_module()),
         "{msg}"
     );
     assert!(msg.contains("\"vaultd-startup\""), "{msg}");
@@ -54,7 +55,9 @@ fn start_up_errors_are_clear() {
     );
 
     // Wrong PIN: says so, never prints it.
-    let msg = unavailable(Pkcs11Hsm::open(&token.config_with_pin("wrong-pin-4711")));
+    let msg = unavailable(Pkcs11Hsm::open(
+        &token.hsm_config_with_pin("wrong-pin-4711"),
+    ));
     assert!(
         msg.contains("wrong user PIN") && msg.contains("vaultd-startup"),
         "{msg}"
@@ -63,7 +66,7 @@ fn start_up_errors_are_clear() {
 
     // Right PIN, no keys yet: names every missing key and `vaultd keys init`.
     let pin = load_pin(Some(&token.dir.join("hsm.pin"))).expect("pin");
-    match Pkcs11Hsm::open(&token.config()) {
+    match Pkcs11Hsm::open(&token.hsm_config()) {
         Err(err @ HsmError::KeyMissing(_)) => {
             let msg = err.to_string();
             for part in [
@@ -80,7 +83,7 @@ fn start_up_errors_are_clear() {
     }
 
     // Admin mode opens without keys; after `keys init` the daemon mode opens.
-    let admin = Pkcs11Hsm::open_admin(&token.config()).expect("admin");
+    let admin = Pkcs11Hsm::open_admin(&token.hsm_config()).expect("admin");
     assert_eq!(admin.pan_key_version(), 0);
     assert!(matches!(
         admin.seal("al", "pan", b"x"),
@@ -88,7 +91,7 @@ fn start_up_errors_are_clear() {
     ));
     let created = init_keys(&admin).expect("init");
     assert!(created.iter().all(|(_, created)| *created), "{created:?}");
-    let hsm = Pkcs11Hsm::open(&token.config()).expect("open");
+    let hsm = Pkcs11Hsm::open(&token.hsm_config()).expect("open");
     assert_eq!(hsm.pan_key_version(), 1);
     hsm.check().expect("check");
     // Two instances on one module share the initialised context.

@@ -1,7 +1,7 @@
 //! Test helper: a fresh SoftHSM2 token in a temp dir, made with
-//! softhsm/create-token.sh. `SOFTHSM2_CONF` is process-global and read once
-//! when the module initialises, so each test binary makes one token and
-//! every test in it shares that token.
+//! softhsm/create-token.sh by vault-testkit. `SOFTHSM2_CONF` is
+//! process-global and read once when the module initialises, so each test
+//! binary makes one token and every test in it shares that token.
 
 #![allow(dead_code)]
 
@@ -12,84 +12,27 @@ use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 use aes_kw::KwAes256;
 use cmac::{Cmac, Mac};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use vault_hsm::Hsm;
 
-use vault_hsm::keys::init_keys;
-use vault_hsm::{HsmConfig, Pkcs11Hsm, load_pin};
-use zeroize::Zeroizing;
+use vault_hsm::Pkcs11Hsm;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub use vault_testkit::Token;
 
-pub struct TestToken {
-    pub dir: PathBuf,
-    pub label: String,
-}
-
-impl TestToken {
-    pub fn config(&self) -> HsmConfig {
-        HsmConfig {
-            module: PathBuf::from(MODULE),
-            token_label: self.label.clone(),
-            pin: load_pin(Some(&self.dir.join("hsm.pin"))).expect("pin file"),
-        }
-    }
-
-    pub fn config_with_pin(&self, pin: &str) -> HsmConfig {
-        HsmConfig {
-            module: PathBuf::from(MODULE),
-            token_label: self.label.clone(),
-            pin: Zeroizing::new(pin.to_owned()),
-        }
-    }
-}
-
-/// Creates the token and points `SOFTHSM2_CONF` at it. Call once per binary
-/// (through a `OnceLock`), before any HSM is opened.
-pub fn create_token(label: &str) -> TestToken {
-    let dir = tempfile::Builder::new()
-        .prefix("vault-hsm-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir")
-        .keep();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm/create-token.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(&dir)
-        .arg(label)
-        .output()
-        .expect("run create-token.sh");
-    assert!(
-        out.status.success(),
-        "create-token.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let conf = stdout
-        .trim()
-        .strip_prefix("export SOFTHSM2_CONF=")
-        .expect("export line");
-    assert_eq!(Path::new(conf), dir.join("softhsm2.conf"));
-    // SAFETY: called once per test binary, inside a OnceLock initialiser or
-    // a single-test binary, before any thread reads the environment.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", conf) };
-    TestToken {
-        dir,
-        label: label.to_owned(),
-    }
+/// Creates the token and points `SOFTHSM2_CONF` at it, once per binary
+/// (the kit's [`vault_testkit::process_token`]), before any HSM is opened.
+pub fn create_token(label: &str) -> Token {
+    vault_testkit::process_token(label).clone()
 }
 
 /// A token with the vault keys, opened in daemon mode; shared by the tests
 /// of one binary.
-pub fn shared_hsm(label: &'static str) -> &'static (TestToken, Arc<Pkcs11Hsm>) {
-    static SHARED: OnceLock<(TestToken, Arc<Pkcs11Hsm>)> = OnceLock::new();
+pub fn shared_hsm(label: &'static str) -> &'static (Token, Arc<Pkcs11Hsm>) {
+    static SHARED: OnceLock<(Token, Arc<Pkcs11Hsm>)> = OnceLock::new();
     SHARED.get_or_init(|| {
         let token = create_token(label);
-        let admin = Pkcs11Hsm::open_admin(&token.config()).expect("open admin");
-        init_keys(&admin).expect("init keys");
-        drop(admin);
-        let hsm = Pkcs11Hsm::open(&token.config()).expect("open");
+        token.init_vault_keys();
+        let hsm = Pkcs11Hsm::open(&token.hsm_config()).expect("open");
         (token, Arc::new(hsm))
     })
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{TestEnv, bin_dir, first_line};
+use crate::daemon::TestEnv;
+use crate::{bin_dir, first_line};
 
 pub struct SchemeSim {
     child: Option<Child>,
