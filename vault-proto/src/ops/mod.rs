@@ -152,3 +152,52 @@ registry::registry! {
     KekRefresh(KekRefresh) KEK_REFRESH = "kek_refresh":
         KekRefreshArgs => KekRefreshResult, [Admin];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callers(r: Role) -> Vec<&'static str> {
+        Opcode::ALL
+            .iter()
+            .filter(|o| o.allows(r))
+            .map(|o| o.name())
+            .collect()
+    }
+
+    #[test]
+    fn names_are_unique_and_found_again() {
+        for &o in Opcode::ALL {
+            assert_eq!(Opcode::from_name(o.name()), Some(o));
+        }
+        assert_eq!(Opcode::from_name("no_such_op"), None);
+        assert_eq!(<Tokenize as Op>::NAME, op::TOKENIZE);
+        assert_eq!(<Tokenize as Op>::OPCODE, Opcode::Tokenize);
+    }
+
+    #[test]
+    fn roles_are_protocol_md_s_table() {
+        use Role::*;
+        assert_eq!(callers(Collector), ["health", "tokenize"]);
+        assert_eq!(
+            callers(Merchant),
+            [
+                "health",
+                "tokenize",
+                "transaction_tokens",
+                "alias_status",
+                "provision",
+                "remove_pan",
+                "delete_alias"
+            ]
+        );
+        assert_eq!(callers(Forwarder), ["health", "credentials"]);
+        // Admin: health and every op nobody else has.
+        for &o in Opcode::ALL {
+            let others = [Collector, Merchant, Forwarder]
+                .iter()
+                .any(|r| o.allows(*r));
+            assert_eq!(o.allows(Admin), o == Opcode::Health || !others, "{o:?}");
+        }
+    }
+}

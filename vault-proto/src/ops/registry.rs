@@ -23,6 +23,18 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The name in configuration files and PROTOCOL.md.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Collector => "collector",
+            Role::Merchant => "merchant",
+            Role::Forwarder => "forwarder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// Ties an op name to its argument and result types, so that clients can
 /// offer one typed call for every op (`client.op::<Tokenize>(&args)`) and
 /// a server one typed handler ([`Handle`]).
