@@ -236,7 +236,10 @@ pub fn pay_with_token(
 /// `vaultctl --socket <socket> --json <args>`: its exit code, standard
 /// output as JSON (`Null` when empty) and standard error as JSON (`Null`
 /// when empty).
-pub fn vaultctl_json(socket: &Path, args: &[&str]) -> (i32, serde_json::Value, serde_json::Value) {
+pub fn vaultctl_json(
+    socket: &std::path::Path,
+    args: &[&str],
+) -> (i32, serde_json::Value, serde_json::Value) {
     let out = std::process::Command::new(bin_dir().join("vaultctl"))
         .arg("--socket")
         .arg(socket)

@@ -11,7 +11,7 @@
 //! - decodes every frame with vault-proto (envelope, then the op's typed
 //!   arguments or result) and re-encodes it byte for byte;
 //! - checks that each frame's `value` is its body read as MessagePack;
-//! - counts: every op of `src/ops.rs` and every error code (and, when
+//! - counts: every op of the registry (`src/ops/mod.rs`) and every error code (and, when
 //!   `../shared/PROTOCOL.md` is there, every code of its table) has a vector.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1555,58 +1555,23 @@ where
 type ReqFn = fn(&[u8]) -> Result<Vec<u8>, String>;
 type ResFn = fn(Option<u64>, &[u8]) -> Vec<u8>;
 
-macro_rules! codecs {
-    ($($ty:ty),* $(,)?) => {
-        fn codec(op: &str) -> Option<(ReqFn, ResFn)> {
-            $(
-                if op == <$ty as Op>::NAME {
-                    return Some((request_round_trip::<$ty>, result_round_trip::<$ty>));
-                }
-            )*
-            None
-        }
-    };
+/// The typed round trips of an op, from the op registry.
+struct Codec;
+
+impl OpVisitor for Codec {
+    type Output = (ReqFn, ResFn);
+    fn visit<O: Op>(self) -> (ReqFn, ResFn) {
+        (request_round_trip::<O>, result_round_trip::<O>)
+    }
 }
 
-codecs!(
-    HealthOp,
-    Tokenize,
-    TransactionTokens,
-    AliasStatus,
-    Provision,
-    RemovePan,
-    DeleteAlias,
-    CredentialsOp,
-    StatsOp,
-    QueueListOp,
-    QueueRetry,
-    SchemePause,
-    SchemeResume,
-    RetentionOp,
-    PurgeDue,
-    EventsOp,
-    AuditOp,
-    KeyRotate,
-    KeyRetire,
-    BackupOp,
-    KekRefresh,
-);
+fn codec(op: &str) -> Option<(ReqFn, ResFn)> {
+    Some(Opcode::from_name(op)?.visit(Codec))
+}
 
-/// Every `pub const X: &str = "name";` of `src/ops.rs`'s `op` module.
-fn op_names_in_source() -> BTreeSet<String> {
-    let src = include_str!("../src/ops.rs");
-    let start = src.find("pub mod op {").expect("op module");
-    let body = &src[start..];
-    let end = body.find("\n}").expect("end of op module");
-    body[..end]
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            l.strip_prefix("pub const ")?;
-            let q = l.split('"').nth(1)?;
-            Some(q.to_owned())
-        })
-        .collect()
+/// Every op of the registry (`src/ops/mod.rs`).
+fn registered_op_names() -> BTreeSet<String> {
+    Opcode::ALL.iter().map(|o| o.name().to_owned()).collect()
 }
 
 fn check_value(framed: &[u8], what: &str) {
@@ -1697,12 +1662,12 @@ fn every_exchange_decodes_and_reencodes_byte_for_byte() {
 #[test]
 fn every_op_and_every_error_code_has_a_vector() {
     let (_, ops, errors) = generate();
-    let source_ops = op_names_in_source();
-    assert_eq!(source_ops.len(), 21, "ops in src/ops.rs");
+    let source_ops = registered_op_names();
+    assert_eq!(source_ops.len(), 21, "ops in the registry");
     let covered: BTreeSet<String> = ops.iter().filter_map(|x| x.op.map(str::to_owned)).collect();
     assert_eq!(
         covered, source_ops,
-        "ops.json must cover every op of src/ops.rs"
+        "ops.json must cover every op of the registry"
     );
     for op in &source_ops {
         assert!(codec(op).is_some(), "no typed codec for {op}");

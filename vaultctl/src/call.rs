@@ -1,6 +1,7 @@
 //! `vaultctl call OP`: any op by name, args as JSON on stdin, the result
 //! printed as JSON with card data masked.
 
+use vault_proto::ops::Opcode;
 use vault_proto::{BlockingClient, Pan};
 
 use crate::Failure;
@@ -26,6 +27,16 @@ pub fn call(c: &mut BlockingClient, op: &str) -> Result<(), Failure> {
         Err(e) => return Err(Failure::Usage(format!("cannot print: {e}"))),
     }
     Ok(())
+}
+
+/// `vaultctl call --help`: every op of the registry and who may call it.
+pub fn ops_help() -> String {
+    let mut help = String::from("Ops, and the roles that may call them:\n");
+    for op in Opcode::ALL {
+        let roles: Vec<&str> = op.roles().iter().map(|r| r.as_str()).collect();
+        help.push_str(&format!("  {:<20} {}\n", op.name(), roles.join(", ")));
+    }
+    help
 }
 
 /// Wipes every string (and key) of a JSON value before it is dropped.
@@ -72,7 +83,20 @@ fn redact_card_data(v: &mut serde_json::Value) {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_card_data;
+    use super::{ops_help, redact_card_data};
+
+    #[test]
+    fn call_help_lists_every_op() {
+        let help = ops_help();
+        for op in vault_proto::ops::Opcode::ALL {
+            assert!(
+                help.contains(op.name()),
+                "{} missing from {help}",
+                op.name()
+            );
+        }
+        assert!(help.contains("credentials          forwarder\n"), "{help}");
+    }
 
     #[test]
     fn call_output_masks_card_data() {

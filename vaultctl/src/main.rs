@@ -28,7 +28,7 @@ mod stdin;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use vault_proto::BlockingClient;
 use vault_proto::client::ClientError;
 use vault_proto::ops;
@@ -152,8 +152,13 @@ enum Cmd {
     },
 }
 
+/// The command line, with `call --help` listing the ops of the registry.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("call", |c| c.after_help(call::ops_help()))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let json = cli.json;
     // One line on stderr: the message, or under --json the object.
     let fail = |exit: u8, code: &str, message: String, retryable: bool| {

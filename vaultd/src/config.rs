@@ -455,14 +455,9 @@ fn keep() -> Retention {
     Retention::Keep
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Collector,
-    Merchant,
-    Forwarder,
-    Admin,
-}
+/// A client's roles; which ops each may call is declared with the op
+/// (`vault_proto::ops`, part of the protocol contract).
+pub use vault_proto::ops::Role;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

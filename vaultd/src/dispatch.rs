@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::Serialize;
 use tokio::time::Instant;
 use vault_hsm::Hsm;
 use vault_proto::frame::{self, RequestHead};
-use vault_proto::ops::{self, op};
+use vault_proto::ops::{Opcode, Request};
 use vault_proto::{ErrorCode, WireError};
 
 use crate::config::{Config, Role};
@@ -74,35 +73,6 @@ impl ClientTable {
     }
 }
 
-/// Which roles may call an op; `None` for ops nobody has (unknown).
-fn allowed_roles(op_name: &str) -> Option<&'static [Role]> {
-    use Role::*;
-    Some(match op_name {
-        op::HEALTH => &[Collector, Merchant, Forwarder, Admin],
-        op::TOKENIZE => &[Collector, Merchant],
-        op::TRANSACTION_TOKENS
-        | op::ALIAS_STATUS
-        | op::REMOVE_PAN
-        | op::DELETE_ALIAS
-        | op::PROVISION => &[Merchant],
-        op::CREDENTIALS => &[Forwarder],
-        op::STATS
-        | op::QUEUE_LIST
-        | op::QUEUE_RETRY
-        | op::SCHEME_PAUSE
-        | op::SCHEME_RESUME
-        | op::RETENTION
-        | op::PURGE_DUE
-        | op::EVENTS
-        | op::AUDIT
-        | op::KEY_ROTATE
-        | op::KEY_RETIRE
-        | op::KEK_REFRESH
-        | op::BACKUP => &[Admin],
-        _ => return None,
-    })
-}
-
 pub struct Dispatcher<S: Store, H: Hsm> {
     pub vault: Arc<Vault<S, H>>,
     clients: RwLock<Arc<ClientTable>>,
@@ -142,9 +112,7 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
     pub async fn handle(&self, peer: Peer, body: &[u8]) -> Vec<u8> {
         let started = Instant::now();
         let (op, code, answer) = self.answer(peer, body).await;
-        let op = if allowed_roles(op).is_some() {
-            op
-        } else if op == "(malformed)" {
+        let op = if vault_proto::ops::Opcode::from_name(op).is_some() || op == "(malformed)" {
             op
         } else {
             "(unknown op)"
@@ -225,7 +193,7 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
     /// Audits a refusal: the first of a burst (per uid and error code) at
     /// once, the others as one count per interval (`refusals`).
     async fn refused(&self, who: &Caller, op_name: &str, alias: Option<String>, e: &WireError) {
-        let op_name = if allowed_roles(op_name).is_some() {
+        let op_name = if Opcode::from_name(op_name).is_some() {
             op_name
         } else {
             "(unknown op)"
@@ -333,119 +301,26 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
         write_counts(&self.vault, counts).await;
     }
 
+    /// Unknown op, then the client's roles, then the arguments, in that
+    /// order (each answer names the first that fails); then the op's
+    /// handler in the vault (`vault_proto::ops::Handle`).
     async fn route(
         &self,
         client: &ClientEntry,
         who: &Caller,
         head: RequestHead<'_>,
     ) -> Result<Vec<u8>, VaultError> {
-        let Some(roles) = allowed_roles(head.op) else {
+        let Some(opcode) = Opcode::from_name(head.op) else {
             return Err(VaultError::refuse(ErrorCode::UnknownOp, "no such op"));
         };
-        if !client.roles.iter().any(|r| roles.contains(r)) {
+        if !client.roles.iter().any(|r| opcode.allows(*r)) {
             return Err(VaultError::refuse(
                 ErrorCode::Forbidden,
                 format!("op {} is not allowed for this client's roles", head.op),
             ));
         }
-        let v = &self.vault;
-        let id = Some(head.id);
-        let args = head.args;
-        let ok = |r: &dyn ErasedSerialize| r.encode(id);
-        let bytes = match head.op {
-            op::HEALTH => {
-                let _: ops::NoArgs = decode(args)?;
-                ok(&v.health().await)
-            }
-            op::TOKENIZE => {
-                let a: ops::TokenizeArgs = decode(args)?;
-                ok(&v.tokenize(who, a).await?)
-            }
-            op::ALIAS_STATUS => {
-                let a: ops::AliasArgs = decode(args)?;
-                ok(&v.alias_status(who, &a.alias)?)
-            }
-            op::TRANSACTION_TOKENS => {
-                let a: ops::TransactionArgs = decode(args)?;
-                ok(&v.transaction_tokens(who, &a.transaction_id)?)
-            }
-            op::DELETE_ALIAS => {
-                let a: ops::AliasArgs = decode(args)?;
-                v.delete_alias(who, &a.alias).await?;
-                ok(&ops::DeleteResult { deleted: true })
-            }
-            op::REMOVE_PAN => {
-                let a: ops::AliasArgs = decode(args)?;
-                ok(&v.remove_pan(who, &a.alias).await?)
-            }
-            op::STATS => {
-                let _: ops::NoArgs = decode(args)?;
-                ok(&v.stats()?)
-            }
-            op::AUDIT => {
-                let a: ops::PageArgs = decode(args)?;
-                let page = v.audit_page(a.after, a.limit).await?;
-                v.store.audit(who.audit(op::AUDIT, None, "ok")).await?;
-                ok(&page)
-            }
-            op::PROVISION => {
-                let a: ops::AliasArgs = decode(args)?;
-                ok(&v.provision(who, &a.alias).await?)
-            }
-            op::CREDENTIALS => {
-                let a: ops::CredentialsArgs = decode(args)?;
-                ok(&v.credentials(who, a).await?)
-            }
-            op::QUEUE_LIST => {
-                let a: ops::QueueListArgs = decode(args)?;
-                ok(&v.queue_list(a)?)
-            }
-            op::QUEUE_RETRY => {
-                let a: ops::JobArgs = decode(args)?;
-                ok(&v.queue_retry(who, &a.job_id).await?)
-            }
-            op::SCHEME_PAUSE | op::SCHEME_RESUME => {
-                let a: ops::SchemeArgs = decode(args)?;
-                ok(&v
-                    .scheme_pause(who, &a.scheme, head.op == op::SCHEME_PAUSE)
-                    .await?)
-            }
-            op::EVENTS => {
-                let a: ops::PageArgs = decode(args)?;
-                ok(&v.events(a.after, a.limit)?)
-            }
-            op::RETENTION => {
-                let _: ops::NoArgs = decode(args)?;
-                ok(&v.retention()?)
-            }
-            op::PURGE_DUE => {
-                let a: ops::PurgeArgs = decode(args)?;
-                ok(&v.purge_due(who, a.tenant).await?)
-            }
-            op::KEY_ROTATE => {
-                let a: ops::KeyRotateArgs = decode(args)?;
-                ok(&v.key_rotate(who, a.key).await?)
-            }
-            op::KEY_RETIRE => {
-                let a: ops::KeyRetireArgs = decode(args)?;
-                ok(&v.key_retire(who, a.version).await?)
-            }
-            op::BACKUP => {
-                let a: ops::BackupArgs = decode(args)?;
-                ok(&v.backup(who, a.path).await?)
-            }
-            op::KEK_REFRESH => {
-                let a: ops::KekRefreshArgs = decode(args)?;
-                ok(&v.kek_refresh(who, a.scheme, a.version).await?)
-            }
-            other => {
-                return Err(VaultError::refuse(
-                    ErrorCode::UnknownOp,
-                    format!("op {other} is not served"),
-                ));
-            }
-        };
-        bytes.map_err(VaultError::Refused)
+        let request = Request::decode(opcode, head.args)?;
+        request.serve(&*self.vault, who, head.id).await
     }
 }
 
@@ -474,21 +349,6 @@ fn alias_arg(head: RequestHead<'_>) -> Option<String> {
     let raw = head.args?;
     let a: OnlyAlias = rmp_serde::from_slice(raw).ok()?;
     a.alias.filter(|a| crate::vault::cards::valid_alias(a))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(args: Option<&[u8]>) -> Result<T, VaultError> {
-    frame::decode_args(args).map_err(VaultError::Refused)
-}
-
-/// Lets `route` encode any result type through one closure.
-trait ErasedSerialize {
-    fn encode(&self, id: Option<u64>) -> Result<Vec<u8>, WireError>;
-}
-
-impl<T: Serialize> ErasedSerialize for T {
-    fn encode(&self, id: Option<u64>) -> Result<Vec<u8>, WireError> {
-        frame::encode_ok(id, self)
-    }
 }
 
 /// Refusal audits, coalesced. The first refusal of a burst (per uid and

@@ -5,8 +5,8 @@
 use vault_hsm::Hsm;
 use vault_proto::ErrorCode;
 use vault_proto::ops::{
-    AliasRecord, EventView, Events, JobState, JobView, QueueList, QueueListArgs, QueueRetryResult,
-    SchemePaused,
+    self, AliasRecord, EventView, Events, Handle, JobState, JobView, QueueList, QueueListArgs,
+    QueueRetryResult, SchemePaused,
 };
 
 use super::cards::now_ms;
@@ -189,5 +189,43 @@ impl<S: Store, H: Hsm> Vault<S, H> {
         }
         let v = self.alias_of_tenant(&tenant, alias)?;
         Ok(alias_record(&v, &policy))
+    }
+}
+
+// ------------------------------------------------------------ op handlers
+
+impl<S: Store, H: Hsm> Handle<ops::QueueListOp> for Vault<S, H> {
+    async fn handle(&self, _: &Caller, a: QueueListArgs) -> VaultResult<QueueList> {
+        self.queue_list(a)
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::QueueRetry> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::JobArgs) -> VaultResult<QueueRetryResult> {
+        self.queue_retry(who, &a.job_id).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::SchemePause> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::SchemeArgs) -> VaultResult<SchemePaused> {
+        self.scheme_pause(who, &a.scheme, true).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::SchemeResume> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::SchemeArgs) -> VaultResult<SchemePaused> {
+        self.scheme_pause(who, &a.scheme, false).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::EventsOp> for Vault<S, H> {
+    async fn handle(&self, _: &Caller, a: ops::PageArgs) -> VaultResult<Events> {
+        self.events(a.after, a.limit)
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::Provision> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::AliasArgs) -> VaultResult<AliasRecord> {
+        self.provision(who, &a.alias).await
     }
 }

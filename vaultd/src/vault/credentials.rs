@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use base64::Engine;
 use vault_hsm::Hsm;
 use vault_proto::ops::{
-    CredentialKind, Credentials, CredentialsArgs, FallbackReason, Initiator, TokenStatus,
+    self, CredentialKind, Credentials, CredentialsArgs, FallbackReason, Handle, Initiator,
+    TokenStatus,
 };
 use vault_proto::{ErrorCode, Pan};
 use zeroize::Zeroizing;
@@ -292,6 +293,14 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             exp_year: v.rec.exp_year,
             fallback_reason: reason,
         })
+    }
+}
+
+// ------------------------------------------------------------ op handler
+
+impl<S: Store, H: Hsm> Handle<ops::CredentialsOp> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: CredentialsArgs) -> VaultResult<Credentials> {
+        self.credentials(who, a).await
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use vault_hsm::{Hsm, HsmError};
 use vault_proto::ErrorCode;
 use vault_proto::ops::{
-    BackupResult, KekRefreshResult, KeyRetireResult, KeyRotateResult, KeyStats,
+    self, BackupResult, Handle, KekRefreshResult, KeyRetireResult, KeyRotateResult, KeyStats,
 };
 
 use super::{Caller, Vault, VaultError, VaultResult};
@@ -388,5 +388,31 @@ impl<S: Store, H: Hsm> Vault<S, H> {
             pans: summary.pans,
             audit_seq: summary.audit_seq,
         })
+    }
+}
+
+// ------------------------------------------------------------ op handlers
+
+impl<S: Store, H: Hsm> Handle<ops::KeyRotate> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::KeyRotateArgs) -> VaultResult<KeyRotateResult> {
+        self.key_rotate(who, a.key).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::KeyRetire> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::KeyRetireArgs) -> VaultResult<KeyRetireResult> {
+        self.key_retire(who, a.version).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::BackupOp> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::BackupArgs) -> VaultResult<BackupResult> {
+        self.backup(who, a.path).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::KekRefresh> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::KekRefreshArgs) -> VaultResult<KekRefreshResult> {
+        self.kek_refresh(who, a.scheme, a.version).await
     }
 }

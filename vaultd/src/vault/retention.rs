@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use vault_hsm::Hsm;
 use vault_proto::ErrorCode;
-use vault_proto::ops::{AliasRecord, PurgeResult, Retention as RetentionView, TenantRetention};
+use vault_proto::ops::{
+    self, AliasRecord, Handle, PurgeResult, Retention as RetentionView, TenantRetention,
+};
 
 use super::cards::now_ms;
 use super::{Caller, Vault, VaultError, VaultResult, alias_record};
@@ -194,4 +196,24 @@ pub async fn purge_expired<S: Store>(store: &S, now: u64) -> usize {
         );
     }
     total
+}
+
+// ------------------------------------------------------------ op handlers
+
+impl<S: Store, H: Hsm> Handle<ops::RemovePan> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::AliasArgs) -> VaultResult<AliasRecord> {
+        self.remove_pan(who, &a.alias).await
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::RetentionOp> for Vault<S, H> {
+    async fn handle(&self, _: &Caller, _: ops::NoArgs) -> VaultResult<RetentionView> {
+        self.retention()
+    }
+}
+
+impl<S: Store, H: Hsm> Handle<ops::PurgeDue> for Vault<S, H> {
+    async fn handle(&self, who: &Caller, a: ops::PurgeArgs) -> VaultResult<PurgeResult> {
+        self.purge_due(who, a.tenant).await
+    }
 }
