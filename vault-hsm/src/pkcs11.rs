@@ -381,7 +381,7 @@ impl Pkcs11Hsm {
     /// Runs `op` on this thread's session (admin and diagnostics).
     pub(crate) fn session<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl FnOnce(&Session) -> CallResult<T>,
     ) -> HsmResult<T> {
         self.source.with_session(what, |s| {
@@ -407,7 +407,7 @@ impl Pkcs11Hsm {
     /// cached handle went stale (key destroyed and re-created elsewhere).
     fn with_key<T>(
         &self,
-        what: &str,
+        what: &'static str,
         key: KeyRef<'_>,
         op: impl Fn(&Session, ObjectHandle) -> CallResult<T>,
     ) -> HsmResult<T> {
@@ -822,7 +822,7 @@ impl Pkcs11Hsm {
     }
 
     /// HMAC-SHA-256 under the generic-secret key `label`.
-    fn hmac(&self, what: &str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
+    fn hmac(&self, what: &'static str, label: &str, data: &[u8]) -> HsmResult<[u8; 32]> {
         self.with_key(what, KeyRef::Named(label), |s, key| {
             let mut mac = [0u8; 32];
             let n =

@@ -112,10 +112,10 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
     pub async fn handle(&self, peer: Peer, body: &[u8]) -> Vec<u8> {
         let started = Instant::now();
         let (op, code, answer) = self.answer(peer, body).await;
-        let op = if vault_proto::ops::Opcode::from_name(op).is_some() || op == "(malformed)" {
-            op
+        let op = if op == MALFORMED {
+            MALFORMED
         } else {
-            "(unknown op)"
+            op_label(op)
         };
         crate::metrics::request(op, code, started.elapsed());
         answer
@@ -157,9 +157,9 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
                     Some(c) => (caller(c), e.error),
                     None => (unknown(), not_a_client()),
                 };
-                self.refused(&who, "(malformed)", None, &error).await;
+                self.refused(&who, MALFORMED, None, &error).await;
                 return (
-                    "(malformed)",
+                    MALFORMED,
                     error.code.as_str(),
                     frame::encode_err(e.id, &error),
                 );
@@ -193,11 +193,7 @@ impl<S: Store, H: Hsm> Dispatcher<S, H> {
     /// Audits a refusal: the first of a burst (per uid and error code) at
     /// once, the others as one count per interval (`refusals`).
     async fn refused(&self, who: &Caller, op_name: &str, alias: Option<String>, e: &WireError) {
-        let op_name = if Opcode::from_name(op_name).is_some() {
-            op_name
-        } else {
-            "(unknown op)"
-        };
+        let op_name = op_label(op_name);
         // Without a tokio runtime no task can write the counts later:
         // then every refusal is written (only embedders without one).
         let runtime = tokio::runtime::Handle::try_current().ok();
@@ -358,6 +354,16 @@ fn alias_arg(head: RequestHead<'_>) -> Option<String> {
 /// flooding one error costs the trail one record when it starts and one
 /// per interval after, and every refusal is in a record: the counts still
 /// open are written when the server stops ([`Refusals::close`]).
+/// The op name refusal audits and metrics carry: a known op's own name,
+/// or `(unknown op)` for anything a client sent that is not one (a closed
+/// set, never the client's bytes).
+fn op_label(name: &str) -> &'static str {
+    Opcode::from_name(name).map_or("(unknown op)", Opcode::name)
+}
+
+/// What stands for the op of a request whose envelope did not decode.
+const MALFORMED: &str = "(malformed)";
+
 mod refusals {
     use std::collections::HashMap;
     use std::time::Duration;

@@ -178,10 +178,9 @@ fn resident_bytes() -> Option<u64> {
     u64::try_from(page).ok().map(|p| p * pages)
 }
 
-/// Records one answered request. `op` must be a known op's name, or a
-/// fixed placeholder (`(unknown op)`, `(malformed)`): labels are a closed set.
-pub fn request(op: &str, code: &'static str, took: Duration) {
-    metrics::counter!("vaultd_requests_total", "op" => op.to_owned(), "code" => code).increment(1);
-    metrics::histogram!("vaultd_request_duration_seconds", "op" => op.to_owned())
-        .record(took.as_secs_f64());
+/// Records one answered request. `op` is a known op's name or a fixed
+/// placeholder (`(unknown op)`, `(malformed)`): labels are a closed set.
+pub fn request(op: &'static str, code: &'static str, took: Duration) {
+    metrics::counter!("vaultd_requests_total", "op" => op, "code" => code).increment(1);
+    metrics::histogram!("vaultd_request_duration_seconds", "op" => op).record(took.as_secs_f64());
 }

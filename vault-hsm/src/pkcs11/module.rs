@@ -24,7 +24,7 @@
 //! loader maps a second, independent SoftHSM2) is initialised beside the
 //! one in use by a background thread, which also logs every instance in,
 //! learns every key handle in one pass and makes the key copies in use
-//! (see `SessionSource::prepare_standby`). Calls are held only for the switch; the
+//! (see `StandbyPreparer::prepare` in `session`). Calls are held only for the switch; the
 //! old copy is finalised after it, freeing its session objects, and is the
 //! standby for the next round. Two copies of SoftHSM2 in one process do not
 //! exclude each other's file accesses (POSIX record locks are per process),

@@ -113,16 +113,16 @@ impl SessionSource {
     /// put back afterwards unless the error says it is dead.
     pub(crate) fn with_session<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl FnOnce(&Session) -> CallResult<T>,
     ) -> HsmResult<T> {
         let started = std::time::Instant::now();
         let entered = self.module.enter()?;
         let result = self.with_session_entered(entered.generation(), what, op);
         entered.leave();
-        // `what` names the call ("seal", "cryptogram_mac", ...): a fixed
-        // vocabulary, never data.
-        metrics::histogram!("vaultd_hsm_call_duration_seconds", "op" => what.to_owned())
+        // `what` names the call ("seal", "cryptogram_mac", ...): a literal,
+        // never data.
+        metrics::histogram!("vaultd_hsm_call_duration_seconds", "op" => what)
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -202,51 +202,6 @@ impl SessionSource {
                 }
             }
             self.generation.store(generation, Ordering::Release);
-        }
-    }
-
-    /// Makes this instance ready for the standby copy `lane`, which becomes
-    /// `generation` (see `module`): logs in, learns every key handle in one
-    /// pass, and copies the keys now in use. Returns how many copies it
-    /// made (session objects of `lane`).
-    fn prepare_standby(
-        &self,
-        lane: &Lane,
-        lane_index: usize,
-        generation: u64,
-    ) -> Result<u64, String> {
-        let what = |e: CallError| to_hsm_error(e, "prepare the standby HSM copy").to_string();
-        let session = self.open_on(&lane.ctx).map_err(what)?;
-        let handles = HandleCache::prepared(&session).map_err(what)?;
-        let epoch = self.copies.epochs.current();
-        let mut copies = Vec::new();
-        for label in self.copies.labels() {
-            let Some(key) = handles.known(&label) else {
-                continue;
-            };
-            match session.copy_object(key, &[Attribute::Token(false)]) {
-                Ok(copy) => copies.push((label, copy)),
-                Err(e) => return Err(what(e.into())),
-            }
-        }
-        let made = copies.len() as u64;
-        *lock(&self.prepared) = Some(Prepared {
-            generation,
-            lane: lane_index,
-            handles,
-            copies,
-            epoch,
-            owner: session,
-        });
-        Ok(made)
-    }
-
-    /// Drops what [`SessionSource::prepare_standby`] made (the standby was not
-    /// used): its session is closed on the standby copy, which nothing
-    /// else uses. Does not enter the gate.
-    fn discard_standby(&self) {
-        if let Some(p) = lock(&self.prepared).take() {
-            let _ = p.owner.close();
         }
     }
 
@@ -413,11 +368,43 @@ pub(crate) fn ensure_logged_in(session: &Session) -> CallResult<()> {
 }
 
 impl StandbyPreparer for SessionSource {
+    /// Makes this instance ready for the standby copy `lane`, which becomes
+    /// `generation` (see `module`): logs in, learns every key handle in one
+    /// pass, and copies the keys now in use. Returns how many copies it
+    /// made (session objects of `lane`).
     fn prepare(&self, lane: &Lane, lane_index: usize, generation: u64) -> Result<u64, String> {
-        self.prepare_standby(lane, lane_index, generation)
+        let what = |e: CallError| to_hsm_error(e, "prepare the standby HSM copy").to_string();
+        let session = self.open_on(&lane.ctx).map_err(what)?;
+        let handles = HandleCache::prepared(&session).map_err(what)?;
+        let epoch = self.copies.epochs.current();
+        let mut copies = Vec::new();
+        for label in self.copies.labels() {
+            let Some(key) = handles.known(&label) else {
+                continue;
+            };
+            match session.copy_object(key, &[Attribute::Token(false)]) {
+                Ok(copy) => copies.push((label, copy)),
+                Err(e) => return Err(what(e.into())),
+            }
+        }
+        let made = copies.len() as u64;
+        *lock(&self.prepared) = Some(Prepared {
+            generation,
+            lane: lane_index,
+            handles,
+            copies,
+            epoch,
+            owner: session,
+        });
+        Ok(made)
     }
 
+    /// Drops what [`StandbyPreparer::prepare`] made (the standby was not
+    /// used): its session is closed on the standby copy, which nothing
+    /// else uses. Does not enter the gate.
     fn discard_prepared(&self) {
-        self.discard_standby()
+        if let Some(p) = lock(&self.prepared).take() {
+            let _ = p.owner.close();
+        }
     }
 }

@@ -797,11 +797,7 @@ fn record_job(job: &JobRec, finish: &JobFinish, took: Duration) {
         JobFinish::Retry { give_up: true, .. } => "failed",
         JobFinish::Retry { .. } => "retry",
     };
-    let kind = match job.kind {
-        JobKind::Provision => "provision",
-        JobKind::Delete => "delete",
-        JobKind::KeyRefresh => "key_refresh",
-    };
+    let kind = job.kind.as_str();
     let scheme = job.scheme.clone();
     metrics::counter!("vaultd_provisioning_jobs_total", "scheme" => scheme.clone(), "kind" => kind, "outcome" => outcome)
         .increment(1);
